@@ -1,0 +1,51 @@
+# Hybrid classroom kit — developer entry points.
+#   make setup   create .venv, install the project with its dev extras, and the Debian packages
+#                the tests need (installed when run as root, otherwise listed)
+#   make demo    run the agent on synthetic sources (or real devices if configured)
+#   make test    every test (runs setup first)
+#   make bench   the media benchmark; prints a table and writes docs/PERFORMANCE.md
+#   make lint    ruff + mypy
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 fonts-dejavu-core
+DEMO_ARGS ?=
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(VENV)/.installed
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "missing Debian packages (run as root or: sudo apt-get install$$missing)"; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(VENV)/bin/kit-agent demo $(DEMO_ARGS)
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench
+
+lint: setup
+	$(VENV)/bin/ruff check agent kiosk provisioning tests bench
+	$(VENV)/bin/ruff format --check agent kiosk provisioning tests bench
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

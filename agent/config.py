@@ -1,0 +1,158 @@
+"""The agent's configuration: one validated schema, loaded once at start-up.
+
+The file is TOML (see ``agent/example-config.toml``). Unknown keys are errors, so a typo never
+silently falls back to a default. Values are passed down to the parts that need them; nothing
+reads the file again later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+SYNTHETIC = "synthetic"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpConfig(_Strict):
+    listen: str = "0.0.0.0:8080"
+    """HOST:PORT the agent's HTTP server binds to (kiosk, API, WHEP, pupil page)."""
+    public_url: str = ""
+    """Base URL put in join links, e.g. ``http://192.168.1.20:8080``; empty = guessed."""
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_host_port(value)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class VideoSourceConfig(_Strict):
+    device: str = SYNTHETIC
+    """``synthetic``, a V4L2 path (``/dev/video0``) or index (``0``), an RTSP URL, a video
+    file (looped), or empty to disable this camera."""
+    width: Annotated[int, Field(ge=160, le=3840)] = 1280
+    height: Annotated[int, Field(ge=120, le=2160)] = 720
+    fps: Annotated[int, Field(ge=1, le=60)] = 30
+    bitrate_kbps: Annotated[int, Field(ge=100, le=20_000)] = 2000
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError("must be even (4:2:0 video)")
+        return value
+
+
+def _document_defaults() -> VideoSourceConfig:
+    return VideoSourceConfig(width=1920, height=1080, fps=15, bitrate_kbps=2000)
+
+
+class MicrophoneConfig(_Strict):
+    device: str = SYNTHETIC
+    """``synthetic`` (a tone), ``default``, a sounddevice name or index, or empty to disable."""
+    bitrate_kbps: Annotated[int, Field(ge=16, le=128)] = 48
+
+
+class EncoderConfig(_Strict):
+    h264_preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
+    ] = "veryfast"
+    keyframe_interval_s: Annotated[float, Field(gt=0.2, le=2.0)] = 2.0
+    keyframe_min_interval_s: Annotated[float, Field(ge=0.0, le=5.0)] = 0.5
+    """Forced keyframes (joins, PLI/FIR) per source are at most this often."""
+    threads: Annotated[int, Field(ge=0, le=16)] = 0
+    """Encoder threads per video source; 0 = chosen by the encoder."""
+
+
+class IceServerConfig(_Strict):
+    urls: list[str]
+    username: str = ""
+    credential: str = ""
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one URL")
+        for url in value:
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
+        return value
+
+
+class WebRtcConfig(_Strict):
+    ice_servers: list[IceServerConfig] = []
+    """STUN/TURN servers. Empty means none: the kit contacts no server it was not told of."""
+    host_addresses: list[str] = []
+    """Restrict ICE host candidates to these local addresses; empty = every interface."""
+    max_viewers: Annotated[int, Field(ge=1, le=500)] = 60
+    viewer_queue_packets: Annotated[int, Field(ge=4, le=1000)] = 60
+    """Bound of each viewer's video queue; on overflow it drops to the next keyframe."""
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 30.0
+
+    @field_validator("host_addresses")
+    @classmethod
+    def _check_addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            ipaddress.ip_address(address)
+        return value
+
+
+class AgentConfig(_Strict):
+    http: HttpConfig = HttpConfig()
+    camera: VideoSourceConfig = VideoSourceConfig()
+    document: VideoSourceConfig = Field(default_factory=_document_defaults)
+    microphone: MicrophoneConfig = MicrophoneConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    webrtc: WebRtcConfig = WebRtcConfig()
+    state_dir: str = ""
+    """Where the agent keeps its state; empty = not persisted."""
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` too) and validate the port."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range")
+    return host.strip("[]") or "0.0.0.0", port
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate a TOML config file; raise :class:`ConfigError` with a readable reason."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return config_from_dict(data, origin=str(path))
+
+
+def config_from_dict(data: dict[str, object], origin: str = "config") -> AgentConfig:
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{origin}: {problems}") from exc

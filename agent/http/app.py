@@ -1,0 +1,204 @@
+"""The agent's HTTP server: session control (localhost only), WHEP egress, kiosk and pupil pages.
+
+Routes
+  GET  /                      kiosk (teacher UI), localhost only
+  GET  /api/status            session, sources, encoders, viewers (JSON), localhost only
+  POST /api/session/start     go live, localhost only
+  POST /api/session/stop      end the class, localhost only
+  GET  /join/{token}          the pupil page
+  POST /whep/{token}          WHEP: SDP offer in, 201 + Location + SDP answer out
+  DELETE /whep/resource/{id}  WHEP: end that viewer
+  PATCH  /whep/resource/{id}  405: no trickle ICE (every candidate is in the answer)
+
+Refusals are :class:`~agent.errors.RequestError` subclasses; only their public message is sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+
+from aiohttp import web
+
+from ..errors import (
+    Forbidden,
+    PayloadTooLarge,
+    RequestError,
+    UnsupportedMediaType,
+)
+from ..session import ClassSession
+from ..webrtc.sdp import MAX_OFFER_BYTES
+
+log = logging.getLogger("agent.http")
+
+SESSION_KEY = web.AppKey("session", ClassSession)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+WHEP_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
+    "Access-Control-Expose-Headers": "Location, Link, ETag, Accept-Patch",
+    "Access-Control-Max-Age": "600",
+}
+
+
+def _is_loopback(remote: str | None) -> bool:
+    if not remote:
+        return False
+    try:
+        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn refusals into clean responses; log and hide everything unexpected."""
+    whep = request.path.startswith("/whep/")
+    try:
+        response = await handler(request)
+    except RequestError as exc:
+        response = _error(exc.status, exc.public_message, json=not whep)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        response = _error(500, "internal error", json=not whep)
+    if whep:
+        response.headers.update(WHEP_CORS)
+    return response
+
+
+def _error(status: int, message: str, json: bool) -> web.Response:
+    if json:
+        return web.json_response({"error": message}, status=status)
+    return web.Response(status=status, text=message + "\n", content_type="text/plain")
+
+
+def require_local(request: web.Request) -> None:
+    if not _is_loopback(request.remote):
+        raise Forbidden("control is only accepted from the kit itself")
+
+
+# -- session control -------------------------------------------------------------------------
+
+
+async def get_status(request: web.Request) -> web.Response:
+    require_local(request)
+    return web.json_response(request.app[SESSION_KEY].status())
+
+
+async def post_start(request: web.Request) -> web.Response:
+    require_local(request)
+    session = request.app[SESSION_KEY]
+    await session.start()
+    return web.json_response(session.status())
+
+
+async def post_stop(request: web.Request) -> web.Response:
+    require_local(request)
+    session = request.app[SESSION_KEY]
+    await session.stop()
+    return web.json_response(session.status())
+
+
+# -- WHEP -------------------------------------------------------------------------------------
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    return body
+
+
+async def post_whep(request: web.Request) -> web.Response:
+    session = request.app[SESSION_KEY]
+    token = request.match_info["token"]
+    session.check_token(token)
+    if request.content_type != "application/sdp":
+        raise UnsupportedMediaType("Content-Type must be application/sdp")
+    body = await read_limited(request, MAX_OFFER_BYTES)
+    viewer, answer = await session.add_viewer(token, body)
+    location = f"/whep/resource/{viewer.id}"
+    return web.Response(
+        status=201,
+        body=answer.encode(),
+        content_type="application/sdp",
+        headers={"Location": location},
+    )
+
+
+async def delete_whep(request: web.Request) -> web.Response:
+    await request.app[SESSION_KEY].remove_viewer(request.match_info["viewer_id"])
+    return web.Response(status=200)
+
+
+async def patch_whep(request: web.Request) -> web.Response:
+    return web.Response(status=405, headers={"Allow": "DELETE"}, text="trickle ICE not supported\n")
+
+
+async def options_whep(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={"Accept-Post": "application/sdp"})
+
+
+# -- pages ------------------------------------------------------------------------------------
+
+
+def _static(name: str) -> bytes:
+    return resources.files("agent.http").joinpath("static", name).read_bytes()
+
+
+async def kiosk_page(request: web.Request) -> web.Response:
+    require_local(request)
+    return web.Response(body=_static("kiosk.html"), content_type="text/html", charset="utf-8")
+
+
+async def join_page(request: web.Request) -> web.Response:
+    return web.Response(
+        body=_static("join.html"),
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"},
+    )
+
+
+async def static_file(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    types = {".js": "text/javascript", ".css": "text/css"}
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    if "/" in name or suffix not in types:
+        raise web.HTTPNotFound()
+    try:
+        body = _static(name)
+    except FileNotFoundError:
+        raise web.HTTPNotFound() from None
+    return web.Response(body=body, content_type=types[suffix], charset="utf-8")
+
+
+def make_app(session: ClassSession) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_OFFER_BYTES * 2)
+    app[SESSION_KEY] = session
+    app.router.add_get("/", kiosk_page)
+    app.router.add_get("/api/status", get_status)
+    app.router.add_post("/api/session/start", post_start)
+    app.router.add_post("/api/session/stop", post_stop)
+    app.router.add_get("/join/{token}", join_page)
+    app.router.add_get("/static/{name}", static_file)
+    app.router.add_post("/whep/{token}", post_whep)
+    app.router.add_route("OPTIONS", "/whep/{token}", options_whep)
+    app.router.add_delete("/whep/resource/{viewer_id}", delete_whep)
+    app.router.add_patch("/whep/resource/{viewer_id}", patch_whep)
+    app.router.add_route("OPTIONS", "/whep/resource/{viewer_id}", options_whep)
+    app.on_shutdown.append(_shutdown)
+    return app
+
+
+async def _shutdown(app: web.Application) -> None:
+    await app[SESSION_KEY].stop()
+

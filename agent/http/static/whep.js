@@ -1,0 +1,49 @@
+// Minimal WHEP client (draft-ietf-wish-whep), no trickle: the offer carries every candidate.
+// Asks for the room camera, the document camera and the audio, in that order.
+"use strict";
+
+class WhepError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function whepConnect(url, { iceServers = [], gatherTimeoutMs = 2000 } = {}) {
+  const pc = new RTCPeerConnection({ iceServers });
+  const camera = pc.addTransceiver("video", { direction: "recvonly" });
+  const documentCam = pc.addTransceiver("video", { direction: "recvonly" });
+  const audio = pc.addTransceiver("audio", { direction: "recvonly" });
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    const timer = setTimeout(resolve, gatherTimeoutMs);
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
+    });
+  });
+  let response;
+  try {
+    response = await fetch(url, {
+      method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp,
+    });
+  } catch (err) {
+    pc.close();
+    throw new WhepError(0, "network");
+  }
+  if (response.status !== 201) {
+    pc.close();
+    throw new WhepError(response.status, (await response.text()).trim());
+  }
+  const resource = new URL(response.headers.get("Location"), url).toString();
+  await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+  return {
+    pc, resource,
+    streams: {
+      camera: new MediaStream([camera.receiver.track]),
+      document: new MediaStream([documentCam.receiver.track]),
+      microphone: new MediaStream([audio.receiver.track]),
+    },
+    async close() {
+      pc.close();
+      try { await fetch(resource, { method: "DELETE" }); } catch (err) { /* already gone */ }
+    },
+  };
+}

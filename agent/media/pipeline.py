@@ -1,0 +1,221 @@
+"""One class session's media: sources → shared encoders → fan-outs.
+
+``MediaPipeline`` owns, for the length of a session, each configured source, one encoder per
+(source, codec) and one fan-out per encoder. H.264 encoders start with the session; a VP8
+encoder for a source starts only when a viewer that cannot take H.264 subscribes, and stops
+when the last such viewer leaves. Viewers never see a source or an encoder: they subscribe to
+a stream by source id and codec and get a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..clock import MediaClock
+from ..config import AgentConfig, VideoSourceConfig
+from ..sources.base import AudioSource, RawVideoFrame, VideoSource
+from ..sources.factory import make_audio_source, make_video_source
+from .encoder import AudioEncoder, VideoEncoder, VideoEncoderSettings
+from .fanout import Fanout, ViewerQueue
+from .keyframes import KeyframeLimiter
+
+log = logging.getLogger("agent.media")
+
+VIDEO_SOURCE_IDS = ("camera", "document")
+AUDIO_SOURCE_ID = "microphone"
+
+
+class _EncodedStream:
+    """An encoder, its fan-out and its keyframe limiter."""
+
+    def __init__(
+        self, encoder: VideoEncoder | AudioEncoder, fanout: Fanout, limiter: KeyframeLimiter | None
+    ) -> None:
+        self.encoder = encoder
+        self.fanout = fanout
+        self.limiter = limiter
+
+
+class VideoStreams:
+    """All encodings of one video source. The device thread calls :meth:`offer`."""
+
+    def __init__(
+        self,
+        source: VideoSource,
+        cfg: VideoSourceConfig,
+        pipeline: MediaPipeline,
+    ) -> None:
+        self.source = source
+        self.cfg = cfg
+        self._pipeline = pipeline
+        self._by_codec: dict[str, _EncodedStream] = {}
+        self._encoders: tuple[VideoEncoder, ...] = ()  # read by the device thread
+
+    def offer(self, frame: RawVideoFrame) -> None:
+        for encoder in self._encoders:  # an immutable snapshot: safe from the device thread
+            encoder.offer(frame)
+
+    def stream(self, codec: str) -> _EncodedStream:
+        existing = self._by_codec.get(codec)
+        if existing is not None:
+            return existing
+        p = self._pipeline
+        settings = VideoEncoderSettings(
+            codec=codec,
+            width=self.cfg.width,
+            height=self.cfg.height,
+            fps=self.cfg.fps,
+            bitrate_kbps=self.cfg.bitrate_kbps,
+            keyframe_interval_s=p.config.encoder.keyframe_interval_s,
+            h264_preset=p.config.encoder.h264_preset,
+            threads=p.config.encoder.threads,
+        )
+        fanout_box: list[Fanout] = []
+        encoder = VideoEncoder(
+            self.source.id, settings, p.clock, p.loop, lambda item: fanout_box[0].publish(item)
+        )
+        limiter = KeyframeLimiter(
+            encoder.request_keyframe, p.config.encoder.keyframe_min_interval_s, p.clock.now
+        )
+        fanout = Fanout(
+            video=True,
+            request_keyframe=limiter.request,
+            now=p.clock.now,
+            queue_len=p.config.webrtc.viewer_queue_packets,
+        )
+        fanout_box.append(fanout)
+        stream = _EncodedStream(encoder, fanout, limiter)
+        self._by_codec[codec] = stream
+        encoder.start()
+        self._encoders = tuple(s.encoder for s in self._by_codec.values())  # type: ignore[misc]
+        log.info("%s: %s encoder started", self.source.id, codec)
+        return stream
+
+    async def drop(self, codec: str) -> None:
+        stream = self._by_codec.pop(codec, None)
+        if stream is None:
+            return
+        self._encoders = tuple(s.encoder for s in self._by_codec.values())  # type: ignore[misc]
+        if stream.limiter is not None:
+            stream.limiter.cancel()
+        stream.fanout.close()
+        await asyncio.to_thread(stream.encoder.stop)
+        log.info("%s: %s encoder stopped", self.source.id, codec)
+
+    def codecs(self) -> list[str]:
+        return list(self._by_codec)
+
+    def streams(self) -> list[_EncodedStream]:
+        return list(self._by_codec.values())
+
+
+class MediaPipeline:
+    """Sources, encoders and fan-outs of one live session."""
+
+    PRIMARY_CODEC = "h264"
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        clock: MediaClock,
+        loop: asyncio.AbstractEventLoop,
+        make_video: Callable[[str, VideoSourceConfig], VideoSource | None] = make_video_source,
+        make_audio: Callable[..., AudioSource | None] = make_audio_source,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.loop = loop
+        self._make_video = make_video
+        self._make_audio = make_audio
+        self.video: dict[str, VideoStreams] = {}
+        self.audio_source: AudioSource | None = None
+        self.audio: _EncodedStream | None = None
+
+    async def start(self) -> None:
+        """Open the devices and start encoding. Missing devices are not errors (placeholders)."""
+        for source_id, cfg in (("camera", self.config.camera), ("document", self.config.document)):
+            source = self._make_video(source_id, cfg)
+            if source is None:
+                continue
+            streams = VideoStreams(source, cfg, self)
+            streams.stream(self.PRIMARY_CODEC)
+            self.video[source_id] = streams
+            source.start(streams.offer, self.clock)
+        mic = self._make_audio(self.config.microphone)
+        if mic is not None:
+            encoder = AudioEncoder(
+                self.config.microphone.bitrate_kbps, self.clock, self.loop, self._publish_audio
+            )
+            fanout = Fanout(False, lambda: None, self.clock.now, self.config.webrtc.viewer_queue_packets)
+            self.audio = _EncodedStream(encoder, fanout, None)
+            self.audio_source = mic
+            encoder.start()
+            mic.start(encoder.offer, self.clock)
+
+    def _publish_audio(self, item: Any) -> None:
+        if self.audio is not None:
+            self.audio.fanout.publish(item)
+
+    def subscribe_video(self, source_id: str, codec: str) -> ViewerQueue | None:
+        streams = self.video.get(source_id)
+        if streams is None:
+            return None
+        return streams.stream(codec).fanout.subscribe()
+
+    def subscribe_audio(self) -> ViewerQueue | None:
+        return None if self.audio is None else self.audio.fanout.subscribe()
+
+    def unsubscribe_video(self, source_id: str, codec: str, queue: ViewerQueue) -> None:
+        streams = self.video.get(source_id)
+        if streams is None:
+            return
+        stream = streams._by_codec.get(codec)
+        if stream is None:
+            return
+        stream.fanout.unsubscribe(queue)
+        if codec != self.PRIMARY_CODEC and stream.fanout.subscribers == 0:
+            self.loop.create_task(streams.drop(codec))
+
+    def unsubscribe_audio(self, queue: ViewerQueue) -> None:
+        if self.audio is not None:
+            self.audio.fanout.unsubscribe(queue)
+
+    async def stop(self) -> None:
+        """Stop sources first (devices released, camera LED off), then encoders."""
+        sources: list[VideoSource | AudioSource] = [s.source for s in self.video.values()]
+        if self.audio_source is not None:
+            sources.append(self.audio_source)
+        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in sources))
+        for streams in self.video.values():
+            for codec in streams.codecs():
+                await streams.drop(codec)
+        if self.audio is not None:
+            self.audio.fanout.close()
+            await asyncio.to_thread(self.audio.encoder.stop)
+        self.video.clear()
+        self.audio = None
+        self.audio_source = None
+
+    def source_status(self) -> list[dict[str, Any]]:
+        out = [s.source.status().as_dict() for s in self.video.values()]
+        if self.audio_source is not None:
+            status = self.audio_source.status().as_dict()
+            status["level_dbfs"] = self.audio_source.level_dbfs()
+            out.append(status)
+        return out
+
+    def encoder_stats(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for streams in self.video.values():
+            for stream in streams.streams():
+                stats = stream.encoder.stats()
+                stats["viewers"] = stream.fanout.subscribers
+                out.append(stats)
+        if self.audio is not None:
+            stats = self.audio.encoder.stats()
+            stats["viewers"] = self.audio.fanout.subscribers
+            out.append(stats)
+        return out

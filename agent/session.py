@@ -1,0 +1,194 @@
+"""The class session: Start, Stop, the join token and the viewers.
+
+States: ``idle`` → ``starting`` → ``live`` → ``stopping`` → ``idle``. Nothing is captured
+while idle (devices closed, camera LEDs off). Start opens the devices and creates a join token
+(192 random bits, URL-safe); Stop closes every viewer, releases the devices and invalidates the
+token. Tokens of ended sessions are remembered (hashed) so a stale link gets "expired" (404)
+rather than "not live" (409).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .clock import MediaClock
+from .config import AgentConfig
+from .errors import Conflict, NotFound, ServiceUnavailable
+from .media.pipeline import MediaPipeline
+from .sources.presence import idle_sources_status
+from .webrtc.ice import rtc_configuration
+from .webrtc.sdp import parse_offer
+from .webrtc.viewer import Viewer
+
+log = logging.getLogger("agent.session")
+
+TOKEN_BYTES = 24  # 192 bits
+
+
+class SessionState(enum.StrEnum):
+    IDLE = "idle"
+    STARTING = "starting"
+    LIVE = "live"
+    STOPPING = "stopping"
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class ClassSession:
+    """Owns the media pipeline and the viewers of the class that is live (if any)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        base_url: str,
+        pipeline_factory: Callable[[AgentConfig, MediaClock, asyncio.AbstractEventLoop],
+                                   MediaPipeline] = MediaPipeline,
+        new_token: Callable[[], str] = lambda: secrets.token_urlsafe(TOKEN_BYTES),
+        on_live: Callable[[ClassSession], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.base_url = base_url.rstrip("/")
+        self._pipeline_factory = pipeline_factory
+        self._new_token = new_token
+        self._on_live = on_live
+        self._rtc_config = rtc_configuration(config.webrtc.ice_servers)
+        self.state = SessionState.IDLE
+        self.token: str | None = None
+        self.started_at: float | None = None
+        self.pipeline: MediaPipeline | None = None
+        self.viewers: dict[str, Viewer] = {}
+        self._expired: collections.deque[bytes] = collections.deque(maxlen=1000)
+        self._lock = asyncio.Lock()
+
+    # -- Start / Stop ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Go live (idempotent)."""
+        async with self._lock:
+            if self.state == SessionState.LIVE:
+                return
+            self.state = SessionState.STARTING
+            loop = asyncio.get_running_loop()
+            pipeline = self._pipeline_factory(self.config, MediaClock(), loop)
+            try:
+                await pipeline.start()
+            except Exception:
+                log.exception("could not start the media pipeline")
+                await pipeline.stop()
+                self.state = SessionState.IDLE
+                raise
+            self.pipeline = pipeline
+            self.token = self._new_token()
+            self.started_at = time.time()
+            self.state = SessionState.LIVE
+            log.info("class is live")
+        if self._on_live is not None:
+            self._on_live(self)
+
+    async def stop(self) -> None:
+        """End the class (idempotent): viewers closed, devices released, token invalid."""
+        async with self._lock:
+            if self.state == SessionState.IDLE:
+                return
+            self.state = SessionState.STOPPING
+            if self.token is not None:
+                self._expired.append(_digest(self.token))
+            self.token = None
+            viewers = list(self.viewers.values())
+            await asyncio.gather(*(v.close() for v in viewers), return_exceptions=True)
+            self.viewers.clear()
+            if self.pipeline is not None:
+                await self.pipeline.stop()
+            self.pipeline = None
+            self.started_at = None
+            self.state = SessionState.IDLE
+            log.info("class ended")
+
+    # -- Viewers (WHEP) ----------------------------------------------------------------------
+
+    def check_token(self, token: str) -> None:
+        """Raise the right refusal for a join token that cannot be used now."""
+        live = self.state == SessionState.LIVE and self.token is not None
+        if live and hmac.compare_digest(token.encode(), self.token.encode()):  # type: ignore[union-attr]
+            return
+        if _digest(token) in self._expired:
+            raise NotFound("this link has expired: the class has ended")
+        if live:
+            raise NotFound("unknown link")
+        raise Conflict("the class is not live")
+
+    async def add_viewer(self, token: str, body: bytes) -> tuple[Viewer, str]:
+        """WHEP POST: validate, negotiate and return the viewer and the answer SDP."""
+        self.check_token(token)
+        offer = parse_offer(body)
+        if len(self.viewers) >= self.config.webrtc.max_viewers:
+            raise ServiceUnavailable("this class is full")
+        assert self.pipeline is not None
+        viewer = Viewer(
+            secrets.token_urlsafe(16),
+            self.pipeline,
+            self._rtc_config,
+            self._viewer_closed,
+            self.config.webrtc.connect_timeout_s,
+        )
+        self.viewers[viewer.id] = viewer
+        try:
+            answer = await viewer.answer(offer)
+        except BaseException:
+            await viewer.close()
+            raise
+        if self.state != SessionState.LIVE:  # stopped while negotiating
+            await viewer.close()
+            raise Conflict("the class is not live")
+        return viewer, answer
+
+    async def remove_viewer(self, viewer_id: str) -> None:
+        viewer = self.viewers.get(viewer_id)
+        if viewer is None:
+            raise NotFound("unknown WHEP session")
+        await viewer.close()
+
+    def _viewer_closed(self, viewer: Viewer) -> None:
+        self.viewers.pop(viewer.id, None)
+
+    # -- Status ----------------------------------------------------------------------------
+
+    @property
+    def join_url(self) -> str | None:
+        return f"{self.base_url}/join/{self.token}" if self.token else None
+
+    @property
+    def whep_url(self) -> str | None:
+        return f"{self.base_url}/whep/{self.token}" if self.token else None
+
+    def status(self) -> dict[str, Any]:
+        live = self.state == SessionState.LIVE
+        pipeline = self.pipeline
+        return {
+            "session": {
+                "state": "live" if live else "idle",
+                "phase": str(self.state),
+                "join_url": self.join_url if live else None,
+                "whep_url": self.whep_url if live else None,
+                "viewers": len(self.viewers),
+                "started_at": self.started_at,
+                "elapsed_s": round(time.time() - self.started_at, 1) if self.started_at else 0,
+            },
+            "sources": (
+                pipeline.source_status() if pipeline is not None
+                else idle_sources_status(self.config)
+            ),
+            "encoders": pipeline.encoder_stats() if pipeline is not None else [],
+            "viewers": [v.stats() for v in self.viewers.values()],
+        }

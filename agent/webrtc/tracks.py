@@ -1,0 +1,95 @@
+"""Per-viewer tracks that carry already-encoded packets.
+
+A :class:`PacketTrack` is what aiortc's sender reads. It returns the shared ``av.Packet`` from
+the viewer's fan-out queue, so aiortc only packetizes it; nothing is encoded per viewer.
+
+It subscribes lazily, on the sender's first ``recv()``: that happens once DTLS is up, so the
+viewer's queue never holds packets from before it could send them, and the keyframe asked for
+on subscription is the first thing it sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from ..media.fanout import QueueClosed, ViewerQueue
+
+
+class PacketTrack(MediaStreamTrack):
+    """One viewer's view of one shared stream (room camera, document camera or microphone)."""
+
+    def __init__(self, kind: str, track_id: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._track_id = track_id
+        self._subscribe: Callable[[], ViewerQueue | None] | None = None
+        self._unsubscribe: Callable[[ViewerQueue], None] | None = None
+        self._bound = asyncio.Event()
+        self._queue: ViewerQueue | None = None
+        self.codec = ""
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.keyframe_requests = 0
+
+    @property
+    def id(self) -> str:
+        """Stable id (``camera``, ``document``, ``microphone``): the msid a page can rely on."""
+        return self._track_id
+
+    def bind(
+        self,
+        codec: str,
+        subscribe: Callable[[], ViewerQueue | None],
+        unsubscribe: Callable[[ViewerQueue], None],
+    ) -> None:
+        """Attach to the negotiated codec's stream (after the answer is known)."""
+        self.codec = codec
+        self._subscribe = subscribe
+        self._unsubscribe = unsubscribe
+        self._bound.set()
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._queue is None:
+            await self._bound.wait()
+            assert self._subscribe is not None
+            self._queue = self._subscribe()
+            if self._queue is None:  # this source is not configured: send nothing, forever
+                await asyncio.Event().wait()
+        assert self._queue is not None
+        try:
+            item = await self._queue.get()
+        except QueueClosed:
+            self.stop()
+            raise MediaStreamError from None
+        self.packets_sent += 1
+        self.bytes_sent += item.size
+        return item.packet
+
+    def request_keyframe(self) -> None:
+        """A PLI or FIR from this viewer: ask the shared encoder (rate-limited there)."""
+        self.keyframe_requests += 1
+        if self._queue is not None:
+            self._queue.request_keyframe()
+
+    def stop(self) -> None:
+        queue, self._queue = self._queue, None
+        if queue is not None and self._unsubscribe is not None:
+            self._unsubscribe(queue)
+        super().stop()
+
+    def stats(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "codec": self.codec,
+            "packets": self.packets_sent,
+            "bytes": self.bytes_sent,
+            "keyframe_requests": self.keyframe_requests,
+        }
+        if self._queue is not None:
+            out.update(self._queue.stats())
+        return out

@@ -1,0 +1,155 @@
+"""One pupil: one WHEP resource, one peer connection, three packet tracks.
+
+The offer's m-lines are served in order: the first video section gets the room camera, the
+second the document camera, the first audio section the microphone; any other section is
+answered inactive. Each sender prefers H.264 and falls back to VP8, and its keyframe requests
+(PLI/FIR, which aiortc ignores for pre-encoded packets) go to the shared encoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from ..errors import BadRequest
+from ..media.pipeline import MediaPipeline
+from . import hooks
+from .sdp import Offer, negotiated_codecs
+from .tracks import PacketTrack
+
+log = logging.getLogger("agent.webrtc")
+
+STREAM_ID = "classroom"
+VIDEO_TRACK_IDS = ("camera", "document")
+AUDIO_TRACK_IDS = ("microphone",)
+
+
+def _preferences(kind: str) -> list[Any]:
+    """Capabilities ordered H.264 → VP8 (video) / Opus first (audio), RTX kept."""
+    caps = RTCRtpSender.getCapabilities(kind).codecs
+    order = ["video/h264", "video/vp8", "video/rtx"] if kind == "video" else ["audio/opus"]
+    return sorted(
+        (c for c in caps if c.mimeType.lower() in order),
+        key=lambda c: order.index(c.mimeType.lower()),
+    )
+
+
+class Viewer:
+    """A WHEP session; ``close()`` ends it and releases its fan-out queues."""
+
+    def __init__(
+        self,
+        viewer_id: str,
+        pipeline: MediaPipeline,
+        rtc_config: RTCConfiguration,
+        on_closed: Callable[[Viewer], None],
+        connect_timeout: float,
+    ) -> None:
+        self.id = viewer_id
+        self._pipeline = pipeline
+        self._on_closed = on_closed
+        self._connect_timeout = connect_timeout
+        self.pc = RTCPeerConnection(rtc_config)
+        self.tracks: list[PacketTrack] = []
+        self.created = time.time()
+        self.connected_at: float | None = None
+        self._closing = False
+        self._timeout_task: asyncio.Task[None] | None = None
+        self.pc.on("connectionstatechange", self._on_state)
+
+    @property
+    def state(self) -> str:
+        return str(self.pc.connectionState)
+
+    async def answer(self, offer: Offer) -> str:
+        """Negotiate; returns the answer SDP with every ICE candidate (no trickle needed)."""
+        self._add_transceivers(offer)
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except (ValueError, KeyError, AttributeError) as exc:
+            log.info("viewer %s: offer refused: %s", self.id, exc)
+            raise BadRequest("SDP offer could not be negotiated") from exc
+        except Exception as exc:  # aiortc's own errors (OperationError, InternalError, ...)
+            log.info("viewer %s: offer refused: %s", self.id, exc)
+            raise BadRequest("SDP offer could not be negotiated") from exc
+        answer = self.pc.localDescription.sdp
+        self._bind(negotiated_codecs(answer))
+        self._timeout_task = asyncio.create_task(self._expire_if_never_connected())
+        return str(answer)
+
+    def _add_transceivers(self, offer: Offer) -> None:
+        videos = iter(VIDEO_TRACK_IDS)
+        audios = iter(AUDIO_TRACK_IDS)
+        for kind in offer.kinds:
+            if kind not in ("audio", "video"):
+                continue
+            track_id = next(videos if kind == "video" else audios, None)
+            if track_id is None:
+                continue  # aiortc answers the extra section itself, without media
+            track = PacketTrack(kind, track_id)
+            transceiver = self.pc.addTransceiver(track, direction="sendonly")
+            transceiver.setCodecPreferences(_preferences(kind))
+            hooks.prepare_sender(transceiver.sender, STREAM_ID, track.request_keyframe)
+            self.tracks.append(track)
+
+    def _bind(self, codecs: list[str]) -> None:
+        transceivers = self.pc.getTransceivers()
+        for transceiver, codec in zip(transceivers, codecs, strict=False):
+            track = transceiver.sender.track
+            if not isinstance(track, PacketTrack) or not codec:
+                continue
+            if track.kind == "audio":
+                track.bind(codec, self._pipeline.subscribe_audio, self._pipeline.unsubscribe_audio)
+                continue
+            source_id = track.id
+
+            def subscribe(source_id: str = source_id, codec: str = codec) -> Any:
+                return self._pipeline.subscribe_video(source_id, codec)
+
+            def unsubscribe(queue: Any, source_id: str = source_id, codec: str = codec) -> None:
+                self._pipeline.unsubscribe_video(source_id, codec, queue)
+
+            track.bind(codec, subscribe, unsubscribe)
+
+    async def _on_state(self) -> None:
+        state = self.pc.connectionState
+        log.info("viewer %s: %s", self.id, state)
+        if state == "connected" and self.connected_at is None:
+            self.connected_at = time.time()
+        elif state in ("failed", "closed"):
+            await self.close()
+
+    async def _expire_if_never_connected(self) -> None:
+        await asyncio.sleep(self._connect_timeout)
+        if self.connected_at is None:
+            log.info("viewer %s: never connected, closing", self.id)
+            await self.close()
+
+    async def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._timeout_task is not None and self._timeout_task is not asyncio.current_task():
+            self._timeout_task.cancel()
+        for track in self.tracks:
+            track.stop()
+        try:
+            await self.pc.close()
+        finally:
+            self._on_closed(self)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "connected_s": (
+                round(time.time() - self.connected_at, 1) if self.connected_at else None
+            ),
+            "tracks": {track.id: track.stats() for track in self.tracks},
+        }

@@ -1,0 +1,1 @@
+"""The teacher's touch UI (static assets served by the agent)."""

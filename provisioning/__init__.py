@@ -1,0 +1,1 @@
+"""The fleet server: enrollment, configuration, health and the pupil relay."""
