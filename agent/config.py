@@ -73,12 +73,16 @@ class MicrophoneConfig(_Strict):
 class EncoderConfig(_Strict):
     h264_preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
-    ] = "veryfast"
+    ] = "ultrafast"
+    """libx264 preset. ``ultrafast`` keeps both cameras under a third of a core each on the kit
+    and text stays legible at 2 Mbit/s (see docs/PERFORMANCE.md); slower presets cost more CPU
+    for little visible gain on classroom content."""
     keyframe_interval_s: Annotated[float, Field(gt=0.2, le=2.0)] = 2.0
     keyframe_min_interval_s: Annotated[float, Field(ge=0.0, le=5.0)] = 0.5
     """Forced keyframes (joins, PLI/FIR) per source are at most this often."""
-    threads: Annotated[int, Field(ge=0, le=16)] = 0
-    """Encoder threads per video source; 0 = chosen by the encoder."""
+    threads: Annotated[int, Field(ge=0, le=16)] = 1
+    """Encoder threads per video source (0 = chosen by the encoder). One thread per source is
+    the cheapest in total CPU on a 2-core kit: the two sources already run in parallel."""
 
 
 class IceServerConfig(_Strict):

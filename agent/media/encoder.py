@@ -6,10 +6,10 @@ it and hands the packet to the event loop with ``call_soon_threadsafe``, where t
 gives the same packet to every viewer. Keyframe requests (joins, PLI/FIR, resyncs) set a flag
 the thread reads before its next frame.
 
-Measured on the 2-core dev machine (noisy 720p30 and 1080p15 cards, 2 Mbps): libx264
-ultrafast ≈ 8 ms/16 ms CPU per frame, superfast ≈ 10/21 ms, veryfast ≈ 15/32 ms. The default
-preset is ``superfast``: it keeps deblocking (text stays legible on the document camera) at a
-third less CPU than ``veryfast``.
+Measured on the 2-core dev machine (noisy 720p30 and 1080p15 cards, 2 Mbps, one thread):
+libx264 ultrafast ≈ 7.5 ms/12 ms CPU per frame, superfast ≈ 10/17 ms, veryfast ≈ 15/32 ms.
+The default preset is ``ultrafast`` with one thread per source: ≈ 42 % of one core for both
+cameras, and the document card's smallest text stays legible (same PSNR as superfast).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from .packets import EncodedPacket
 log = logging.getLogger("agent.media")
 
 Publish = Callable[[EncodedPacket], None]
+Packer = Callable[[av.Packet], tuple[tuple[bytes, ...], int]]
+"""Cuts a packet into transport payloads on the encoder thread (see agent/webrtc/packetize)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +99,13 @@ def open_video_codec(settings: VideoEncoderSettings) -> av.CodecContext:
 class _EncoderThread:
     """Shared thread plumbing: start, stop, hand packets to the loop, count what happened."""
 
-    def __init__(self, name: str, loop: asyncio.AbstractEventLoop, publish: Publish) -> None:
+    def __init__(
+        self, name: str, loop: asyncio.AbstractEventLoop, publish: Publish, pack: Packer | None
+    ) -> None:
         self.name = name
         self._loop = loop
         self._publish = publish
+        self._pack = pack
         self._stop = threading.Event()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -133,7 +138,11 @@ class _EncoderThread:
         raise NotImplementedError
 
     def _emit(self, packet: av.Packet, keyframe: bool, capture_time: float) -> None:
-        item = EncodedPacket(packet, keyframe, capture_time, packet.size)
+        payloads: tuple[bytes, ...] = ()
+        rtp_timestamp = 0
+        if self._pack is not None:
+            payloads, rtp_timestamp = self._pack(packet)
+        item = EncodedPacket(packet, keyframe, capture_time, packet.size, payloads, rtp_timestamp)
         self.frames_encoded += 1
         self.bytes_out += item.size
         self.keyframes += keyframe
@@ -164,8 +173,9 @@ class VideoEncoder(_EncoderThread):
         clock: MediaClock,
         loop: asyncio.AbstractEventLoop,
         publish: Publish,
+        pack: Packer | None = None,
     ) -> None:
-        super().__init__(f"encode-{source_id}-{settings.codec}", loop, publish)
+        super().__init__(f"encode-{source_id}-{settings.codec}", loop, publish, pack)
         self.source_id = source_id
         self.settings = settings
         self._clock = clock
@@ -251,8 +261,9 @@ class AudioEncoder(_EncoderThread):
         clock: MediaClock,
         loop: asyncio.AbstractEventLoop,
         publish: Publish,
+        pack: Packer | None = None,
     ) -> None:
-        super().__init__("encode-microphone-opus", loop, publish)
+        super().__init__("encode-microphone-opus", loop, publish, pack)
         self._clock = clock
         self._blocks: deque[RawAudioBlock] = deque(maxlen=25)  # 500 ms: older audio is stale
         self._next_pts: int | None = None

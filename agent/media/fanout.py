@@ -102,10 +102,19 @@ class ViewerQueue:
         return len(self._packets)
 
     def _drop_stale(self, item: EncodedPacket) -> None:
+        """``item`` is too old. Video skips to the next fresh queued keyframe, or resyncs."""
         self.dropped += 1
-        if self._video:
-            self._resync()
-        # audio: just this packet is too old; the next ones may be fresh
+        if not self._video:
+            return  # audio: just this packet is too old; the next ones may be fresh
+        now = self._now()
+        while self._packets:
+            head = self._packets[0]
+            if head.keyframe and now - head.capture_time <= self._max_age:
+                self.resyncs += 1
+                return  # decoding restarts cleanly at this keyframe
+            self._packets.popleft()
+            self.dropped += 1
+        self._resync()
 
     def _resync(self) -> None:
         """Drop everything queued and wait for the next keyframe (which we ask for)."""

@@ -11,8 +11,9 @@ import av
 class EncodedPacket:
     """One encoded frame (video) or 20 ms block (audio), shared read-only by every viewer.
 
-    ``packet`` is handed to aiortc as is: its sender only packetizes it (``pack``), so the same
-    object serves all viewers and nothing is encoded twice.
+    The encoder thread also cuts it into RTP payloads (``payloads``, with ``rtp_timestamp`` in
+    the codec's clock rate), once for all viewers: a viewer's sender only adds its own RTP
+    header, encrypts and sends.
     """
 
     packet: av.Packet
@@ -20,3 +21,5 @@ class EncodedPacket:
     capture_time: float
     """``MediaClock.now()`` when the source captured it (for age checks and latency stats)."""
     size: int
+    payloads: tuple[bytes, ...] = ()
+    rtp_timestamp: int = 0

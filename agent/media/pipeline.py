@@ -18,6 +18,7 @@ from ..clock import MediaClock
 from ..config import AgentConfig, VideoSourceConfig
 from ..sources.base import AudioSource, RawVideoFrame, VideoSource
 from ..sources.factory import make_audio_source, make_video_source
+from ..webrtc.packetize import make_packer
 from .encoder import AudioEncoder, VideoEncoder, VideoEncoderSettings
 from .fanout import Fanout, ViewerQueue
 from .keyframes import KeyframeLimiter
@@ -75,7 +76,12 @@ class VideoStreams:
         )
         fanout_box: list[Fanout] = []
         encoder = VideoEncoder(
-            self.source.id, settings, p.clock, p.loop, lambda item: fanout_box[0].publish(item)
+            self.source.id,
+            settings,
+            p.clock,
+            p.loop,
+            lambda item: fanout_box[0].publish(item),
+            make_packer(codec),
         )
         limiter = KeyframeLimiter(
             encoder.request_keyframe, p.config.encoder.keyframe_min_interval_s, p.clock.now
@@ -147,7 +153,11 @@ class MediaPipeline:
         mic = self._make_audio(self.config.microphone)
         if mic is not None:
             encoder = AudioEncoder(
-                self.config.microphone.bitrate_kbps, self.clock, self.loop, self._publish_audio
+                self.config.microphone.bitrate_kbps,
+                self.clock,
+                self.loop,
+                self._publish_audio,
+                make_packer("opus"),
             )
             fanout = Fanout(False, lambda: None, self.clock.now, self.config.webrtc.viewer_queue_packets)
             self.audio = _EncodedStream(encoder, fanout, None)

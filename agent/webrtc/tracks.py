@@ -1,7 +1,8 @@
 """Per-viewer tracks that carry already-encoded packets.
 
-A :class:`PacketTrack` is what aiortc's sender reads. It returns the shared ``av.Packet`` from
-the viewer's fan-out queue, so aiortc only packetizes it; nothing is encoded per viewer.
+A :class:`PacketTrack` is what a viewer's sender reads (through ``rtpsend.LeanRtpLoop``): the
+shared :class:`EncodedPacket` from the viewer's fan-out queue, already cut into RTP payloads, so
+nothing is encoded or packetized per viewer.
 
 It subscribes lazily, on the sender's first ``recv()``: that happens once DTLS is up, so the
 viewer's queue never holds packets from before it could send them, and the keyframe asked for
@@ -17,6 +18,7 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..media.fanout import QueueClosed, ViewerQueue
+from ..media.packets import EncodedPacket
 
 
 class PacketTrack(MediaStreamTrack):
@@ -53,6 +55,11 @@ class PacketTrack(MediaStreamTrack):
         self._bound.set()
 
     async def recv(self) -> av.Packet:
+        """The aiortc track interface (not used by our senders, which call next_packet)."""
+        return (await self.next_packet()).packet
+
+    async def next_packet(self) -> EncodedPacket:
+        """The next shared packet for this viewer, with its RTP payloads already cut."""
         if self.readyState != "live":
             raise MediaStreamError
         if self._queue is None:
@@ -67,9 +74,11 @@ class PacketTrack(MediaStreamTrack):
         except QueueClosed:
             self.stop()
             raise MediaStreamError from None
+        return item
+
+    def count_sent(self, item: EncodedPacket) -> None:
         self.packets_sent += 1
         self.bytes_sent += item.size
-        return item.packet
 
     def request_keyframe(self) -> None:
         """A PLI or FIR from this viewer: ask the shared encoder (rate-limited there)."""

@@ -18,7 +18,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 
 from ..errors import BadRequest
 from ..media.pipeline import MediaPipeline
-from . import hooks
+from . import rtpsend
 from .sdp import Offer, negotiated_codecs
 from .tracks import PacketTrack
 
@@ -95,7 +95,7 @@ class Viewer:
             track = PacketTrack(kind, track_id)
             transceiver = self.pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(_preferences(kind))
-            hooks.prepare_sender(transceiver.sender, STREAM_ID, track.request_keyframe)
+            rtpsend.install(transceiver.sender, track, STREAM_ID, track.request_keyframe)
             self.tracks.append(track)
 
     def _bind(self, codecs: list[str]) -> None:

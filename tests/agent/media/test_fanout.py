@@ -34,7 +34,11 @@ def queue(maxlen: int = 4, video: bool = True) -> tuple[ViewerQueue, list[int], 
 async def drain(q: ViewerQueue) -> list[int]:
     out = []
     while len(q):
-        out.append(bytes((await q.get()).packet)[0])
+        try:
+            item = await asyncio.wait_for(q.get(), timeout=0.2)
+        except TimeoutError:
+            break  # everything left was dropped; the reader waits for a keyframe
+        out.append(bytes(item.packet)[0])
     return out
 
 
@@ -78,8 +82,22 @@ async def test_stale_video_is_dropped_to_next_keyframe() -> None:
     clock.t = 101.5  # the sender was stuck for 1.5 s
     q.push(pkt(3, t=101.5))
     q.push(pkt(4, key=True, t=101.5))
-    assert await drain(q) == [4]
-    assert requests == [1]
+    q.push(pkt(5, t=101.53))
+    assert await drain(q) == [4, 5]
+    assert requests == []  # a fresh keyframe was already queued: no need to ask for one
+
+
+async def test_stale_video_without_fresh_keyframe_waits_for_one() -> None:
+    q, requests, clock = queue(maxlen=10)
+    q.push(pkt(1, key=True, t=100.0))
+    q.push(pkt(2, t=100.03))
+    clock.t = 101.5
+    q.push(pkt(3, t=101.5))
+    assert await drain(q) == []
+    assert requests == [1] and q.waiting_for_keyframe
+    q.push(pkt(4, t=101.53))  # not a keyframe: still waiting
+    q.push(pkt(5, key=True, t=101.56))
+    assert await drain(q) == [5]
 
 
 async def test_audio_overflow_drops_oldest_only() -> None:

@@ -18,11 +18,16 @@ class FakeTimers:
         return FakeHandle(self, entry)
 
     def advance(self, seconds: float) -> None:
-        self.now += seconds
-        due = [e for e in self.pending if e[0] <= self.now]
-        self.pending = [e for e in self.pending if e[0] > self.now]
-        for _, callback in due:
-            callback()
+        """Run every timer due before ``now + seconds`` at its own due time, like a loop."""
+        end = self.now + seconds
+        while True:
+            due = sorted((e for e in self.pending if e[0] <= end), key=lambda e: e[0])
+            if not due:
+                break
+            self.pending.remove(due[0])
+            self.now = due[0][0]
+            due[0][1]()
+        self.now = end
 
 
 class FakeHandle:

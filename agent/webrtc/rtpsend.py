@@ -1,0 +1,152 @@
+"""The lean RTP path from a shared stream to one viewer, installed into aiortc's sender.
+
+aiortc's ``RTCRtpSender._run_rtp`` builds an ``RtpPacket`` object, computes an NTP time and packs
+header extensions for every packet, then goes through three coroutine layers to reach the
+socket. With 30 pupils that is ~14,000 packets a second on the kit's event loop, and it costs
+more than the encoders. :func:`install` replaces, on one sender, exactly the parts that touch
+packets; aiortc still does ICE, DTLS, SRTP keys, RTCP reports and feedback:
+
+- payloads come already cut by the encoder thread (``EncodedPacket.payloads``), shared by all;
+- the header (with the ``mid`` and ``abs-send-time`` extensions) is serialized once per frame;
+  each packet only gets its sequence number and marker patched in, then SRTP; the frame's
+  datagrams leave in as few system calls as the kernel allows (``udp.send_batch``);
+- the sender-report counters aiortc's RTCP loop reads are updated once per frame, so receivers
+  keep lip sync (they align audio and video through sender reports);
+- NACKs are answered from a per-viewer history of plain packets (RTX when negotiated);
+- PLI/FIR go to the shared encoder's rate-limited keyframe request, not to a per-peer encoder;
+- the msid stream id is fixed so a page can tell the tracks apart from the SDP alone.
+
+This reaches into aiortc internals (name-mangled attributes), so ``aiortc`` is pinned to one
+minor version in pyproject.toml; :func:`install` refuses an aiortc whose internals differ, and
+tests in tests/agent/webrtc exercise every part of it with real peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCRtpCodecParameters, RTCRtpSender
+from aiortc import clock as rtc_clock
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RtpPacket, wrap_rtx
+
+from ..media.packets import EncodedPacket
+from . import udp
+from .tracks import PacketTrack
+
+log = logging.getLogger("agent.webrtc")
+
+HISTORY = 512
+"""Packets kept per viewer for retransmission (≈ 1 s of a 2 Mbit/s stream)."""
+_PREFIX = struct.Struct("!BBH")
+_PRIVATE = "_RTCRtpSender__"
+_REQUIRED = ("mid", "rtp_header_extensions_map", "rtp_started", "rtp_exited", "ntp_timestamp",
+             "rtp_timestamp", "octet_count", "packet_count", "rtx_payload_type",
+             "rtx_sequence_number")
+
+
+def install(
+    sender: RTCRtpSender, track: PacketTrack, stream_id: str, on_keyframe: Callable[[], None]
+) -> None:
+    """Make ``sender`` send ``track``'s shared packets through :class:`LeanRtpLoop`."""
+    missing = [name for name in _REQUIRED if not hasattr(sender, _PRIVATE + name)]
+    if missing or not hasattr(sender, "_stream_id"):
+        raise RuntimeError(f"unsupported aiortc version (RTCRtpSender lacks {missing})")
+    loop = LeanRtpLoop(sender, track)
+    sender._run_rtp = loop.run  # type: ignore[method-assign]
+    sender._retransmit = loop.retransmit  # type: ignore[method-assign]
+    sender._send_keyframe = on_keyframe  # type: ignore[method-assign]
+    sender._stream_id = stream_id
+
+
+class LeanRtpLoop:
+    """One viewer's RTP loop for one track."""
+
+    def __init__(self, sender: RTCRtpSender, track: PacketTrack) -> None:
+        self._sender = sender
+        self._track = track
+        self._seq = random.getrandbits(16)
+        self._ts_origin = random.getrandbits(32)
+        self._history: list[tuple[int, bytes] | None] = [None] * HISTORY
+        self.retransmitted = 0
+
+    def _get(self, name: str) -> Any:
+        return getattr(self._sender, _PRIVATE + name)
+
+    def _set(self, name: str, value: Any) -> None:
+        setattr(self._sender, _PRIVATE + name, value)
+
+    async def run(self, codec: RTCRtpCodecParameters) -> None:
+        self._get("rtp_started").set()
+        try:
+            while True:
+                item = await self._track.next_packet()
+                await self._send_frame(item, codec.payloadType)
+        except (asyncio.CancelledError, ConnectionError, MediaStreamError):
+            pass
+        except Exception:  # log what we don't expect; the viewer's other tracks go on
+            log.exception("RTP loop of %s stopped", self._track.id)
+        finally:
+            self._track.stop()
+            self._get("rtp_exited").set()
+
+    async def _send_frame(self, item: EncodedPacket, payload_type: int) -> None:
+        dtls = self._sender.transport
+        if dtls.state != "connected":
+            raise ConnectionError("not connected")
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("no ICE pair")
+        protect = dtls._tx_srtp.protect
+        timestamp = (self._ts_origin + item.rtp_timestamp) & 0xFFFFFFFF
+        first, rest = self._header_rest(timestamp)
+        last = len(item.payloads) - 1
+        seq = self._seq
+        history = self._history
+        datagrams: list[bytes] = []
+        for i, payload in enumerate(item.payloads):
+            data = _PREFIX.pack(first, payload_type | (0x80 if i == last else 0), seq)
+            data += rest + payload
+            history[seq % HISTORY] = (seq, data)
+            datagrams.append(protect(data))
+            seq = (seq + 1) & 0xFFFF
+        self._seq = seq
+        if not udp.send_batch(pair.protocol, datagrams, pair.remote_addr):
+            for datagram in datagrams:  # TURN relay, or no batching: the generic path
+                await pair.protocol.send_data(datagram, pair.remote_addr)
+        self._set("ntp_timestamp", rtc_clock.current_ntp_time())
+        self._set("rtp_timestamp", timestamp)
+        self._set("octet_count", self._get("octet_count") + sum(map(len, item.payloads)))
+        self._set("packet_count", self._get("packet_count") + len(item.payloads))
+        self._track.count_sent(item)
+
+    def _header_rest(self, timestamp: int) -> tuple[int, bytes]:
+        """First byte and bytes 4.. of this frame's RTP header (timestamp, SSRC, extensions)."""
+        template = RtpPacket(payload_type=0, sequence_number=0, timestamp=timestamp)
+        template.ssrc = self._sender._ssrc
+        template.extensions.mid = self._get("mid")
+        template.extensions.abs_send_time = (rtc_clock.current_ntp_time() >> 14) & 0xFFFFFF
+        header = template.serialize(self._get("rtp_header_extensions_map"))
+        return header[0], header[4:]
+
+    async def retransmit(self, sequence_number: int) -> None:
+        """Answer a NACK from the history (RTX when negotiated); unknown numbers are ignored."""
+        entry = self._history[sequence_number % HISTORY]
+        if entry is None or entry[0] != sequence_number:
+            return
+        data = entry[1]
+        rtx_pt = self._get("rtx_payload_type")
+        if rtx_pt is not None:
+            ext_map = self._get("rtp_header_extensions_map")
+            rtx_seq = self._get("rtx_sequence_number")
+            packet = wrap_rtx(RtpPacket.parse(data, ext_map), rtx_pt, rtx_seq,
+                              self._sender._rtx_ssrc)
+            self._set("rtx_sequence_number", (rtx_seq + 1) & 0xFFFF)
+            data = packet.serialize(ext_map)
+        self.retransmitted += 1
+        await self._sender.transport._send_rtp(data)

@@ -1,0 +1,1 @@
+"""``make bench``: the figures quoted in docs/PERFORMANCE.md (``python -m bench``)."""
