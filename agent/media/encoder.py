@@ -47,8 +47,8 @@ class VideoEncoderSettings:
     fps: int
     bitrate_kbps: int
     keyframe_interval_s: float = 2.0
-    h264_preset: str = "superfast"
-    threads: int = 0
+    h264_preset: str = "ultrafast"
+    threads: int = 1
 
 
 def open_video_codec(settings: VideoEncoderSettings) -> av.CodecContext:

@@ -20,7 +20,12 @@ _WEIGHTS = np.array([1 << (BITS - 1 - i) for i in range(BITS)], dtype=np.uint64)
 
 
 def draw_clock_code(luma: np.ndarray, wall_ms: int) -> None:
-    """Draw the code for ``wall_ms`` into the Y plane ``luma`` (shape (h, w), uint8) in place."""
+    """Draw the code for ``wall_ms`` into the Y plane ``luma`` (shape (h, w), uint8) in place.
+
+    A picture narrower than 768 or shorter than 24 pixels cannot hold the code: nothing is drawn.
+    """
+    if luma.shape[0] < BLOCK or luma.shape[1] < WIDTH:
+        return
     value = wall_ms % _MODULO
     bits = (value >> np.arange(BITS - 1, -1, -1, dtype=np.uint64)) & 1
     row = np.where(bits.astype(bool), WHITE, BLACK).astype(np.uint8)

@@ -117,7 +117,7 @@ class _SyntheticVideo(VideoSource):
         """Pack (h/2, w/2) planes into I420's rows, neutral under the clock code."""
         for plane in (u, v):
             plane[: CODE_ROWS // 2, : CODE_COLUMNS // 2] = 128
-        return np.concatenate((u.reshape(-1, self.width), v.reshape(-1, self.width)))
+        return np.concatenate((u.ravel(), v.ravel())).reshape(self.height // 2, self.width)
 
     def _offset(self, n: int) -> tuple[int, int]:
         raise NotImplementedError

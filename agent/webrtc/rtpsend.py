@@ -73,6 +73,7 @@ class LeanRtpLoop:
         self._seq = random.getrandbits(16)
         self._ts_origin = random.getrandbits(32)
         self._history: list[tuple[int, bytes] | None] = [None] * HISTORY
+        self._template: tuple[int, bytes, int | None] | None = None
         self.retransmitted = 0
 
     def _get(self, name: str) -> Any:
@@ -126,13 +127,37 @@ class LeanRtpLoop:
         self._track.count_sent(item)
 
     def _header_rest(self, timestamp: int) -> tuple[int, bytes]:
-        """First byte and bytes 4.. of this frame's RTP header (timestamp, SSRC, extensions)."""
-        template = RtpPacket(payload_type=0, sequence_number=0, timestamp=timestamp)
-        template.ssrc = self._sender._ssrc
-        template.extensions.mid = self._get("mid")
-        template.extensions.abs_send_time = (rtc_clock.current_ntp_time() >> 14) & 0xFFFFFF
-        header = template.serialize(self._get("rtp_header_extensions_map"))
-        return header[0], header[4:]
+        """First byte and bytes 4.. of this frame's RTP header (timestamp, SSRC, extensions).
+
+        aiortc serializes a template once per sender; each frame only patches the timestamp and
+        the 24-bit abs-send-time in place (its offset found by serializing two values).
+        """
+        if self._template is None:
+            self._template = self._make_template()
+        first, rest, abs_offset = self._template
+        header = bytearray(rest)
+        header[0:4] = timestamp.to_bytes(4, "big")
+        if abs_offset is not None:
+            abs_time = (rtc_clock.current_ntp_time() >> 14) & 0xFFFFFF
+            header[abs_offset : abs_offset + 3] = abs_time.to_bytes(3, "big")
+        return first, bytes(header)
+
+    def _make_template(self) -> tuple[int, bytes, int | None]:
+        ext_map = self._get("rtp_header_extensions_map")
+
+        def serialize(abs_time: int) -> bytes:
+            template = RtpPacket(payload_type=0, sequence_number=0, timestamp=0)
+            template.ssrc = self._sender._ssrc
+            template.extensions.mid = self._get("mid")
+            template.extensions.abs_send_time = abs_time
+            return bytes(template.serialize(ext_map))[4:]
+
+        zero, ones = serialize(0), serialize(0xFFFFFF)
+        differ = [i for i, (a, b) in enumerate(zip(zero, ones, strict=True)) if a != b]
+        abs_offset = differ[0] if len(differ) == 3 and differ[2] - differ[0] == 2 else None
+        first = RtpPacket(payload_type=0, sequence_number=0, timestamp=0)
+        first.extensions.mid = self._get("mid")
+        return bytes(first.serialize(ext_map))[0], zero, abs_offset
 
     async def retransmit(self, sequence_number: int) -> None:
         """Answer a NACK from the history (RTX when negotiated); unknown numbers are ignored."""
