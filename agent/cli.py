@@ -1,9 +1,9 @@
 """``kit-agent``: run the classroom agent.
 
-  kit-agent demo [--http HOST:PORT] [--start] [--config FILE]
-      the agent on synthetic sources (or the devices of --config), no server needed
-  kit-agent run --config FILE     the agent with a TOML config (see agent/example-config.toml)
-  kit-agent devices               cameras and microphones this machine has
+kit-agent demo [--http HOST:PORT] [--start] [--config FILE]
+    the agent on synthetic sources (or the devices of --config), no server needed
+kit-agent run --config FILE     the agent with a TOML config (see agent/example-config.toml)
+kit-agent devices               cameras and microphones this machine has
 """
 
 from __future__ import annotations

@@ -71,9 +71,9 @@ class MicrophoneConfig(_Strict):
 
 
 class EncoderConfig(_Strict):
-    h264_preset: Literal[
-        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
-    ] = "ultrafast"
+    h264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = (
+        "ultrafast"
+    )
     """libx264 preset. ``ultrafast`` keeps both cameras under a third of a core each on the kit
     and text stays legible at 2 Mbit/s (see docs/PERFORMANCE.md); slower presets cost more CPU
     for little visible gain on classroom content."""

@@ -52,8 +52,9 @@ class ClassSession:
         self,
         config: AgentConfig,
         base_url: str,
-        pipeline_factory: Callable[[AgentConfig, MediaClock, asyncio.AbstractEventLoop],
-                                   MediaPipeline] = MediaPipeline,
+        pipeline_factory: Callable[
+            [AgentConfig, MediaClock, asyncio.AbstractEventLoop], MediaPipeline
+        ] = MediaPipeline,
         new_token: Callable[[], str] = lambda: secrets.token_urlsafe(TOKEN_BYTES),
         on_live: Callable[[ClassSession], None] | None = None,
     ) -> None:
@@ -186,7 +187,8 @@ class ClassSession:
                 "elapsed_s": round(time.time() - self.started_at, 1) if self.started_at else 0,
             },
             "sources": (
-                pipeline.source_status() if pipeline is not None
+                pipeline.source_status()
+                if pipeline is not None
                 else idle_sources_status(self.config)
             ),
             "encoders": pipeline.encoder_stats() if pipeline is not None else [],

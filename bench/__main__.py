@@ -158,23 +158,35 @@ def checks(out: dict[str, Any]) -> list[str]:
     if 30 in loads:
         r30 = loads[30]
         cam, doc = r30.fps["camera"][0], r30.fps["document"][0]
-        row("30 viewers: every viewer ≥ 29 fps room, ≥ 14.5 fps document",
-            f"min {cam:.1f} / {doc:.1f} fps", cam >= 29 and doc >= 14.5)
-        row("agent CPU at 30 viewers ≤ 100 % of one core", f"{r30.cpu.cpu_percent} %",
-            r30.cpu.cpu_percent <= 100)
+        row(
+            "30 viewers: every viewer ≥ 29 fps room, ≥ 14.5 fps document",
+            f"min {cam:.1f} / {doc:.1f} fps",
+            cam >= 29 and doc >= 14.5,
+        )
+        row(
+            "agent CPU at 30 viewers ≤ 100 % of one core",
+            f"{r30.cpu.cpu_percent} %",
+            r30.cpu.cpu_percent <= 100,
+        )
         ours = (r30.cpu.cpu_percent - loads[1].cpu.cpu_percent) / 29
         theirs = (stock[4].cpu.cpu_percent - stock[1].cpu.cpu_percent) / 3
         ratio = ours / theirs if theirs > 0 else float("inf")
-        row("cost of one more viewer ≤ 1/10 of stock aiortc's (ours: 3 tracks; stock: room "
+        row(
+            "cost of one more viewer ≤ 1/10 of stock aiortc's (ours: 3 tracks; stock: room "
             "camera only)",
-            f"{ours:.2f} % vs {theirs:.1f} % per viewer (ratio {ratio:.3f})", ratio <= 0.1)
+            f"{ours:.2f} % vs {theirs:.1f} % per viewer (ratio {ratio:.3f})",
+            ratio <= 0.1,
+        )
     cam_d = out["delays"].get("camera", [])
     row("glass-to-glass p95 ≤ 60 ms", f"{pct(cam_d, 95)} ms", bool(cam_d) and pct(cam_d, 95) <= 60)
     ff = out["first_frame"]
     row("first frame after WHEP POST p95 ≤ 500 ms", f"{pct(ff, 95)} ms", pct(ff, 95) <= 500)
     idle: CpuSample = out["idle"]
-    row("idle CPU ≤ 2 %, RSS ≤ 250 MB", f"{idle.cpu_percent} %, {idle.rss_mb} MB",
-        idle.cpu_percent <= 2 and idle.rss_mb <= 250)
+    row(
+        "idle CPU ≤ 2 %, RSS ≤ 250 MB",
+        f"{idle.cpu_percent} %, {idle.rss_mb} MB",
+        idle.cpu_percent <= 2 and idle.rss_mb <= 250,
+    )
     return rows
 
 
@@ -211,7 +223,8 @@ def main() -> int:
             "(ICE, DTLS and SRTP by aiortc; frames counted from RTP marker bits, not decoded). "
             "CPU is user + system time of the whole process in % of one core; this machine is "
             "shared, so compare ratios within one run. See docs/benchmark.md for the method.\n\n"
-            + table + "\n",
+            + table
+            + "\n",
             encoding="utf-8",
         )
         print(f"\nwritten to {doc.relative_to(ROOT)}")

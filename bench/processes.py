@@ -12,7 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import psutil
@@ -53,10 +53,13 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.base_url = ""
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         self.proc = subprocess.Popen(
-            [sys.executable, *self.args], cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True,
+            [sys.executable, *self.args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 30
@@ -88,46 +91,64 @@ class AgentProcess(ServerProcess):
 
     def __init__(self, extra_toml: str = "") -> None:
         port = free_port()
-        self._config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-        self._config.write(
-            f'[http]\nlisten = "127.0.0.1:{port}"\n'
-            f'[webrtc]\nhost_addresses = ["127.0.0.1"]\n{extra_toml}'
-        )
-        self._config.close()
-        super().__init__(["-m", "agent", "run", "--config", self._config.name], "kiosk:")
+        fd, self._config_path = tempfile.mkstemp(suffix=".toml")
+        with os.fdopen(fd, "w") as config:
+            config.write(
+                f'[http]\nlisten = "127.0.0.1:{port}"\n'
+                f'[webrtc]\nhost_addresses = ["127.0.0.1"]\n{extra_toml}'
+            )
+        super().__init__(["-m", "agent", "run", "--config", self._config_path], "kiosk:")
 
     def __exit__(self, *exc: object) -> None:
         super().__exit__(*exc)
-        os.unlink(self._config.name)
+        os.unlink(self._config_path)
 
     async def start_class(self) -> str:
         """Start the class; returns the WHEP URL."""
         async with aiohttp.ClientSession() as http:
             async with http.post(self.base_url + "/api/session/start") as response:
                 response.raise_for_status()
-            async with http.get(self.base_url + "/api/status") as response:
-                status = await response.json()
+            status = await self.status()
         return str(status["session"]["whep_url"])
 
     async def status(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(self.base_url + "/api/status") as response:
-                return dict(await response.json())
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(self.base_url + "/api/status") as response,
+        ):
+            return dict(await response.json())
 
 
-def start_receivers(whep_url: str, count: int, warmup: float, duration: float,
-                    per_process: int = 15) -> list[subprocess.Popen[str]]:
+def start_receivers(
+    whep_url: str, count: int, warmup: float, duration: float, per_process: int = 15
+) -> list[subprocess.Popen[str]]:
     """Receiver groups of at most ``per_process`` pupils each (see bench.receivers)."""
     procs = []
     remaining = count
     while remaining > 0:
         n = min(per_process, remaining)
         remaining -= n
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "bench.receivers", "--whep", whep_url, "--count", str(n),
-             "--warmup", str(warmup), "--duration", str(duration)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.receivers",
+                    "--whep",
+                    whep_url,
+                    "--count",
+                    str(n),
+                    "--warmup",
+                    str(warmup),
+                    "--duration",
+                    str(duration),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     return procs
 
 

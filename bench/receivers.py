@@ -25,21 +25,27 @@ async def run(whep_url: str, count: int, warmup: float, duration: float) -> dict
     await asyncio.gather(*(r.connect() for r in receivers))
     connected = time.monotonic() - started
     await asyncio.sleep(warmup)
-    before = [{k: (s.frames, s.bytes, s.incomplete) for k, s in r.tracks.items()} for r in receivers]
+    before = [
+        {k: (s.frames, s.bytes, s.incomplete) for k, s in r.tracks.items()} for r in receivers
+    ]
     t0 = time.monotonic()
     await asyncio.sleep(duration)
     t1 = time.monotonic()
     after = [{k: (s.frames, s.bytes, s.incomplete) for k, s in r.tracks.items()} for r in receivers]
     per_viewer = []
     for b, a in zip(before, after, strict=True):
-        per_viewer.append({
-            track: {
-                "fps": round((a[track][0] - b.get(track, (0, 0, 0))[0]) / (t1 - t0), 2),
-                "incomplete": a[track][2] - b.get(track, (0, 0, 0))[2],
-                "kbps": round((a[track][1] - b.get(track, (0, 0, 0))[1]) * 8 / 1000 / (t1 - t0), 1),
+        per_viewer.append(
+            {
+                track: {
+                    "fps": round((a[track][0] - b.get(track, (0, 0, 0))[0]) / (t1 - t0), 2),
+                    "incomplete": a[track][2] - b.get(track, (0, 0, 0))[2],
+                    "kbps": round(
+                        (a[track][1] - b.get(track, (0, 0, 0))[1]) * 8 / 1000 / (t1 - t0), 1
+                    ),
+                }
+                for track in a
             }
-            for track in a
-        })
+        )
     await asyncio.gather(*(r.close() for r in receivers))
     return {"count": count, "connect_s": round(connected, 2), "viewers": per_viewer}
 

@@ -88,7 +88,9 @@ async def serve(camera_only: bool) -> None:
         peer_id = uuid.uuid4().hex
         peers[peer_id] = pc
         return web.Response(
-            status=201, text=pc.localDescription.sdp, content_type="application/sdp",
+            status=201,
+            text=pc.localDescription.sdp,
+            content_type="application/sdp",
             headers={"Location": f"/whep/resource/{peer_id}"},
         )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ import aiortc.rtcrtpreceiver
 import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from yarl import URL
 
 from agent.sources.clockcode import delay_ms, read_clock_code
 
@@ -153,7 +153,7 @@ class WhepReceiver:
             if response.status != 201:
                 raise WhepError(response.status, body)
             location = response.headers["Location"]
-        self.location = str(response.url.join(aiohttp.client.URL(location)))
+        self.location = str(response.url.join(URL(location)))
         await self.pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
         enlarge_receive_buffers(self.pc)
 

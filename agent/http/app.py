@@ -201,4 +201,3 @@ def make_app(session: ClassSession) -> web.Application:
 
 async def _shutdown(app: web.Application) -> None:
     await app[SESSION_KEY].stop()
-

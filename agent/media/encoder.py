@@ -30,12 +30,12 @@ import av.video.frame
 from ..clock import AUDIO_RATE, AUDIO_TIME_BASE, VIDEO_RATE, VIDEO_TIME_BASE, MediaClock
 from ..errors import EncoderError
 from ..sources.base import AUDIO_BLOCK_SAMPLES, RawAudioBlock, RawVideoFrame
-from .packets import EncodedPacket
+from .packets import AvPacket, EncodedPacket
 
 log = logging.getLogger("agent.media")
 
 Publish = Callable[[EncodedPacket], None]
-Packer = Callable[[av.Packet], tuple[tuple[bytes, ...], int]]
+Packer = Callable[[AvPacket], tuple[tuple[bytes, ...], int]]
 """Cuts a packet into transport payloads on the encoder thread (see agent/webrtc/packetize)."""
 
 
@@ -137,7 +137,7 @@ class _EncoderThread:
     def _run(self) -> None:
         raise NotImplementedError
 
-    def _emit(self, packet: av.Packet, keyframe: bool, capture_time: float) -> None:
+    def _emit(self, packet: AvPacket, keyframe: bool, capture_time: float) -> None:
         payloads: tuple[bytes, ...] = ()
         rtp_timestamp = 0
         if self._pack is not None:
@@ -232,7 +232,7 @@ class VideoEncoder(_EncoderThread):
             self._force_keyframe = False
             self.forced_keyframes += 1
             frame.pict_type = av.video.frame.PictureType.I
-        for packet in self._ctx.encode(frame):
+        for packet in self._ctx.encode(frame):  # type: ignore[attr-defined]
             if packet.time_base is None:
                 packet.time_base = VIDEO_TIME_BASE
             self._emit(packet, bool(packet.is_keyframe), raw.capture_time)
@@ -327,5 +327,9 @@ class AudioEncoder(_EncoderThread):
             self._emit(packet, True, block.capture_time)
 
     def stats(self) -> dict[str, Any]:
-        return {**self.base_stats(), "source": "microphone", "codec": "opus",
-                "bitrate_kbps": self.bitrate_kbps}
+        return {
+            **self.base_stats(),
+            "source": "microphone",
+            "codec": "opus",
+            "bitrate_kbps": self.bitrate_kbps,
+        }

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import av
+
+if TYPE_CHECKING:
+    AvPacket = av.Packet[Any]
+else:
+    AvPacket = av.Packet
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +22,7 @@ class EncodedPacket:
     header, encrypts and sends.
     """
 
-    packet: av.Packet
+    packet: AvPacket
     keyframe: bool
     capture_time: float
     """``MediaClock.now()`` when the source captured it (for age checks and latency stats)."""

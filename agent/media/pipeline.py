@@ -159,7 +159,9 @@ class MediaPipeline:
                 self._publish_audio,
                 make_packer("opus"),
             )
-            fanout = Fanout(False, lambda: None, self.clock.now, self.config.webrtc.viewer_queue_packets)
+            fanout = Fanout(
+                False, lambda: None, self.clock.now, self.config.webrtc.viewer_queue_packets
+            )
             self.audio = _EncodedStream(encoder, fanout, None)
             self.audio_source = mic
             encoder.start()

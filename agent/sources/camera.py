@@ -71,10 +71,18 @@ class OpenCVCamera(VideoSource):
         if len(times) >= 2 and time.monotonic() - times[-1] < 2.0:
             fps = round((len(times) - 1) / (times[-1] - times[0]), 1)
         return SourceStatus(
-            id=self.id, kind=self.kind, device=self.device, state=self._state,
+            id=self.id,
+            kind=self.kind,
+            device=self.device,
+            state=self._state,
             detail=self._detail,
-            extra={"width": self.width, "height": self.height, "fps": fps,
-                   "frames": self._frames, "placeholder": self._placeholder},
+            extra={
+                "width": self.width,
+                "height": self.height,
+                "fps": fps,
+                "frames": self._frames,
+                "placeholder": self._placeholder,
+            },
         )
 
     # -- the device thread ---------------------------------------------------------------------
@@ -133,7 +141,8 @@ class OpenCVCamera(VideoSource):
 
     def _capture_loop(self, capture: cv2.VideoCapture, sink: VideoSink, clock: MediaClock) -> None:
         is_file = not self.device.isdigit() and not self.device.startswith(
-            ("/dev/", *NETWORK_SCHEMES))
+            ("/dev/", *NETWORK_SCHEMES)
+        )
         period = 1.0 / self.fps
         next_at = time.monotonic()
         failures = 0
@@ -145,8 +154,10 @@ class OpenCVCamera(VideoSource):
                 failures += 1
                 if failures >= MAX_FAILED_READS:
                     gone = self.device.startswith("/dev/") and not os.path.exists(self.device)
-                    self._set_state(SourceState.MISSING if gone else SourceState.ERROR,
-                                    "device unplugged" if gone else "camera stopped sending")
+                    self._set_state(
+                        SourceState.MISSING if gone else SourceState.ERROR,
+                        "device unplugged" if gone else "camera stopped sending",
+                    )
                     return
                 self._stop.wait(0.05)
                 continue
@@ -173,8 +184,9 @@ class OpenCVCamera(VideoSource):
             next_at += period
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
-    def _deliver(self, data: np.ndarray, sink: VideoSink, clock: MediaClock,
-                 placeholder: bool) -> None:
+    def _deliver(
+        self, data: np.ndarray, sink: VideoSink, clock: MediaClock, placeholder: bool
+    ) -> None:
         self._placeholder = placeholder
         self._frames += 1
         self._times.append(time.monotonic())

@@ -73,8 +73,12 @@ class SoundDeviceMicrophone(AudioSource):
 
     def status(self) -> SourceStatus:
         return SourceStatus(
-            id=self.id, kind=self.kind, device=self.device, state=self._state,
-            detail=self._detail, extra={"blocks": self._blocks, "overflows": self._overflows},
+            id=self.id,
+            kind=self.kind,
+            device=self.device,
+            state=self._state,
+            detail=self._detail,
+            extra={"blocks": self._blocks, "overflows": self._overflows},
         )
 
     def _run(self, sink: AudioSink, clock: MediaClock) -> None:
@@ -104,8 +108,11 @@ class SoundDeviceMicrophone(AudioSource):
             return None
         try:
             stream = sounddevice.InputStream(
-                samplerate=AUDIO_SAMPLE_RATE, channels=1, dtype="int16",
-                blocksize=AUDIO_BLOCK_SAMPLES, device=device_spec(self.device),
+                samplerate=AUDIO_SAMPLE_RATE,
+                channels=1,
+                dtype="int16",
+                blocksize=AUDIO_BLOCK_SAMPLES,
+                device=device_spec(self.device),
             )
             stream.start()
         except (sounddevice.PortAudioError, ValueError) as exc:

@@ -21,8 +21,9 @@ def placeholder_i420(width: int, height: int, text: str = UNAVAILABLE_TEXT) -> n
     thickness = max(1, round(scale * 2))
     (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     org = (max(0, (width - tw) // 2), (height + th) // 2)
-    cv2.putText(bgr, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (230, 230, 230), thickness,
-                cv2.LINE_AA)
+    cv2.putText(
+        bgr, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (230, 230, 230), thickness, cv2.LINE_AA
+    )
     i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
     i420.setflags(write=False)
     return i420

@@ -31,8 +31,8 @@ def microphone_present(device: str) -> tuple[bool, str]:
     try:
         import sounddevice
 
-        spec: int | str | None = None if device == "default" else (
-            int(device) if device.isdigit() else device
+        spec: int | str | None = (
+            None if device == "default" else (int(device) if device.isdigit() else device)
         )
         sounddevice.query_devices(spec, "input")
     except (OSError, ValueError, ImportError):

@@ -110,8 +110,10 @@ class _SyntheticVideo(VideoSource):
 
     def _render_chroma(self) -> np.ndarray:
         """U and V planes packed as in I420; neutral grey by default."""
-        return self._pack_chroma(np.full((self.height // 2, self.width // 2), 128, np.uint8),
-                                 np.full((self.height // 2, self.width // 2), 128, np.uint8))
+        return self._pack_chroma(
+            np.full((self.height // 2, self.width // 2), 128, np.uint8),
+            np.full((self.height // 2, self.width // 2), 128, np.uint8),
+        )
 
     def _pack_chroma(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Pack (h/2, w/2) planes into I420's rows, neutral under the clock code."""
@@ -182,8 +184,9 @@ class SyntheticCamera(_SyntheticVideo):
 
     SCROLL_PX = 4
 
-    def __init__(self, source_id: str = "camera", width: int = 1280, height: int = 720,
-                 fps: int = 30) -> None:
+    def __init__(
+        self, source_id: str = "camera", width: int = 1280, height: int = 720, fps: int = 30
+    ) -> None:
         super().__init__(source_id, width, height, fps)
 
     def _render_texture(self, rng: np.random.Generator) -> np.ndarray:
@@ -191,10 +194,11 @@ class SyntheticCamera(_SyntheticVideo):
         bars = np.array([180, 160, 140, 120, 100, 80, 60, 40], np.uint8)
         texture = np.repeat(bars, -(-w // len(bars)))[:w][np.newaxis, :].repeat(h, axis=0)
         blobs = cv2.GaussianBlur(rng.integers(0, 60, (h, w), np.uint8), (0, 0), 3)
-        texture = cv2.add(texture, blobs)
+        texture = np.asarray(cv2.add(texture, blobs), np.uint8)
         for k in range(0, w, 160):  # labelled ticks so scrolling is visible
-            cv2.putText(texture, str(k // 160), (k + 20, h - 40), cv2.FONT_HERSHEY_SIMPLEX, 2,
-                        220, 3)
+            cv2.putText(
+                texture, str(k // 160), (k + 20, h - 40), cv2.FONT_HERSHEY_SIMPLEX, 2, 220, 3
+            )
         return np.minimum(texture, 235 - GRAIN_AMPLITUDE).astype(np.uint8)
 
     def _render_chroma(self) -> np.ndarray:
@@ -226,8 +230,9 @@ class SyntheticDocument(_SyntheticVideo):
         "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789",
     )
 
-    def __init__(self, source_id: str = "document", width: int = 1920, height: int = 1080,
-                 fps: int = 15) -> None:
+    def __init__(
+        self, source_id: str = "document", width: int = 1920, height: int = 1080, fps: int = 15
+    ) -> None:
         super().__init__(source_id, width, height, fps)
 
     def _render_texture(self, rng: np.random.Generator) -> np.ndarray:
@@ -239,8 +244,9 @@ class SyntheticDocument(_SyntheticVideo):
         for i, line in enumerate(self.LINES * 4):
             scale = scale_base * (1.4 if i == 0 else (0.6, 0.8, 1.0)[i % 3])
             thickness = 3 if i == 0 else 2 if scale > 0.7 * scale_base else 1
-            cv2.putText(page, line, (80, y), cv2.FONT_HERSHEY_SIMPLEX, scale, 30, thickness,
-                        cv2.LINE_AA)
+            cv2.putText(
+                page, line, (80, y), cv2.FONT_HERSHEY_SIMPLEX, scale, 30, thickness, cv2.LINE_AA
+            )
             y += int(44 * scale / scale_base) + 10
             if y > h - 40:
                 break
@@ -284,8 +290,9 @@ class SyntheticMicrophone(AudioSource):
 
         with self._lock:
             if self._pacer is None:
-                self._pacer = _Pacer("source-microphone", AUDIO_BLOCK_SAMPLES / AUDIO_SAMPLE_RATE,
-                                     tick)
+                self._pacer = _Pacer(
+                    "source-microphone", AUDIO_BLOCK_SAMPLES / AUDIO_SAMPLE_RATE, tick
+                )
                 self._pacer.start()
 
     def stop(self) -> None:
@@ -312,4 +319,4 @@ def rms_dbfs(samples: np.ndarray) -> float:
     if samples.size == 0:
         return -100.0
     rms = float(np.sqrt(np.mean(np.square(samples.astype(np.float32)))))
-    return max(-100.0, round(20 * np.log10(max(rms, 1e-9) / 32768), 1))
+    return max(-100.0, round(20 * float(np.log10(max(rms, 1e-9) / 32768)), 1))

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from fractions import Fraction
 
-import av
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 
 from ..clock import AUDIO_RATE
+from ..media.packets import AvPacket
 
-Packer = Callable[[av.Packet], tuple[tuple[bytes, ...], int]]
+Packer = Callable[[AvPacket], tuple[tuple[bytes, ...], int]]
 
 
 def make_packer(codec: str) -> Packer:
@@ -26,14 +26,14 @@ def make_packer(codec: str) -> Packer:
         return _pack_opus
     packer = {"h264": H264Encoder, "vp8": Vp8Encoder}[codec]()
 
-    def pack(packet: av.Packet) -> tuple[tuple[bytes, ...], int]:
+    def pack(packet: AvPacket) -> tuple[tuple[bytes, ...], int]:
         payloads, timestamp = packer.pack(packet)
         return tuple(payloads), timestamp
 
     return pack
 
 
-def _pack_opus(packet: av.Packet) -> tuple[tuple[bytes, ...], int]:
+def _pack_opus(packet: AvPacket) -> tuple[tuple[bytes, ...], int]:
     pts = packet.pts or 0
     time_base = packet.time_base or Fraction(1, AUDIO_RATE)
     return (bytes(packet),), int(pts * time_base * AUDIO_RATE)

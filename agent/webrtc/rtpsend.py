@@ -45,9 +45,18 @@ HISTORY = 512
 """Packets kept per viewer for retransmission (≈ 1 s of a 2 Mbit/s stream)."""
 _PREFIX = struct.Struct("!BBH")
 _PRIVATE = "_RTCRtpSender__"
-_REQUIRED = ("mid", "rtp_header_extensions_map", "rtp_started", "rtp_exited", "ntp_timestamp",
-             "rtp_timestamp", "octet_count", "packet_count", "rtx_payload_type",
-             "rtx_sequence_number")
+_REQUIRED = (
+    "mid",
+    "rtp_header_extensions_map",
+    "rtp_started",
+    "rtp_exited",
+    "ntp_timestamp",
+    "rtp_timestamp",
+    "octet_count",
+    "packet_count",
+    "rtx_payload_type",
+    "rtx_sequence_number",
+)
 
 
 def install(
@@ -87,7 +96,7 @@ class LeanRtpLoop:
         try:
             while True:
                 item = await self._track.next_packet()
-                await self._send_frame(item, codec.payloadType)
+                await self._send_frame(item, codec.payloadType or 0)
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
             pass
         except Exception:  # log what we don't expect; the viewer's other tracks go on
@@ -169,8 +178,9 @@ class LeanRtpLoop:
         if rtx_pt is not None:
             ext_map = self._get("rtp_header_extensions_map")
             rtx_seq = self._get("rtx_sequence_number")
-            packet = wrap_rtx(RtpPacket.parse(data, ext_map), rtx_pt, rtx_seq,
-                              self._sender._rtx_ssrc)
+            packet = wrap_rtx(
+                RtpPacket.parse(data, ext_map), rtx_pt, rtx_seq, self._sender._rtx_ssrc
+            )
             self._set("rtx_sequence_number", (rtx_seq + 1) & 0xFFFF)
             data = packet.serialize(ext_map)
         self.retransmitted += 1

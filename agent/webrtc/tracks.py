@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..media.fanout import QueueClosed, ViewerQueue
-from ..media.packets import EncodedPacket
+from ..media.packets import AvPacket, EncodedPacket
 
 
 class PacketTrack(MediaStreamTrack):
@@ -54,7 +53,7 @@ class PacketTrack(MediaStreamTrack):
         self._unsubscribe = unsubscribe
         self._bound.set()
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> AvPacket:
         """The aiortc track interface (not used by our senders, which call next_packet)."""
         return (await self.next_packet()).packet
 

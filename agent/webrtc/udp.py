@@ -31,7 +31,9 @@ def send_batch(protocol: Any, datagrams: Sequence[bytes], addr: tuple[str, int])
     global _gso_ok
     transport = getattr(protocol, "transport", None)
     sock = getattr(transport, "_sock", None)
-    if not _gso_ok or sock is None or type(protocol).__name__ != "StunProtocol":
+    if not _gso_ok or transport is None or sock is None:
+        return False
+    if type(protocol).__name__ != "StunProtocol":
         return False
     if transport.get_write_buffer_size():
         return False  # keep order behind what asyncio still has to write

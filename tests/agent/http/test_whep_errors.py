@@ -13,14 +13,15 @@ from tests.conftest import LiveAgent
 SDP = {"Content-Type": "application/sdp"}
 
 
-async def post(agent: LiveAgent, path: str, body: bytes, headers: dict[str, str] | None = None
-               ) -> tuple[int, str, aiohttp.typedefs.LooseHeaders]:
+async def post(
+    agent: LiveAgent, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, str, aiohttp.typedefs.LooseHeaders]:
     async with agent.http.post(agent.base_url + path, data=body, headers=headers or SDP) as r:
         return r.status, await r.text(), r.headers
 
 
 def assert_clean(body: str) -> None:
-    for leak in ("Traceback", "File \"", "/work", "site-packages", "Exception"):
+    for leak in ("Traceback", 'File "', "/work", "site-packages", "Exception"):
         assert leak not in body
 
 
@@ -46,7 +47,9 @@ async def test_not_live_unknown_and_expired_tokens(agent: LiveAgent) -> None:
         (b"v=0\r\nthis is not sdp\r\n", "line 2"),
     ],
 )
-async def test_malformed_offer_is_400_with_reason(agent: LiveAgent, body: bytes, reason: str) -> None:
+async def test_malformed_offer_is_400_with_reason(
+    agent: LiveAgent, body: bytes, reason: str
+) -> None:
     whep = await agent.start()
     status, text, _ = await post(agent, whep.removeprefix(agent.base_url), body)
     assert status == 400 and reason in text

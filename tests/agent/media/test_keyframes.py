@@ -12,7 +12,7 @@ class FakeTimers:
         self.now = 0.0
         self.pending: list[tuple[float, Callable[[], None]]] = []
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> "FakeHandle":
+    def call_later(self, delay: float, callback: Callable[[], None]) -> FakeHandle:
         entry = (self.now + delay, callback)
         self.pending.append(entry)
         return FakeHandle(self, entry)
@@ -43,7 +43,10 @@ def make() -> tuple[KeyframeLimiter, FakeTimers, list[float]]:
     timers = FakeTimers()
     fired: list[float] = []
     limiter = KeyframeLimiter(
-        lambda: fired.append(timers.now), 0.5, lambda: timers.now, timers.call_later  # type: ignore[arg-type]
+        lambda: fired.append(timers.now),
+        0.5,
+        lambda: timers.now,
+        timers.call_later,  # type: ignore[arg-type]
     )
     return limiter, timers, fired
 

@@ -44,10 +44,22 @@ def test_delay_wraps_around() -> None:
 
 
 def test_code_survives_h264_on_both_cards() -> None:
-    for card in (SyntheticCamera("camera", 800, 450, 30), SyntheticDocument("document", 960, 540, 15)):
-        encoder = open_video_codec(VideoEncoderSettings(
-            codec="h264", width=card.width, height=card.height, fps=card.fps, bitrate_kbps=800,
-            keyframe_interval_s=2.0, h264_preset="ultrafast", threads=1))
+    for card in (
+        SyntheticCamera("camera", 800, 450, 30),
+        SyntheticDocument("document", 960, 540, 15),
+    ):
+        encoder = open_video_codec(
+            VideoEncoderSettings(
+                codec="h264",
+                width=card.width,
+                height=card.height,
+                fps=card.fps,
+                bitrate_kbps=800,
+                keyframe_interval_s=2.0,
+                h264_preset="ultrafast",
+                threads=1,
+            )
+        )
         decoder = av.CodecContext.create("h264", "r")
         decoded = []
         for n in range(5):

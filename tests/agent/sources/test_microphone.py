@@ -42,16 +42,22 @@ def _alsa_home(tmp_path: Path) -> Path:
     raw = tmp_path / "tone.raw"
     tone.tofile(raw)
     (tmp_path / ".asoundrc").write_text(
-        "pcm.classroom_tone {\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n"
-        f"  infile \"{raw}\"\n  format \"raw\"\n}}\n"
+        'pcm.classroom_tone {\n  type file\n  slave.pcm "null"\n  file "/dev/null"\n'
+        f'  infile "{raw}"\n  format "raw"\n}}\n'
     )
     return tmp_path
 
 
 def _capture(home: Path, device: str) -> dict[str, object]:
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", CAPTURE, device], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", CAPTURE, device],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return dict(json.loads(done.stdout))
 

@@ -13,8 +13,11 @@ from tests.conftest import LiveAgent
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
     "--allow-loopback-in-peer-connection",  # ICE on 127.0.0.1, like the agent in tests
     "--disable-features=WebRtcHideLocalIpsWithMdns",
@@ -62,10 +65,14 @@ async def test_pupil_page_plays_three_tracks_in_chromium(agent: LiveAgent) -> No
         try:
             page = await browser.new_page(locale="fr-FR")
             await page.goto(join_url)
-            first = await stats_until(page, lambda s: s["state"] == "connected"
-                                      and len(s["tracks"]) == 3
-                                      and all(t["frames"] > 5 or t["kind"] == "audio"
-                                              for t in s["tracks"].values()))
+            first = await stats_until(
+                page,
+                lambda s: (
+                    s["state"] == "connected"
+                    and len(s["tracks"]) == 3
+                    and all(t["frames"] > 5 or t["kind"] == "audio" for t in s["tracks"].values())
+                ),
+            )
             await asyncio.sleep(2.0)
             second = await page.evaluate(STATS_JS)
             videos = {mid: t for mid, t in second["tracks"].items() if t["kind"] == "video"}

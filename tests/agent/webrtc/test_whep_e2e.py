@@ -38,7 +38,10 @@ async def test_three_tracks_decode_with_clock_code(agent: LiveAgent) -> None:
         await pupil.wait_frames("document", 15)
         await pupil.wait_frames("microphone", 50)
         assert list(pupil.tracks) == ["camera", "document", "microphone"] or set(pupil.tracks) == {
-            "camera", "document", "microphone"}
+            "camera",
+            "document",
+            "microphone",
+        }
         for track in ("camera", "document"):
             delays = pupil.tracks[track].delays_ms
             assert len(delays) >= 10, track
@@ -82,11 +85,18 @@ async def test_pli_forces_a_rate_limited_keyframe(agent: LiveAgent) -> None:
         media_ssrc = next(iter(ssrc)) if ssrc else None
         media_ssrc = media_ssrc or next(
             int(line.split()[0].split(":")[1])
-            for line in pupil.pc.remoteDescription.sdp.splitlines() if line.startswith("a=ssrc:"))
+            for line in pupil.pc.remoteDescription.sdp.splitlines()
+            if line.startswith("a=ssrc:")
+        )
         for _ in range(5):  # five PLIs at once: one keyframe now, at most one deferred
             await receiver._send_rtcp_pli(media_ssrc)
-        await until(lambda: agent.session.pipeline is not None and
-                    agent.session.pipeline.encoder_stats()[0]["forced_keyframes"] > before, 3)
+        await until(
+            lambda: (
+                agent.session.pipeline is not None
+                and agent.session.pipeline.encoder_stats()[0]["forced_keyframes"] > before
+            ),
+            3,
+        )
         await asyncio.sleep(0.8)
         after = encoder(await agent.status(), "encode-camera-h264")["forced_keyframes"]
         assert 1 <= after - before <= 2
@@ -153,8 +163,9 @@ async def test_delete_and_stop_end_viewers(agent: LiveAgent) -> None:
 
 
 async def _post_offer(agent: LiveAgent, whep: str) -> tuple[int, str]:
-    async with agent.http.post(whep, data=b"v=0\r\n",
-                               headers={"Content-Type": "application/sdp"}) as response:
+    async with agent.http.post(
+        whep, data=b"v=0\r\n", headers={"Content-Type": "application/sdp"}
+    ) as response:
         return response.status, await response.text()
 
 
@@ -179,5 +190,7 @@ async def test_vp8_only_browser_gets_vp8(agent: LiveAgent) -> None:
         assert {"encode-camera-vp8", "encode-document-vp8"} <= names
     finally:
         await pupil.close()
-    await until(lambda: "vp8" not in str(agent.session.pipeline and
-                                          agent.session.pipeline.encoder_stats()), 5)
+    await until(
+        lambda: "vp8" not in str(agent.session.pipeline and agent.session.pipeline.encoder_stats()),
+        5,
+    )
