@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import aiortc.rtcrtpreceiver
 import av
+import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from yarl import URL
@@ -92,6 +93,13 @@ def enlarge_receive_buffers(pc: RTCPeerConnection, size: int = 8 << 20) -> None:
 
 
 SO_RCVBUFFORCE = 33
+
+
+def luma_plane(frame: av.VideoFrame) -> Any:
+    """The decoded Y plane as a (height, width) view, without a colour conversion."""
+    plane = frame.planes[0]
+    rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+    return rows[:, : frame.width]
 
 
 @dataclass
@@ -178,6 +186,7 @@ class WhepReceiver:
             except MediaStreamError:
                 return
             now = time.monotonic()
+            wall_ms = int(time.time() * 1000)  # arrival, before any work of ours
             if stats.first_at is None:
                 stats.first_at = now
             stats.frames += 1
@@ -187,9 +196,9 @@ class WhepReceiver:
                 if isinstance(frame, IncompleteFrame):
                     stats.incomplete += 1
             elif isinstance(frame, av.VideoFrame) and self.read_clock:
-                code = read_clock_code(frame.to_ndarray(format="gray"))
+                code = read_clock_code(luma_plane(frame))
                 if code is not None:
-                    stats.delays_ms.append(delay_ms(code, int(time.time() * 1000)))
+                    stats.delays_ms.append(delay_ms(code, wall_ms))
             elif isinstance(frame, av.AudioFrame):
                 samples = frame.to_ndarray().astype("float32")
                 stats.energy += float((samples**2).mean())

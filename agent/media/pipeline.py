@@ -96,7 +96,7 @@ class VideoStreams:
         stream = _EncodedStream(encoder, fanout, limiter)
         self._by_codec[codec] = stream
         encoder.start()
-        self._encoders = tuple(s.encoder for s in self._by_codec.values())  # type: ignore[misc]
+        self._encoders = self._video_encoders()
         log.info("%s: %s encoder started", self.source.id, codec)
         return stream
 
@@ -104,12 +104,21 @@ class VideoStreams:
         stream = self._by_codec.pop(codec, None)
         if stream is None:
             return
-        self._encoders = tuple(s.encoder for s in self._by_codec.values())  # type: ignore[misc]
+        self._encoders = self._video_encoders()
         if stream.limiter is not None:
             stream.limiter.cancel()
         stream.fanout.close()
         await asyncio.to_thread(stream.encoder.stop)
         log.info("%s: %s encoder stopped", self.source.id, codec)
+
+    def _video_encoders(self) -> tuple[VideoEncoder, ...]:
+        return tuple(
+            s.encoder for s in self._by_codec.values() if isinstance(s.encoder, VideoEncoder)
+        )
+
+    def get(self, codec: str) -> _EncodedStream | None:
+        """The running stream of ``codec``, if any (never starts one)."""
+        return self._by_codec.get(codec)
 
     def codecs(self) -> list[str]:
         return list(self._by_codec)
@@ -184,7 +193,7 @@ class MediaPipeline:
         streams = self.video.get(source_id)
         if streams is None:
             return
-        stream = streams._by_codec.get(codec)
+        stream = streams.get(codec)
         if stream is None:
             return
         stream.fanout.unsubscribe(queue)
