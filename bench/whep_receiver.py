@@ -98,7 +98,7 @@ SO_RCVBUFFORCE = 33
 def luma_plane(frame: av.VideoFrame) -> Any:
     """The decoded Y plane as a (height, width) view, without a colour conversion."""
     plane = frame.planes[0]
-    rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)
     return rows[:, : frame.width]
 
 
