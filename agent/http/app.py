@@ -49,9 +49,12 @@ def _is_loopback(remote: str | None) -> bool:
     if not remote:
         return False
     try:
-        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
+        address = ipaddress.ip_address(remote.split("%")[0])
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 when listening dual-stack on [::]
+    return address.is_loopback
 
 
 @web.middleware
@@ -111,10 +114,15 @@ async def post_stop(request: web.Request) -> web.Response:
 async def read_limited(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
-    body = await request.content.read(limit + 1)
+    body = bytearray()
+    while len(body) <= limit:  # read() returns what has arrived so far, not the whole body
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
     if len(body) > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
-    return body
+    return bytes(body)
 
 
 async def post_whep(request: web.Request) -> web.Response:

@@ -100,10 +100,11 @@ class VideoStreams:
         log.info("%s: %s encoder started", self.source.id, codec)
         return stream
 
-    async def drop(self, codec: str) -> None:
-        stream = self._by_codec.pop(codec, None)
-        if stream is None:
-            return
+    async def drop(self, codec: str, if_unused: bool = False) -> None:
+        stream = self._by_codec.get(codec)
+        if stream is None or (if_unused and stream.fanout.subscribers):
+            return  # with if_unused: a viewer subscribed again since the drop was scheduled
+        del self._by_codec[codec]
         self._encoders = self._video_encoders()
         if stream.limiter is not None:
             stream.limiter.cancel()
@@ -198,7 +199,7 @@ class MediaPipeline:
             return
         stream.fanout.unsubscribe(queue)
         if codec != self.PRIMARY_CODEC and stream.fanout.subscribers == 0:
-            self.loop.create_task(streams.drop(codec))
+            self.loop.create_task(streams.drop(codec, if_unused=True))
 
     def unsubscribe_audio(self, queue: ViewerQueue) -> None:
         if self.audio is not None:

@@ -1,17 +1,31 @@
-"""Cameras through OpenCV: V4L2 devices (MJPEG), RTSP/HTTP streams and video files.
+"""Cameras through OpenCV: V4L2 devices (MJPEG), RTSP/HTTP streams and looped video files.
 
-One thread owns the ``cv2.VideoCapture``. It delivers I420 pictures of the configured size: a
-resize (only when the device gives another size) and one ``cv2.cvtColor(BGR→I420)``, the
-cheapest path measured here (≈ 1.3 ms per 720p picture, ≈ 3 ms per 1080p picture; letting
-FFmpeg convert through ``CAP_PROP_CONVERT_RGB`` off still needs a BGR→I420 step for MJPEG).
+One thread owns the ``cv2.VideoCapture``. Each picture is resized (only when the device gives
+another size than configured) and converted BGR→I420 with one ``cv2.cvtColor``, then handed to
+the sink. A picture the device delivers faster than the configured rate is dropped before any
+conversion, so a 30 fps camera configured at 15 fps costs half the CPU.
+
+Per-picture cost, measured on the dev VM (2-core AMD EPYC, OpenCV 5.0, one OpenCV thread):
+
+* ``cvtColor(BGR→I420)``: 0.6 ms at 720p, 1.4 ms at 1080p (0.3 / 0.9 ms on OpenCV's default
+  two threads). PyAV's ``reformat`` bgr24→yuv420p takes 1.5 / 4.8 ms; ``CAP_PROP_CONVERT_RGB``
+  off is no shortcut: the FFmpeg backend then hands back the Y plane alone (8UC1).
+* The real cost on a UVC camera is OpenCV's MJPEG decode to BGR: 8 ms at 720p, 16 ms at 1080p.
+  (PyAV decoding MJPEG straight to yuv420p measured 7 / 14 ms: little to gain.)
+* ``resize(INTER_AREA)`` is cheap for integer ratios (2× down to 720p: 0.7 ms) but expensive
+  for fractional ones (1.5× down: 12 ms to 720p, 30 ms to 1080p): configure a size the camera
+  really gives.
 
 A device that is missing or stops delivering is released; the thread then sends a "camera
 unavailable" card at the nominal rate (status ``missing`` or ``error``) and tries to open the
-device again every ``retry_interval`` seconds. Pupils keep their connection throughout.
+device again every ``retry_interval`` seconds. The sink stays the same throughout, so pupils
+never reconnect. A video file is played in a loop, paced at the configured rate, and reopened
+at each end so that a file that has gone is noticed.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import threading
@@ -25,12 +39,85 @@ from ..clock import MediaClock
 from ..config import VideoSourceConfig
 from .base import RawVideoFrame, SourceState, SourceStatus, VideoSink, VideoSource
 from .placeholder import placeholder_i420
-from .presence import NETWORK_SCHEMES
 
 log = logging.getLogger("agent.sources")
 
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 MAX_FAILED_READS = 10
-"""Consecutive failed reads after which a device is considered gone."""
+"""Consecutive failed reads after which a live device is considered gone."""
+FAILED_READ_PAUSE = 0.05
+RATE_WINDOW = 2.0
+"""Seconds over which ``status()`` measures the delivered frame rate."""
+NETWORK_OPEN_TIMEOUT_MS = 5000
+NETWORK_READ_TIMEOUT_MS = 3000
+STOP_WARN_AFTER = 5.0
+
+NOT_FOUND = "device not found"
+NOT_DELIVERING = "device stopped delivering pictures"
+CANNOT_OPEN = "device cannot be opened"
+UNEXPECTED = "camera error"
+
+
+class DeviceKind(enum.Enum):
+    V4L2 = "v4l2"
+    NETWORK = "network"
+    FILE = "file"
+
+
+def device_kind(device: str) -> DeviceKind:
+    """``0`` or ``/dev/...`` (``/dev/video2``, ``/dev/v4l/by-id/...``): V4L2; URL: network."""
+    if device.isdigit() or device.startswith("/dev/"):
+        return DeviceKind.V4L2
+    if device.lower().startswith(NETWORK_SCHEMES):
+        return DeviceKind.NETWORK
+    return DeviceKind.FILE
+
+
+def device_path(device: str) -> str | None:
+    """The filesystem path whose presence tells whether the device is there (None: a URL)."""
+    kind = device_kind(device)
+    if kind is DeviceKind.NETWORK:
+        return None
+    return f"/dev/video{device}" if device.isdigit() else device
+
+
+class _Ticker:
+    """A fixed-rate schedule waited on with the stop event; after a stall it restarts rather
+    than bursting."""
+
+    def __init__(self, period: float, stop: threading.Event) -> None:
+        self.period = period
+        self._stop = stop
+        self._next = time.monotonic()
+
+    def wait(self) -> bool:
+        """Wait for the next tick; False if stop was requested."""
+        self._next += self.period
+        now = time.monotonic()
+        if now - self._next > self.period:
+            self._next = now
+        return not self._stop.wait(max(0.0, self._next - now))
+
+
+def to_i420(bgr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """One picture as I420 of the given size: resize only if needed, then one conversion."""
+    if bgr.ndim == 2:
+        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+    if bgr.shape[1] != width or bgr.shape[0] != height:
+        bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
+    code = cv2.COLOR_BGRA2YUV_I420 if bgr.shape[2] == 4 else cv2.COLOR_BGR2YUV_I420
+    return cv2.cvtColor(bgr, code)
+
+
+def join_thread(thread: threading.Thread, name: str) -> None:
+    """Wait for a device thread however long it takes (it releases the device on its way out),
+    with a warning if a driver keeps it blocked."""
+    if thread is threading.current_thread():
+        return
+    thread.join(STOP_WARN_AFTER)
+    while thread.is_alive():
+        log.warning("%s: still waiting for the device to let go", name)
+        thread.join(STOP_WARN_AFTER)
 
 
 class OpenCVCamera(VideoSource):
@@ -38,14 +125,17 @@ class OpenCVCamera(VideoSource):
         self.id = source_id
         self.device = cfg.device
         self.width, self.height, self.fps = cfg.width, cfg.height, cfg.fps
+        self._kind = device_kind(cfg.device)
+        self._path = device_path(cfg.device)
         self._retry_interval = retry_interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
         self._state = SourceState.STOPPED
         self._detail = ""
         self._placeholder = False
-        self._times: deque[float] = deque(maxlen=64)
         self._frames = 0
+        self._times: deque[float] = deque()
 
     # -- public surface ------------------------------------------------------------------------
 
@@ -61,138 +151,180 @@ class OpenCVCamera(VideoSource):
     def stop(self) -> None:
         self._stop.set()
         thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
-        self._state = SourceState.STOPPED
+        if thread is not None:
+            join_thread(thread, self.id)
+        self._set_state(SourceState.STOPPED, "")
 
     def status(self) -> SourceStatus:
-        times = list(self._times)
-        fps = 0.0
-        if len(times) >= 2 and time.monotonic() - times[-1] < 2.0:
-            fps = round((len(times) - 1) / (times[-1] - times[0]), 1)
-        return SourceStatus(
-            id=self.id,
-            kind=self.kind,
-            device=self.device,
-            state=self._state,
-            detail=self._detail,
-            extra={
-                "width": self.width,
-                "height": self.height,
-                "fps": fps,
-                "frames": self._frames,
-                "placeholder": self._placeholder,
-            },
-        )
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._times if now - t <= RATE_WINDOW]
+            fps = 0.0
+            if len(recent) >= 2:
+                fps = round((len(recent) - 1) / max(now - recent[0], 1e-6), 1)
+            return SourceStatus(
+                id=self.id,
+                kind=self.kind,
+                device=self.device,
+                state=self._state,
+                detail=self._detail,
+                extra={
+                    "fps": fps,
+                    "frames": self._frames,
+                    "width": self.width,
+                    "height": self.height,
+                    "placeholder": self._placeholder,
+                },
+            )
 
     # -- the device thread ---------------------------------------------------------------------
 
     def _run(self, sink: VideoSink, clock: MediaClock) -> None:
+        ticker = _Ticker(1.0 / self.fps, self._stop)
         while not self._stop.is_set():
-            capture = self._open()
-            if capture is None:
-                self._send_placeholders(sink, clock, self._retry_interval)
+            reopen_now = False
+            try:
+                reopen_now = self._session(sink, clock, ticker)
+            except Exception:  # the device thread never dies: log, report, keep going
+                log.exception("%s: unexpected error", self.id)
+                self._set_state(SourceState.ERROR, UNEXPECTED)
+            if reopen_now or self._stop.is_set():
                 continue
             try:
-                self._capture_loop(capture, sink, clock)
-            except Exception:  # a background loop logs what it doesn't expect and goes on
-                log.exception("%s: capture failed", self.id)
-                self._set_state(SourceState.ERROR, "camera error")
-            finally:
-                capture.release()
-            if not self._stop.is_set() and self._state != SourceState.OK:
-                self._send_placeholders(sink, clock, self._retry_interval)
+                self._send_placeholders(sink, clock, ticker)
+            except Exception:
+                log.exception("%s: unexpected error while sending the placeholder", self.id)
+                self._stop.wait(self._retry_interval)
+        self._set_state(SourceState.STOPPED, "")
+
+    def _session(self, sink: VideoSink, clock: MediaClock, ticker: _Ticker) -> bool:
+        """Open the device and deliver its pictures until it fails or stop is requested.
+
+        True means "open it again right away": a video file reached its end."""
+        capture = self._open()
+        if capture is None:
+            return False
+        try:
+            return self._read_pictures(capture, sink, clock, ticker)
+        except cv2.error as exc:
+            log.warning("%s: capture failed: %s", self.id, str(exc).strip())
+            self._set_failed()
+        except Exception:
+            log.exception("%s: capture failed", self.id)
+            self._set_failed()
+        finally:
+            self._release(capture)
+        return False
 
     def _open(self) -> cv2.VideoCapture | None:
-        device = self.device
-        is_file = not device.isdigit() and not device.startswith(("/dev/", *NETWORK_SCHEMES))
-        if (device.startswith("/dev/") or is_file) and not os.path.exists(device):
-            self._set_state(SourceState.MISSING, "device not found")
+        if self._path is not None and not os.path.exists(self._path):
+            self._set_state(SourceState.MISSING, NOT_FOUND)
             return None
         try:
-            capture = self._create_capture(device)
+            capture = self._create_capture()
         except cv2.error as exc:
-            log.info("%s: cannot open %s: %s", self.id, device, exc)
+            log.info("%s: cannot open %s: %s", self.id, self.device, str(exc).strip())
             capture = None
         if capture is None or not capture.isOpened():
             if capture is not None:
-                capture.release()
-            self._set_state(SourceState.MISSING, "device not found or busy")
+                self._release(capture)
+            if self._path is not None and os.path.exists(self._path):
+                # there but unusable: a UVC metadata node, no permission, not a video file
+                self._set_state(SourceState.ERROR, CANNOT_OPEN)
+            else:
+                self._set_state(SourceState.MISSING, NOT_FOUND)
             return None
-        log.info("%s: opened %s", self.id, device)
-        self._set_state(SourceState.OK, "")
+        log.debug("%s: opened %s", self.id, self.device)
         return capture
 
-    def _create_capture(self, device: str) -> cv2.VideoCapture:
-        if device.startswith(NETWORK_SCHEMES):
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
-            return cv2.VideoCapture(device, cv2.CAP_FFMPEG, params)
-        if device.isdigit() or device.startswith("/dev/"):
-            index_or_path: int | str = int(device) if device.isdigit() else device
-            capture = cv2.VideoCapture(index_or_path, cv2.CAP_V4L2)
-            if capture.isOpened():  # ask for MJPEG: UVC cameras give 720p30/1080p30 only so
-                capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
-                capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
-                capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
-                capture.set(cv2.CAP_PROP_FPS, self.fps)
-                capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-            return capture
-        return cv2.VideoCapture(device, cv2.CAP_FFMPEG)
+    def _create_capture(self) -> cv2.VideoCapture:
+        if self._kind is DeviceKind.NETWORK:
+            params: list[int] = []
+            for name, value in (
+                ("CAP_PROP_OPEN_TIMEOUT_MSEC", NETWORK_OPEN_TIMEOUT_MS),
+                ("CAP_PROP_READ_TIMEOUT_MSEC", NETWORK_READ_TIMEOUT_MS),
+            ):
+                if hasattr(cv2, name):
+                    params += [getattr(cv2, name), value]
+            return cv2.VideoCapture(self.device, cv2.CAP_FFMPEG, params)
+        if self._kind is DeviceKind.FILE:
+            return cv2.VideoCapture(self.device, cv2.CAP_FFMPEG)
+        target: int | str = int(self.device) if self.device.isdigit() else self.device
+        capture = cv2.VideoCapture(target, cv2.CAP_V4L2)
+        if capture.isOpened():  # UVC cameras give 720p30 / 1080p30 only in MJPEG
+            capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
+            capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+            capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+            capture.set(cv2.CAP_PROP_FPS, self.fps)
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return capture
 
-    def _capture_loop(self, capture: cv2.VideoCapture, sink: VideoSink, clock: MediaClock) -> None:
-        is_file = not self.device.isdigit() and not self.device.startswith(
-            ("/dev/", *NETWORK_SCHEMES)
-        )
-        period = 1.0 / self.fps
-        next_at = time.monotonic()
-        failures = 0
+    def _read_pictures(
+        self, capture: cv2.VideoCapture, sink: VideoSink, clock: MediaClock, ticker: _Ticker
+    ) -> bool:
+        is_file = self._kind is DeviceKind.FILE
+        min_gap = 0.75 / self.fps
+        last_at = -1.0
+        failures = delivered = 0
         while not self._stop.is_set():
             ok, bgr = capture.read()
-            if not ok or bgr is None:
-                if is_file and failures == 0:
-                    return  # end of the file: reopen it (it may have gone) and play it again
-                failures += 1
-                if failures >= MAX_FAILED_READS:
-                    gone = self.device.startswith("/dev/") and not os.path.exists(self.device)
-                    self._set_state(
-                        SourceState.MISSING if gone else SourceState.ERROR,
-                        "device unplugged" if gone else "camera stopped sending",
-                    )
-                    return
-                self._stop.wait(0.05)
+            if ok and bgr is not None:
+                failures = 0
+                now = time.monotonic()
+                if not is_file and now - last_at < min_gap:
+                    continue  # the device is faster than configured: drop before converting
+                last_at, capture_time = now, clock.now()
+                self._deliver(to_i420(bgr, self.width, self.height), capture_time, sink)
+                delivered += 1
+                if is_file and not ticker.wait():
+                    break
                 continue
-            failures = 0
-            self._deliver(self._to_i420(bgr), sink, clock, placeholder=False)
-            if is_file:  # a file reads faster than real time: pace it
-                next_at += period
-                self._stop.wait(max(0.0, next_at - time.monotonic()))
-                if time.monotonic() - next_at > period:
-                    next_at = time.monotonic()
+            if is_file and delivered:
+                return True  # end of the file: open it again (it may have gone) and loop
+            failures += 1
+            if is_file or failures >= MAX_FAILED_READS:
+                self._set_failed()
+                return False
+            self._stop.wait(FAILED_READ_PAUSE)
+        return False
 
-    def _to_i420(self, bgr: np.ndarray) -> np.ndarray:
-        if bgr.shape[1] != self.width or bgr.shape[0] != self.height:
-            bgr = cv2.resize(bgr, (self.width, self.height), interpolation=cv2.INTER_AREA)
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
-
-    def _send_placeholders(self, sink: VideoSink, clock: MediaClock, seconds: float) -> None:
+    def _send_placeholders(self, sink: VideoSink, clock: MediaClock, ticker: _Ticker) -> None:
         picture = placeholder_i420(self.width, self.height)
-        period = 1.0 / self.fps
-        end = time.monotonic() + seconds
-        next_at = time.monotonic()
-        while not self._stop.is_set() and time.monotonic() < end:
-            self._deliver(picture, sink, clock, placeholder=True)
-            next_at += period
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
+        end = time.monotonic() + self._retry_interval
+        while time.monotonic() < end:
+            self._deliver(picture, clock.now(), sink, placeholder=True)
+            if not ticker.wait():
+                return
 
     def _deliver(
-        self, data: np.ndarray, sink: VideoSink, clock: MediaClock, placeholder: bool
+        self, data: np.ndarray, capture_time: float, sink: VideoSink, placeholder: bool = False
     ) -> None:
-        self._placeholder = placeholder
-        self._frames += 1
-        self._times.append(time.monotonic())
-        sink(RawVideoFrame(data, self.width, self.height, clock.now(), placeholder))
+        now = time.monotonic()
+        with self._lock:
+            self._frames += 1
+            self._placeholder = placeholder
+            self._times.append(now)
+            while now - self._times[0] > RATE_WINDOW:
+                self._times.popleft()
+        if not placeholder:
+            self._set_state(SourceState.OK, "")
+        sink(RawVideoFrame(data, self.width, self.height, capture_time, placeholder))
+
+    def _set_failed(self) -> None:
+        if self._path is not None and not os.path.exists(self._path):
+            self._set_state(SourceState.MISSING, NOT_FOUND)
+        else:
+            self._set_state(SourceState.ERROR, NOT_DELIVERING)
+
+    def _release(self, capture: cv2.VideoCapture) -> None:
+        try:
+            capture.release()
+        except Exception:  # a vanished device may fail to close; it is gone either way
+            log.warning("%s: releasing the device failed", self.id, exc_info=True)
 
     def _set_state(self, state: SourceState, detail: str) -> None:
-        if state != self._state or detail != self._detail:
-            log.info("%s: %s %s", self.id, state, detail)
-        self._state, self._detail = state, detail
+        with self._lock:
+            changed = state != self._state or detail != self._detail
+            self._state, self._detail = state, detail
+        if changed:
+            log.info("%s: %s%s", self.id, state, f" ({detail})" if detail else "")

@@ -1,38 +1,63 @@
-"""``kit-agent devices``: what cameras and microphones this machine has, without capturing."""
+"""``kit-agent devices``: what cameras and microphones this machine has, without capturing.
+
+Cameras are read from ``/dev/video*`` and their names from sysfs: no device is opened, so no
+camera LED lights up. Microphones are PortAudio's input devices; without PortAudio the list is
+empty.
+"""
 
 from __future__ import annotations
 
-import glob
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("agent.sources")
 
-def list_cameras() -> list[dict[str, str]]:
-    """V4L2 devices with their driver-given names, read from sysfs (no device is opened)."""
+DEV_DIR = Path("/dev")
+SYSFS_DIR = Path("/sys/class/video4linux")
+
+
+def _video_number(path: Path) -> int:
+    digits = re.sub(r"\D", "", path.name)
+    return int(digits) if digits else -1
+
+
+def list_cameras(dev_dir: Path = DEV_DIR, sysfs_dir: Path = SYSFS_DIR) -> list[dict[str, str]]:
+    """V4L2 device nodes in numeric order, each with its driver-given name (may be empty).
+
+    A UVC camera usually has two nodes: the first gives pictures, the second metadata."""
     cameras = []
-    for path in sorted(glob.glob("/dev/video*"), key=lambda p: int(re.sub(r"\D", "", p) or 0)):
-        name_file = Path("/sys/class/video4linux") / Path(path).name / "name"
+    for path in sorted(dev_dir.glob("video*"), key=_video_number):
         try:
-            name = name_file.read_text(encoding="utf-8").strip()
-        except OSError:
+            name = (sysfs_dir / path.name / "name").read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
             name = ""
-        cameras.append({"device": path, "name": name})
+        cameras.append({"device": str(path), "name": name})
     return cameras
 
 
 def list_microphones() -> list[dict[str, Any]]:
-    """PortAudio input devices (index, name, default rate); empty if PortAudio is missing."""
+    """PortAudio input devices: index, name, default sample rate; empty without PortAudio."""
     try:
         import sounddevice
-    except OSError:
+    except (OSError, ImportError) as exc:  # libportaudio missing: the import itself fails
+        log.info("no PortAudio: %s", exc)
         return []
+    from .microphone import PORTAUDIO_LOCK
+
     try:
-        devices = sounddevice.query_devices()
-    except sounddevice.PortAudioError:
+        with PORTAUDIO_LOCK:  # not while a microphone thread re-initialises PortAudio
+            devices = sounddevice.query_devices()
+    except sounddevice.PortAudioError as exc:
+        log.info("PortAudio cannot list devices: %s", exc)
         return []
     return [
-        {"index": index, "name": d["name"], "default_samplerate": d["default_samplerate"]}
-        for index, d in enumerate(devices)
-        if d["max_input_channels"] > 0
+        {
+            "index": int(device["index"]) if "index" in device else index,
+            "name": str(device["name"]),
+            "default_samplerate": float(device["default_samplerate"]),
+        }
+        for index, device in enumerate(devices)
+        if device["max_input_channels"] > 0
     ]

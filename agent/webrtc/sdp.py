@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiortc import sdp as aiortc_sdp
 
-from ..errors import BadRequest
+from ..errors import BadRequest, PayloadTooLarge
 
 MAX_OFFER_BYTES = 64 * 1024
 VIDEO_CODECS = ("h264", "vp8")
@@ -41,7 +41,10 @@ class Offer:
 
 
 def parse_offer(body: bytes) -> Offer:
-    """Check a WHEP offer; raise :class:`BadRequest` with a precise, safe reason."""
+    """Check a WHEP offer; raise :class:`BadRequest` with a precise, safe reason (or
+    :class:`PayloadTooLarge` over ``MAX_OFFER_BYTES``)."""
+    if len(body) > MAX_OFFER_BYTES:
+        raise PayloadTooLarge(f"body larger than {MAX_OFFER_BYTES} bytes")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
 
 from ..errors import BadRequest
 from ..media.pipeline import MediaPipeline
@@ -79,7 +80,8 @@ class Viewer:
             log.info("viewer %s: offer refused: %s", self.id, exc)
             raise BadRequest("SDP offer could not be negotiated") from exc
         answer = self.pc.localDescription.sdp
-        self._bind(negotiated_codecs(answer))
+        mids = [media.rtp.muxId for media in aiortc_sdp.SessionDescription.parse(answer).media]
+        self._bind(dict(zip(mids, negotiated_codecs(answer), strict=True)))
         self._timeout_task = asyncio.create_task(self._expire_if_never_connected())
         return str(answer)
 
@@ -98,9 +100,11 @@ class Viewer:
             rtpsend.install(transceiver.sender, track, STREAM_ID, track.request_keyframe)
             self.tracks.append(track)
 
-    def _bind(self, codecs: list[str]) -> None:
-        transceivers = self.pc.getTransceivers()
-        for transceiver, codec in zip(transceivers, codecs, strict=False):
+    def _bind(self, codecs: dict[str, str]) -> None:
+        """Bind each track to the codec of its own m-line (by mid: a data channel m-line may
+        come first, and m-lines we did not add a track for have a transceiver too)."""
+        for transceiver in self.pc.getTransceivers():
+            codec = codecs.get(transceiver.mid or "", "")
             track = transceiver.sender.track
             if not isinstance(track, PacketTrack) or not codec:
                 continue

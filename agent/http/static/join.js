@@ -45,7 +45,7 @@ async function join() {
     const state = session.pc.connectionState;
     if (state === "connected") show(T.live);
     if (state === "failed" || state === "closed" || state === "disconnected") {
-      const old = session; session = null; old.pc.close();
+      const old = session; session = null; old.close();  // and DELETE: free our place at once
       show(T.retry); setTimeout(join, 1000);
     }
   });

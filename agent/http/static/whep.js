@@ -43,7 +43,8 @@ async function whepConnect(url, { iceServers = [], gatherTimeoutMs = 2000 } = {}
     },
     async close() {
       pc.close();
-      try { await fetch(resource, { method: "DELETE" }); } catch (err) { /* already gone */ }
+      // keepalive: this runs on pagehide, and an unloading page cancels its ordinary fetches.
+      try { await fetch(resource, { method: "DELETE", keepalive: true }); } catch (err) { /* already gone */ }
     },
   };
 }
