@@ -119,8 +119,14 @@ class WebRtcConfig(_Strict):
         return value
 
 
+class KioskConfig(_Strict):
+    language: Literal["fr", "en"] = "fr"
+    """Language the kiosk starts in (the teacher can switch on screen)."""
+
+
 class AgentConfig(_Strict):
     http: HttpConfig = HttpConfig()
+    kiosk: KioskConfig = KioskConfig()
     camera: VideoSourceConfig = VideoSourceConfig()
     document: VideoSourceConfig = Field(default_factory=_document_defaults)
     microphone: MicrophoneConfig = MicrophoneConfig()

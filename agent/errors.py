@@ -28,14 +28,21 @@ class SessionError(AgentError):
     """A class session operation is not possible in the current state."""
 
 
+class ProtocolError(AgentError):
+    """A peer sent a message that breaks one of our documented protocols."""
+
+
 class RequestError(AgentError):
     """An HTTP request that must be refused; ``status`` and ``public_message`` go to the peer."""
 
     status = 400
 
-    def __init__(self, public_message: str) -> None:
+    def __init__(self, public_message: str, class_state: str | None = None) -> None:
         super().__init__(public_message)
         self.public_message = public_message
+        self.class_state = class_state
+        """For join-link refusals: ``waiting``, ``ended``, ``invalid`` or ``full``, sent as the
+        ``X-Class-State`` header so a page can show the right screen (docs/whep.md)."""
 
 
 class BadRequest(RequestError):

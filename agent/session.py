@@ -25,6 +25,7 @@ from .config import AgentConfig
 from .errors import Conflict, NotFound, ServiceUnavailable
 from .media.pipeline import MediaPipeline
 from .sources.presence import idle_sources_status
+from .webrtc import pupil_channel
 from .webrtc.ice import rtc_configuration
 from .webrtc.sdp import parse_offer
 from .webrtc.viewer import Viewer
@@ -32,6 +33,8 @@ from .webrtc.viewer import Viewer
 log = logging.getLogger("agent.session")
 
 TOKEN_BYTES = 24  # 192 bits
+ENDED_FLUSH_S = 0.2
+"""At Stop, time given to the "ended" data channel messages to leave before the close."""
 
 
 class SessionState(enum.StrEnum):
@@ -71,6 +74,7 @@ class ClassSession:
         self.viewers: dict[str, Viewer] = {}
         self._expired: collections.deque[bytes] = collections.deque(maxlen=1000)
         self._lock = asyncio.Lock()
+        self.muted = False
 
     # -- Start / Stop ----------------------------------------------------------------------
 
@@ -90,6 +94,7 @@ class ClassSession:
                 self.state = SessionState.IDLE
                 raise
             self.pipeline = pipeline
+            self.muted = pipeline.muted = False
             self.token = self._new_token()
             self.started_at = time.time()
             self.state = SessionState.LIVE
@@ -107,6 +112,10 @@ class ClassSession:
                 self._expired.append(_digest(self.token))
             self.token = None
             viewers = list(self.viewers.values())
+            for viewer in viewers:  # pages show "class ended" at once instead of retrying
+                viewer.send(pupil_channel.ended_message())
+            if any(v.channel is not None for v in viewers):
+                await asyncio.sleep(ENDED_FLUSH_S)
             await asyncio.gather(*(v.close() for v in viewers), return_exceptions=True)
             self.viewers.clear()
             if self.pipeline is not None:
@@ -124,17 +133,17 @@ class ClassSession:
         if live and hmac.compare_digest(token.encode(), self.token.encode()):  # type: ignore[union-attr]
             return
         if _digest(token) in self._expired:
-            raise NotFound("this link has expired: the class has ended")
+            raise NotFound("this link has expired: the class has ended", "ended")
         if live:
-            raise NotFound("unknown link")
-        raise Conflict("the class is not live")
+            raise NotFound("unknown link", "invalid")
+        raise Conflict("the class is not live", "waiting")
 
     async def add_viewer(self, token: str, body: bytes) -> tuple[Viewer, str]:
         """WHEP POST: validate, negotiate and return the viewer and the answer SDP."""
         self.check_token(token)
         offer = parse_offer(body)
         if len(self.viewers) >= self.config.webrtc.max_viewers:
-            raise ServiceUnavailable("this class is full")
+            raise ServiceUnavailable("this class is full", "full")
         assert self.pipeline is not None
         viewer = Viewer(
             secrets.token_urlsafe(16),
@@ -142,6 +151,7 @@ class ClassSession:
             self._rtc_config,
             self._viewer_closed,
             self.config.webrtc.connect_timeout_s,
+            self._pupil_event,
         )
         self.viewers[viewer.id] = viewer
         try:
@@ -151,7 +161,7 @@ class ClassSession:
             raise
         if self.state != SessionState.LIVE:  # stopped while negotiating
             await viewer.close()
-            raise Conflict("the class is not live")
+            raise NotFound("this link has expired: the class has ended", "ended")
         return viewer, answer
 
     async def remove_viewer(self, viewer_id: str) -> None:
@@ -162,6 +172,49 @@ class ClassSession:
 
     def _viewer_closed(self, viewer: Viewer) -> None:
         self.viewers.pop(viewer.id, None)
+
+    def _pupil_event(self, viewer: Viewer, event: pupil_channel.PupilEvent) -> None:
+        if isinstance(event, pupil_channel.SetHand):
+            log.info("viewer %s: hand %s", viewer.id, "raised" if event.raised else "lowered")
+
+    # -- Teacher's controls ----------------------------------------------------------------
+
+    def lower_hand(self, viewer_id: str) -> None:
+        viewer = self.viewers.get(viewer_id)
+        if viewer is None:
+            raise NotFound("this pupil has left")
+        viewer.lower_hand()
+
+    def lower_all_hands(self) -> None:
+        for viewer in self.viewers.values():
+            if viewer.hand_raised_at is not None:
+                viewer.lower_hand()
+
+    def set_muted(self, muted: bool) -> None:
+        if self.state != SessionState.LIVE or self.pipeline is None:
+            raise Conflict("the class is not live")
+        self.muted = self.pipeline.muted = muted
+
+    async def preview_jpeg(self, source_id: str) -> bytes:
+        pipeline = self.pipeline
+        if self.state != SessionState.LIVE or pipeline is None:
+            raise Conflict("the class is not live")
+        data = await asyncio.to_thread(pipeline.preview_jpeg, source_id)
+        if data is None:
+            raise NotFound("no picture from this camera yet")
+        return data
+
+    def pupils(self) -> list[dict[str, Any]]:
+        """Connected pupils, in order of arrival, for the kiosk."""
+        return [
+            {
+                "id": v.id,
+                "name": v.name,
+                "hand_raised_at": v.hand_raised_at,
+                "connected": v.connected_at is not None and v.state == "connected",
+            }
+            for v in sorted(self.viewers.values(), key=lambda v: v.created)
+        ]
 
     # -- Status ----------------------------------------------------------------------------
 
@@ -183,6 +236,7 @@ class ClassSession:
                 "join_url": self.join_url if live else None,
                 "whep_url": self.whep_url if live else None,
                 "viewers": len(self.viewers),
+                "muted": self.muted,
                 "started_at": self.started_at,
                 "elapsed_s": round(time.time() - self.started_at, 1) if self.started_at else 0,
             },
@@ -193,4 +247,6 @@ class ClassSession:
             ),
             "encoders": pipeline.encoder_stats() if pipeline is not None else [],
             "viewers": [v.stats() for v in self.viewers.values()],
+            "pupils": self.pupils(),
+            "language": self.config.kiosk.language,
         }

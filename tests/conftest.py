@@ -26,6 +26,8 @@ from agent.http.app import make_app
 from agent.session import ClassSession
 from agent.webrtc.ice import restrict_host_addresses
 
+pytest_plugins = ["tests.chromium"]  # the ``browser`` fixture for every browser test
+
 LOOPBACK = "127.0.0.1"
 
 SMALL_SOURCES: dict[str, Any] = {

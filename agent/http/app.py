@@ -1,29 +1,41 @@
 """The agent's HTTP server: session control (localhost only), WHEP egress, kiosk and pupil pages.
 
 Routes
-  GET  /                      kiosk (teacher UI), localhost only
-  GET  /api/status            session, sources, encoders, viewers (JSON), localhost only
+  GET  /                      kiosk (teacher UI), localhost only; its assets under /kiosk/
+  GET  /api/status            session, sources, encoders, viewers, pupils (JSON), localhost only
   POST /api/session/start     go live, localhost only
   POST /api/session/stop      end the class, localhost only
+  POST /api/session/mute      {"muted": true|false}: pupils get silence, localhost only
+  POST /api/pupils/{id}/lower-hand, POST /api/hands/lower-all       localhost only
+  GET  /api/preview/{source}  small JPEG of what pupils see of a camera, localhost only
+  GET  /api/qr.svg            QR code of the join link, localhost only
   GET  /join/{token}          the pupil page
   POST /whep/{token}          WHEP: SDP offer in, 201 + Location + SDP answer out
   DELETE /whep/resource/{id}  WHEP: end that viewer
   PATCH  /whep/resource/{id}  405: no trickle ICE (every candidate is in the answer)
 
 Refusals are :class:`~agent.errors.RequestError` subclasses; only their public message is sent.
+Control requests must come from the kit itself (loopback) and, when a browser says where it
+comes from (``Origin``), from a page of this server: another site open in the kiosk's browser
+cannot press Stop.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
 
+import qrcode
+import qrcode.image.svg
 from aiohttp import web
 
 from ..errors import (
+    BadRequest,
     Forbidden,
+    NotFound,
     PayloadTooLarge,
     RequestError,
     UnsupportedMediaType,
@@ -40,7 +52,7 @@ WHEP_CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
-    "Access-Control-Expose-Headers": "Location, Link, ETag, Accept-Patch",
+    "Access-Control-Expose-Headers": "Location, Link, ETag, Accept-Patch, X-Class-State",
     "Access-Control-Max-Age": "600",
 }
 
@@ -65,6 +77,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = await handler(request)
     except RequestError as exc:
         response = _error(exc.status, exc.public_message, json=not whep)
+        if exc.class_state:
+            response.headers["X-Class-State"] = exc.class_state
     except web.HTTPException:
         raise
     except Exception:
@@ -84,6 +98,9 @@ def _error(status: int, message: str, json: bool) -> web.Response:
 def require_local(request: web.Request) -> None:
     if not _is_loopback(request.remote):
         raise Forbidden("control is only accepted from the kit itself")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        raise Forbidden("control is only accepted from the kiosk page")
 
 
 # -- session control -------------------------------------------------------------------------
@@ -106,6 +123,65 @@ async def post_stop(request: web.Request) -> web.Response:
     session = request.app[SESSION_KEY]
     await session.stop()
     return web.json_response(session.status())
+
+
+async def post_mute(request: web.Request) -> web.Response:
+    require_local(request)
+    body = await _json_body(request)
+    muted = body.get("muted")
+    if not isinstance(muted, bool):
+        raise BadRequest('expected {"muted": true} or {"muted": false}')
+    session = request.app[SESSION_KEY]
+    session.set_muted(muted)
+    return web.json_response(session.status())
+
+
+async def post_lower_hand(request: web.Request) -> web.Response:
+    require_local(request)
+    session = request.app[SESSION_KEY]
+    session.lower_hand(request.match_info["viewer_id"])
+    return web.json_response(session.status())
+
+
+async def post_lower_all(request: web.Request) -> web.Response:
+    require_local(request)
+    session = request.app[SESSION_KEY]
+    session.lower_all_hands()
+    return web.json_response(session.status())
+
+
+async def get_preview(request: web.Request) -> web.Response:
+    require_local(request)
+    data = await request.app[SESSION_KEY].preview_jpeg(request.match_info["source"])
+    return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+async def get_qr(request: web.Request) -> web.Response:
+    require_local(request)
+    session = request.app[SESSION_KEY]
+    url = session.join_url if session.status()["session"]["state"] == "live" else None
+    if url is None:
+        raise NotFound("the class is not live")
+    image = qrcode.make(
+        url,
+        image_factory=qrcode.image.svg.SvgPathImage,
+        error_correction=qrcode.constants.ERROR_CORRECT_M,
+        border=2,
+    )
+    return web.Response(
+        body=image.to_string(), content_type="image/svg+xml", headers={"Cache-Control": "no-store"}
+    )
+
+
+async def _json_body(request: web.Request) -> dict[str, object]:
+    raw = await read_limited(request, 4096)
+    try:
+        body = json.loads(raw or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadRequest("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
 
 
 # -- WHEP -------------------------------------------------------------------------------------
@@ -158,13 +234,32 @@ async def options_whep(request: web.Request) -> web.Response:
 # -- pages ------------------------------------------------------------------------------------
 
 
-def _static(name: str) -> bytes:
-    return resources.files("agent.http").joinpath("static", name).read_bytes()
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data:; media-src 'self' blob: mediastream:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+"""Pages load nothing from anywhere else (no CDN, no tracker) and cannot be framed."""
+
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+
+
+def _static(name: str, package: str = "agent.http") -> bytes:
+    return resources.files(package).joinpath("static", name).read_bytes()
 
 
 async def kiosk_page(request: web.Request) -> web.Response:
     require_local(request)
-    return web.Response(body=_static("kiosk.html"), content_type="text/html", charset="utf-8")
+    return web.Response(
+        body=_static("kiosk.html", "kiosk"),
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store", "Content-Security-Policy": PAGE_CSP},
+    )
+
+
+async def kiosk_file(request: web.Request) -> web.Response:
+    require_local(request)
+    return _static_response(request.match_info["name"], "kiosk")
 
 
 async def join_page(request: web.Request) -> web.Response:
@@ -172,30 +267,42 @@ async def join_page(request: web.Request) -> web.Response:
         body=_static("join.html"),
         content_type="text/html",
         charset="utf-8",
-        headers={"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"},
+        headers={
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": PAGE_CSP,
+        },
     )
 
 
 async def static_file(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    types = {".js": "text/javascript", ".css": "text/css"}
+    return _static_response(request.match_info["name"], "agent.http")
+
+
+def _static_response(name: str, package: str) -> web.Response:
     suffix = name[name.rfind(".") :] if "." in name else ""
-    if "/" in name or suffix not in types:
+    if "/" in name or name.startswith(".") or suffix not in STATIC_TYPES:
         raise web.HTTPNotFound()
     try:
-        body = _static(name)
-    except FileNotFoundError:
+        body = _static(name, package)
+    except (FileNotFoundError, IsADirectoryError):
         raise web.HTTPNotFound() from None
-    return web.Response(body=body, content_type=types[suffix], charset="utf-8")
+    return web.Response(body=body, content_type=STATIC_TYPES[suffix], charset="utf-8")
 
 
 def make_app(session: ClassSession) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_OFFER_BYTES * 2)
     app[SESSION_KEY] = session
     app.router.add_get("/", kiosk_page)
+    app.router.add_get("/kiosk/{name}", kiosk_file)
     app.router.add_get("/api/status", get_status)
     app.router.add_post("/api/session/start", post_start)
     app.router.add_post("/api/session/stop", post_stop)
+    app.router.add_post("/api/session/mute", post_mute)
+    app.router.add_post("/api/pupils/{viewer_id}/lower-hand", post_lower_hand)
+    app.router.add_post("/api/hands/lower-all", post_lower_all)
+    app.router.add_get("/api/preview/{source}", get_preview)
+    app.router.add_get("/api/qr.svg", get_qr)
     app.router.add_get("/join/{token}", join_page)
     app.router.add_get("/static/{name}", static_file)
     app.router.add_post("/whep/{token}", post_whep)

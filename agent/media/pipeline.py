@@ -14,14 +14,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from ..clock import MediaClock
 from ..config import AgentConfig, VideoSourceConfig
-from ..sources.base import AudioSource, RawVideoFrame, VideoSource
+from ..sources.base import AudioSource, RawAudioBlock, RawVideoFrame, VideoSource
 from ..sources.factory import make_audio_source, make_video_source
 from ..webrtc.packetize import make_packer
 from .encoder import AudioEncoder, VideoEncoder, VideoEncoderSettings
 from .fanout import Fanout, ViewerQueue
 from .keyframes import KeyframeLimiter
+from .preview import PreviewTap
 
 log = logging.getLogger("agent.media")
 
@@ -54,8 +56,10 @@ class VideoStreams:
         self._pipeline = pipeline
         self._by_codec: dict[str, _EncodedStream] = {}
         self._encoders: tuple[VideoEncoder, ...] = ()  # read by the device thread
+        self.preview = PreviewTap()
 
     def offer(self, frame: RawVideoFrame) -> None:
+        self.preview.offer(frame)
         for encoder in self._encoders:  # an immutable snapshot: safe from the device thread
             encoder.offer(frame)
 
@@ -149,6 +153,9 @@ class MediaPipeline:
         self.video: dict[str, VideoStreams] = {}
         self.audio_source: AudioSource | None = None
         self.audio: _EncodedStream | None = None
+        self.muted = False
+        """The teacher's mute button: the microphone keeps running (its level meter too) but
+        pupils get silence."""
 
     async def start(self) -> None:
         """Open the devices and start encoding. Missing devices are not errors (placeholders)."""
@@ -175,7 +182,20 @@ class MediaPipeline:
             self.audio = _EncodedStream(encoder, fanout, None)
             self.audio_source = mic
             encoder.start()
-            mic.start(encoder.offer, self.clock)
+            mic.start(self._audio_in, self.clock)
+
+    def _audio_in(self, block: RawAudioBlock) -> None:
+        """From the microphone thread: blocks go to the encoder, as silence while muted."""
+        if self.audio is None:
+            return
+        if self.muted and not block.silent_placeholder:
+            block = RawAudioBlock(np.zeros_like(block.samples), block.capture_time, True)
+        self.audio.encoder.offer(block)
+
+    def preview_jpeg(self, source_id: str) -> bytes | None:
+        """A small JPEG of what pupils see of ``source_id`` (blocking, about 1 ms)."""
+        streams = self.video.get(source_id)
+        return None if streams is None else streams.preview.jpeg()
 
     def _publish_audio(self, item: Any) -> None:
         if self.audio is not None:

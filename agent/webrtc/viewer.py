@@ -4,6 +4,10 @@ The offer's m-lines are served in order: the first video section gets the room c
 second the document camera, the first audio section the microphone; any other section is
 answered inactive. Each sender prefers H.264 and falls back to VP8, and its keyframe requests
 (PLI/FIR, which aiortc ignores for pre-encoded packets) go to the shared encoder.
+
+A pupil page also opens one data channel (``classroom``) in the same peer connection for its
+display name and raised hand (docs/pupil-channel.md); its messages are parsed by
+``pupil_channel`` and handed to the session through ``on_event``.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 
-from ..errors import BadRequest
+from ..errors import BadRequest, ProtocolError
 from ..media.pipeline import MediaPipeline
-from . import rtpsend
+from . import pupil_channel, rtpsend
 from .sdp import Offer, negotiated_codecs
 from .tracks import PacketTrack
 
@@ -50,10 +54,15 @@ class Viewer:
         rtc_config: RTCConfiguration,
         on_closed: Callable[[Viewer], None],
         connect_timeout: float,
+        on_event: Callable[[Viewer, pupil_channel.PupilEvent], None] = lambda v, e: None,
     ) -> None:
         self.id = viewer_id
         self._pipeline = pipeline
         self._on_closed = on_closed
+        self._on_event = on_event
+        self.name: str | None = None
+        self.hand_raised_at: float | None = None
+        self.channel: Any = None
         self._connect_timeout = connect_timeout
         self.pc = RTCPeerConnection(rtc_config)
         self.tracks: list[PacketTrack] = []
@@ -62,6 +71,7 @@ class Viewer:
         self._closing = False
         self._timeout_task: asyncio.Task[None] | None = None
         self.pc.on("connectionstatechange", self._on_state)
+        self.pc.on("datachannel", self._on_datachannel)
 
     @property
     def state(self) -> str:
@@ -129,6 +139,40 @@ class Viewer:
         elif state in ("failed", "closed"):
             await self.close()
 
+    def _on_datachannel(self, channel: Any) -> None:
+        if channel.label != pupil_channel.CHANNEL_LABEL or self.channel is not None:
+            log.info("viewer %s: unexpected data channel %r closed", self.id, channel.label)
+            channel.close()
+            return
+        self.channel = channel
+        channel.on("message", self._on_message)
+        self.send(pupil_channel.welcome_message())
+
+    def _on_message(self, data: str | bytes) -> None:
+        try:
+            event = pupil_channel.parse_pupil_message(data)
+        except ProtocolError as exc:
+            log.info("viewer %s: bad data channel message: %s", self.id, exc)
+            self.send(pupil_channel.error_message(str(exc)))
+            return
+        if isinstance(event, pupil_channel.SetName):
+            self.name = event.name
+        elif event.raised:
+            self.hand_raised_at = self.hand_raised_at or time.time()
+        else:
+            self.hand_raised_at = None
+        self._on_event(self, event)
+
+    def send(self, message: str) -> None:
+        """Send on the pupil channel if it is open (messages to a gone page are dropped)."""
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(message)
+
+    def lower_hand(self) -> None:
+        """The teacher lowers this pupil's hand; the page is told."""
+        self.hand_raised_at = None
+        self.send(pupil_channel.hand_message(False))
+
     async def _expire_if_never_connected(self) -> None:
         await asyncio.sleep(self._connect_timeout)
         if self.connected_at is None:
@@ -151,6 +195,8 @@ class Viewer:
     def stats(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "name": self.name,
+            "hand_raised_at": self.hand_raised_at,
             "state": self.state,
             "connected_s": (
                 round(time.time() - self.connected_at, 1) if self.connected_at else None

@@ -1,55 +1,214 @@
-// The pupil's page: join the class through WHEP, wait while it has not started, reconnect
-// after a network blip. (Interim page; the full pupil page comes with the kiosk issue.)
+// The pupil's page: join the class through WHEP (the link's token), play both cameras and the
+// sound, raise a hand over the "classroom" data channel, and come back by itself after a
+// network blip. While the class has not started the page waits and joins when it does.
 "use strict";
 
+const STRINGS = {
+  fr: {
+    title: "Classe en direct", connecting: "Connexion…", live: "En direct",
+    waiting: "Le cours n'a pas encore commencé. Cette page se connectera toute seule dès que ton enseignant le démarrera.",
+    ended: "Le cours est terminé. Tu peux fermer cette page.",
+    invalid: "Ce lien ne marche pas. Vérifie le lien donné par ton enseignant.",
+    full: "La classe est complète pour le moment. Nouvel essai dans quelques secondes…",
+    reconnecting: "Connexion perdue. Reconnexion automatique…",
+    sound: "Activer le son", raise: "Lever la main", lower: "Baisser la main", swap: "Inverser les vues",
+    fullscreen: "Document en plein écran", camera: "Caméra de la salle", document: "Caméra document",
+    nameLabel: "Ton prénom (facultatif)", nameSave: "Envoyer",
+    nameNote: "Visible seulement par ton enseignant, pendant ce cours.",
+    quality: { good: "Connexion bonne", fair: "Connexion moyenne", poor: "Connexion faible" },
+    handLowered: "Ton enseignant a baissé ta main.",
+  },
+  en: {
+    title: "Live class", connecting: "Connecting…", live: "Live",
+    waiting: "The class has not started yet. This page will join by itself as soon as your teacher starts it.",
+    ended: "The class has ended. You can close this page.",
+    invalid: "This link does not work. Check the link your teacher gave you.",
+    full: "The class is full right now. Trying again in a few seconds…",
+    reconnecting: "Connection lost. Reconnecting automatically…",
+    sound: "Turn sound on", raise: "Raise hand", lower: "Lower hand", swap: "Swap views",
+    fullscreen: "Document full screen", camera: "Room camera", document: "Document camera",
+    nameLabel: "Your first name (optional)", nameSave: "Send",
+    nameNote: "Only your teacher sees it, during this class.",
+    quality: { good: "Good connection", fair: "Fair connection", poor: "Poor connection" },
+    handLowered: "Your teacher lowered your hand.",
+  },
+};
+const lang = (navigator.languages || [navigator.language || "fr"])
+  .map((l) => l.slice(0, 2).toLowerCase()).find((l) => l in STRINGS) || "fr";
+const T = STRINGS[lang];
+
+const $ = (id) => document.getElementById(id);
 const token = location.pathname.split("/").filter(Boolean).pop();
-const whepUrl = new URL(`/whep/${token}`, location.href).toString();
-const statusEl = document.getElementById("status");
-const unmute = document.getElementById("unmute");
-const fr = (navigator.language || "fr").toLowerCase().startsWith("fr");
-const T = fr
-  ? { connecting: "Connexion…", live: "En direct", waiting: "Le cours n'a pas encore commencé. La page se connectera toute seule.",
-      ended: "Le cours est terminé ou le lien n'est plus valide.", retry: "Connexion perdue, nouvelle tentative…", sound: "Activer le son" }
-  : { connecting: "Connecting…", live: "Live", waiting: "The class has not started yet. This page will join by itself.",
-      ended: "The class has ended or this link is no longer valid.", retry: "Connection lost, retrying…", sound: "Turn sound on" };
-unmute.textContent = T.sound;
-let session = null;
+const whepUrl = new URL(`../whep/${encodeURIComponent(token)}`, location.href).toString();
+let session = null;      // the live WHEP session: { pc, channel, streams, close() }
+let generation = 0;      // bumps on every (re)join, so stale callbacks do nothing
+let failures = 0;        // consecutive failed attempts, for the back-off
+let handRaised = false;
+let pupilName = sessionStorage.getItem(`name.${token}`) || "";
+let statsTimer = null;
 
-function show(text) { statusEl.textContent = text; }
-
-async function play(el) {
-  try { await el.play(); } catch (err) { unmute.hidden = false; }
+function translatePage() {
+  document.documentElement.lang = lang;
+  document.title = T.title;
+  $("unmute").textContent = T.sound; $("swap").textContent = T.swap;
+  $("fullscreen").textContent = T.fullscreen;
+  $("label-camera").textContent = T.camera; $("label-document").textContent = T.document;
+  $("camera").setAttribute("aria-label", T.camera); $("document").setAttribute("aria-label", T.document);
+  $("name-label").textContent = T.nameLabel; $("name-save").textContent = T.nameSave;
+  $("name-note").textContent = T.nameNote; $("name").value = pupilName;
+  renderHand();
 }
 
-unmute.addEventListener("click", () => {
-  const audio = document.getElementById("microphone");
-  audio.muted = false; audio.play(); unmute.hidden = true;
-});
+function setState(state, text) {
+  document.body.dataset.state = state;
+  $("status").textContent = state === "live" ? T.live : text;
+  $("overlay-text").textContent = text;
+  $("overlay").setAttribute("aria-hidden", String(state === "live"));
+  $("hand").disabled = state !== "live";
+}
+
+function renderHand() {
+  $("hand").textContent = handRaised ? T.lower : T.raise;
+  $("hand").setAttribute("aria-pressed", String(handRaised));
+}
+
+function send(message) {
+  const channel = session && session.channel;
+  if (channel && channel.readyState === "open") channel.send(JSON.stringify(message));
+}
+
+async function play(el) {
+  try { await el.play(); } catch (err) { if (el.id === "microphone") $("unmute").hidden = false; }
+}
 
 async function join() {
-  show(T.connecting);
+  const mine = ++generation;
+  if (!document.body.dataset.state || document.body.dataset.state === "connecting") setState("connecting", T.connecting);
+  let joined;
   try {
-    session = await whepConnect(whepUrl);
+    joined = await whepConnect(whepUrl, { dataChannel: true });
   } catch (err) {
-    if (err.status === 404) { show(T.ended); return; }
-    show(err.status === 409 ? T.waiting : T.retry);
-    setTimeout(join, 2000);
+    if (mine !== generation) return;
+    refused(err);
     return;
   }
+  if (mine !== generation) { joined.close(); return; }
+  session = joined;
   for (const id of ["camera", "document", "microphone"]) {
-    const el = document.getElementById(id);
+    const el = $(id);
     el.srcObject = session.streams[id];
     play(el);
   }
-  session.pc.addEventListener("connectionstatechange", () => {
-    const state = session.pc.connectionState;
-    if (state === "connected") show(T.live);
-    if (state === "failed" || state === "closed" || state === "disconnected") {
-      const old = session; session = null; old.close();  // and DELETE: free our place at once
-      show(T.retry); setTimeout(join, 1000);
-    }
-  });
+  watch(session, mine);
 }
 
+function refused(err) {
+  const state = err.classState || (err.status === 409 ? "waiting" : err.status === 404 ? "invalid" : "");
+  if (state === "ended" || state === "invalid") { setState(state, T[state]); return; }
+  if (state === "waiting") { failures = 0; setState("waiting", T.waiting); setTimeout(join, 2000); return; }
+  if (state === "full") { setState("full", T.full); setTimeout(join, 5000); return; }
+  retryLater();
+}
+
+function retryLater() {
+  failures += 1;
+  setState("reconnecting", T.reconnecting);
+  setTimeout(join, Math.min(5000, 500 * 2 ** Math.min(failures, 4)));
+}
+
+function watch(current, mine) {
+  const { pc, channel } = current;
+  let disconnectTimer = null;
+  const lost = () => {
+    if (mine !== generation || session !== current) return;
+    session = null; current.close();  // DELETE: free our place at once
+    stopStats();
+    retryLater();
+  };
+  pc.addEventListener("connectionstatechange", () => {
+    const state = pc.connectionState;
+    clearTimeout(disconnectTimer);
+    if (state === "connected") { failures = 0; setState("live", T.live); startStats(current); }
+    else if (state === "failed" || state === "closed") lost();
+    else if (state === "disconnected") disconnectTimer = setTimeout(lost, 2500);  // may recover
+  });
+  channel.addEventListener("open", () => {
+    if (pupilName) channel.send(JSON.stringify({ type: "name", name: pupilName }));
+    if (handRaised) channel.send(JSON.stringify({ type: "hand", raised: true }));
+  });
+  channel.addEventListener("message", (event) => {
+    let message;
+    try { message = JSON.parse(event.data); } catch (err) { return; }
+    if (message.type === "ended") {
+      generation += 1; session = null; current.close(); stopStats();
+      setState("ended", T.ended);
+    } else if (message.type === "hand" && typeof message.raised === "boolean") {
+      if (handRaised && !message.raised) $("status").textContent = T.handLowered;
+      handRaised = message.raised; renderHand();
+    }
+  });
+  channel.addEventListener("close", () => lost());  // the kit closed our session
+}
+
+// Connection quality from the room camera's receive statistics, every 2 s.
+function startStats(current) {
+  stopStats();
+  let previous = null;
+  statsTimer = setInterval(async () => {
+    const stats = await current.pc.getStats();
+    let inbound = null, rtt = null;
+    const cameraTrack = current.streams.camera.getVideoTracks()[0];
+    stats.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video" && s.trackIdentifier === cameraTrack.id) inbound = s;
+      if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
+    });
+    if (!inbound) return;
+    const now = { lost: inbound.packetsLost || 0, received: inbound.packetsReceived || 0 };
+    if (previous) {
+      const lostDelta = Math.max(0, now.lost - previous.lost);
+      const total = lostDelta + Math.max(0, now.received - previous.received);
+      const loss = total ? lostDelta / total : 1;
+      const fps = inbound.framesPerSecond || 0;
+      const level = loss < 0.02 && fps >= 20 && (rtt === null || rtt < 0.3) ? "good"
+        : loss < 0.08 && fps >= 10 ? "fair" : "poor";
+      $("quality").dataset.level = level;
+      $("quality-text").textContent = T.quality[level];
+      $("quality").title = `${Math.round(fps)} i/s, ${(loss * 100).toFixed(1)} %`;
+    }
+    previous = now;
+  }, 2000);
+}
+
+function stopStats() {
+  clearInterval(statsTimer); statsTimer = null;
+  $("quality").dataset.level = "";
+}
+
+$("unmute").addEventListener("click", () => {
+  const audio = $("microphone");
+  audio.muted = false; audio.play().catch(() => {}); $("unmute").hidden = true;
+});
+$("hand").addEventListener("click", () => {
+  handRaised = !handRaised; renderHand();
+  send({ type: "hand", raised: handRaised });
+});
+$("swap").addEventListener("click", () => {
+  const stage = $("stage");
+  stage.dataset.main = stage.dataset.main === "camera" ? "document" : "camera";
+});
+$("fullscreen").addEventListener("click", () => {
+  const video = $("document");
+  if (video.requestFullscreen) video.requestFullscreen().catch(() => {});
+  else if (video.webkitEnterFullscreen) video.webkitEnterFullscreen();  // iOS Safari
+});
+$("name-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  pupilName = $("name").value.trim().slice(0, 40);
+  sessionStorage.setItem(`name.${token}`, pupilName);  // this tab, this class only
+  send({ type: "name", name: pupilName || null });
+  $("name").blur();
+});
 window.addEventListener("pagehide", () => { if (session) session.close(); });
+
+translatePage();
 join();

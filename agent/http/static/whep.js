@@ -1,16 +1,20 @@
 // Minimal WHEP client (draft-ietf-wish-whep), no trickle: the offer carries every candidate.
-// Asks for the room camera, the document camera and the audio, in that order.
+// Asks for the room camera, the document camera and the audio, in that order, and (when asked)
+// opens the "classroom" data channel in the same peer connection (docs/pupil-channel.md).
 "use strict";
 
 class WhepError extends Error {
-  constructor(status, message) { super(message); this.status = status; }
+  constructor(status, message, classState) {
+    super(message); this.status = status; this.classState = classState;
+  }
 }
 
-async function whepConnect(url, { iceServers = [], gatherTimeoutMs = 2000 } = {}) {
+async function whepConnect(url, { iceServers = [], gatherTimeoutMs = 2000, dataChannel = false } = {}) {
   const pc = new RTCPeerConnection({ iceServers });
   const camera = pc.addTransceiver("video", { direction: "recvonly" });
   const documentCam = pc.addTransceiver("video", { direction: "recvonly" });
   const audio = pc.addTransceiver("audio", { direction: "recvonly" });
+  const channel = dataChannel ? pc.createDataChannel("classroom") : null;
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise((resolve) => {
     if (pc.iceGatheringState === "complete") return resolve();
@@ -26,16 +30,23 @@ async function whepConnect(url, { iceServers = [], gatherTimeoutMs = 2000 } = {}
     });
   } catch (err) {
     pc.close();
-    throw new WhepError(0, "network");
+    throw new WhepError(0, "network", null);
   }
   if (response.status !== 201) {
     pc.close();
-    throw new WhepError(response.status, (await response.text()).trim());
+    const text = (await response.text()).trim();
+    throw new WhepError(response.status, text, response.headers.get("X-Class-State"));
   }
   const resource = new URL(response.headers.get("Location"), url).toString();
-  await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+  try {
+    await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+  } catch (err) {
+    pc.close();
+    fetch(resource, { method: "DELETE", keepalive: true }).catch(() => {});
+    throw new WhepError(0, "bad answer", null);
+  }
   return {
-    pc, resource,
+    pc, resource, channel,
     streams: {
       camera: new MediaStream([camera.receiver.track]),
       document: new MediaStream([documentCam.receiver.track]),

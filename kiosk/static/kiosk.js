@@ -1,0 +1,290 @@
+// The teacher's kiosk. Every second it reads the agent's state (GET /api/status) and draws it:
+// the page holds no state of its own, so a reload or a second kiosk shows the same class.
+"use strict";
+
+const STRINGS = {
+  fr: {
+    title: "Classe hybride", onAir: "EN DIRECT", start: "Démarrer le cours",
+    idleNote: "Rien n'est filmé ni transmis avant de démarrer.",
+    starting: "Démarrage du cours… ouverture des caméras", stopping: "Arrêt du cours…",
+    camera: "Caméra de la salle", document: "Caméra document", microphone: "Micro",
+    ready: "prête", readyMic: "prêt", absent: "débranchée", absentMic: "débranché",
+    notConfigured: "non configurée", previewCamera: "Ce que les élèves voient de la salle",
+    previewDocument: "Ce que les élèves voient de la caméra document",
+    mute: "Couper le micro", unmute: "Rétablir le micro", linkLabel: "Lien pour les élèves :",
+    pupils: (n) => (n === 0 ? "Aucun élève connecté" : n === 1 ? "1 élève connecté" : `${n} élèves connectés`),
+    unnamed: (i) => `Élève ${i}`, connecting: "connexion…", lower: "Baisser la main", hand: "main levée",
+    lowerAll: "Baisser toutes les mains", stop: "Arrêter le cours",
+    confirmStop: "Arrêter le cours ? Les élèves seront déconnectés et le lien ne marchera plus.",
+    cancel: "Continuer le cours", confirmStopButton: "Arrêter", close: "Fermer",
+    qrZoom: "Agrandir le QR code", qrAlt: "QR code du lien pour les élèves", meter: "Niveau du micro",
+    devices: "Appareils", other: "English",
+    problems: {
+      camera_missing: "La caméra de la salle est débranchée. Les élèves voient « caméra indisponible ».",
+      camera_error: "La caméra de la salle ne répond pas. Nouvel essai automatique…",
+      document_missing: "La caméra document est débranchée.",
+      document_error: "La caméra document ne répond pas. Nouvel essai automatique…",
+      microphone_missing: "Le micro est débranché : les élèves n'entendent pas la classe.",
+      microphone_error: "Le micro ne répond pas : les élèves n'entendent pas la classe.",
+      muted: "Micro coupé : les élèves n'entendent pas la classe.",
+      agent: "Le boîtier ne répond pas. Nouvel essai…",
+      startFailed: "Le cours n'a pas pu démarrer. Réessayez ; si cela se répète, redémarrez le boîtier.",
+    },
+  },
+  en: {
+    title: "Hybrid classroom", onAir: "LIVE", start: "Start the class",
+    idleNote: "Nothing is filmed or sent before you start.",
+    starting: "Starting the class… opening the cameras", stopping: "Ending the class…",
+    camera: "Room camera", document: "Document camera", microphone: "Microphone",
+    ready: "ready", readyMic: "ready", absent: "unplugged", absentMic: "unplugged",
+    notConfigured: "not configured", previewCamera: "What pupils see of the room",
+    previewDocument: "What pupils see of the document camera",
+    mute: "Mute the microphone", unmute: "Unmute the microphone", linkLabel: "Link for pupils:",
+    pupils: (n) => (n === 0 ? "No pupil connected" : n === 1 ? "1 pupil connected" : `${n} pupils connected`),
+    unnamed: (i) => `Pupil ${i}`, connecting: "connecting…", lower: "Lower hand", hand: "hand raised",
+    lowerAll: "Lower all hands", stop: "End the class",
+    confirmStop: "End the class? Pupils will be disconnected and the link will stop working.",
+    cancel: "Keep teaching", confirmStopButton: "End", close: "Close",
+    qrZoom: "Enlarge the QR code", qrAlt: "QR code of the pupils' link", meter: "Microphone level",
+    devices: "Devices", other: "Français",
+    problems: {
+      camera_missing: "The room camera is unplugged. Pupils see “camera unavailable”.",
+      camera_error: "The room camera is not responding. Retrying automatically…",
+      document_missing: "The document camera is unplugged.",
+      document_error: "The document camera is not responding. Retrying automatically…",
+      microphone_missing: "The microphone is unplugged: pupils cannot hear the class.",
+      microphone_error: "The microphone is not responding: pupils cannot hear the class.",
+      muted: "Microphone muted: pupils cannot hear the class.",
+      agent: "The kit is not responding. Retrying…",
+      startFailed: "The class could not start. Try again; if it happens again, restart the kit.",
+    },
+  },
+};
+
+const $ = (id) => document.getElementById(id);
+let lang = localStorage.getItem("kiosk.lang") || null;
+let status = null;          // last GET /api/status
+let agentDown = false;
+let startFailed = false;
+let busy = null;            // "starting" | "stopping" while a request is under way
+let elapsedBase = null;     // [elapsed_s from the agent, performance.now() when read]
+let previewTimer = null;
+
+const T = () => STRINGS[lang || (status && status.language) || "fr"] || STRINGS.fr;
+
+function translate() {
+  const t = T();
+  document.documentElement.lang = lang || (status && status.language) || "fr";
+  document.querySelectorAll("[data-t]").forEach((el) => {
+    const value = t[el.dataset.t];
+    if (typeof value === "string") el.textContent = value;
+  });
+  document.querySelectorAll("[data-alt]").forEach((el) => { el.alt = t[el.dataset.alt]; });
+  $("lang").textContent = t === STRINGS.fr ? "EN" : "FR";
+  $("lang").setAttribute("aria-label", t.other);
+  $("qr-button").setAttribute("aria-label", t.qrZoom);
+  $("qr").alt = t.qrAlt; $("qr-large").alt = t.qrAlt;
+  $("meter").setAttribute("aria-label", t.meter);
+  $("devices").setAttribute("aria-label", t.devices);
+}
+
+async function api(path, body) {
+  const init = body === undefined ? {} : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  };
+  const response = await fetch(path, init);
+  if (!response.ok) throw new Error(`${path}: ${response.status}`);
+  return response.json();
+}
+
+async function refresh() {
+  try {
+    status = await api("/api/status");
+    agentDown = false;
+  } catch (err) {
+    agentDown = true;
+  }
+  render();
+}
+
+function view() {
+  if (busy) return busy === "stopping" ? "starting" : busy;
+  if (!status) return "loading";
+  const phase = status.session.phase;
+  if (phase === "starting") return "starting";
+  return status.session.state === "live" ? "live" : "idle";
+}
+
+function render() {
+  const t = T();
+  translate();
+  const v = view();
+  document.body.dataset.view = v;
+  $("starting").querySelector("p").textContent = busy === "stopping" ? t.stopping : t.starting;
+  renderProblems(t);
+  if (!status) return;
+  if (v === "idle") renderDevices(t);
+  if (v === "live") renderLive(t);
+  if (v === "live" && !previewTimer) startPreviews();
+  if (v !== "live" && previewTimer) stopPreviews();
+}
+
+function renderProblems(t) {
+  const messages = [];
+  if (agentDown) messages.push(t.problems.agent);
+  if (startFailed) messages.push(t.problems.startFailed);
+  if (status && status.session.state === "live") {
+    for (const source of status.sources) {
+      if (source.state === "missing" || source.state === "error") {
+        messages.push(t.problems[`${source.id}_${source.state}`] || `${source.id}: ${source.state}`);
+      }
+    }
+    if (status.session.muted) messages.push(t.problems.muted);
+  }
+  replaceList($("problems"), messages, (text) => {
+    const div = document.createElement("div");
+    div.className = "problem"; div.textContent = text;
+    return div;
+  });
+}
+
+function renderDevices(t) {
+  const byId = Object.fromEntries(status.sources.map((s) => [s.id, s]));
+  replaceList($("devices"), ["camera", "document", "microphone"], (id) => {
+    const li = document.createElement("li");
+    const source = byId[id];
+    const mic = id === "microphone";
+    const label = document.createElement("span");
+    label.textContent = t[id];
+    const state = document.createElement("span");
+    state.className = "state";
+    if (!source) { li.className = "off"; state.textContent = t.notConfigured; }
+    else if (source.state === "ok") state.textContent = mic ? t.readyMic : t.ready;
+    else { li.className = "bad"; state.textContent = mic ? t.absentMic : t.absent; }
+    li.dataset.source = id; li.dataset.state = source ? source.state : "off";
+    li.append(label, state);
+    return li;
+  });
+}
+
+function renderLive(t) {
+  const s = status.session;
+  const link = s.join_url || "";
+  if ($("join-link").textContent !== link) {
+    $("join-link").textContent = link; $("qr-large-link").textContent = link;
+    const qr = `/api/qr.svg?u=${encodeURIComponent(link)}`;
+    $("qr").src = qr; $("qr-large").src = qr;
+  }
+  elapsedBase = [s.elapsed_s, performance.now()];
+  tickElapsed();
+  const mic = status.sources.find((x) => x.id === "microphone");
+  const level = mic && typeof mic.level_dbfs === "number" ? mic.level_dbfs : -90;
+  const pct = Math.max(0, Math.min(100, ((level + 60) / 60) * 100));
+  $("meter-fill").style.width = `${pct}%`;
+  $("meter").setAttribute("aria-valuenow", String(Math.round(Math.max(-60, level))));
+  $("mute").setAttribute("aria-pressed", String(s.muted));
+  $("mute").textContent = s.muted ? t.unmute : t.mute;
+  $("mute").disabled = !mic;
+  const pupils = status.pupils;
+  $("pupil-count").textContent = t.pupils(pupils.length);
+  $("lower-all").hidden = !pupils.some((p) => p.hand_raised_at);
+  const ordered = pupils.map((p, i) => ({ ...p, index: i + 1 }))
+    .sort((a, b) => (a.hand_raised_at || Infinity) - (b.hand_raised_at || Infinity));
+  replaceList($("pupils"), ordered, (p) => pupilRow(p, t));
+}
+
+function pupilRow(p, t) {
+  const li = document.createElement("li");
+  li.dataset.id = p.id;
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = p.name || t.unnamed(p.index);
+  li.append(name);
+  if (!p.connected) {
+    const pending = document.createElement("span");
+    pending.className = "pending"; pending.textContent = t.connecting;
+    li.append(pending);
+  }
+  if (p.hand_raised_at) {
+    li.className = "hand";
+    const badge = document.createElement("span");
+    badge.className = "badge"; badge.textContent = t.hand;
+    li.append(badge);
+    const lower = document.createElement("button");
+    lower.type = "button"; lower.className = "lower"; lower.textContent = t.lower;
+    lower.setAttribute("aria-label", `${t.lower} : ${name.textContent}`);
+    lower.addEventListener("click", () => act(`/api/pupils/${encodeURIComponent(p.id)}/lower-hand`));
+    li.append(lower);
+  }
+  return li;
+}
+
+// Replace children only when what they show changed (keeps focus and avoids flicker).
+function replaceList(parent, items, build) {
+  const built = items.map(build);
+  const html = built.map((el) => el.outerHTML).join("");
+  if (parent.dataset.rendered === html) return;
+  parent.dataset.rendered = html;
+  parent.replaceChildren(...built);
+}
+
+function tickElapsed() {
+  if (!elapsedBase) return;
+  const seconds = Math.floor(elapsedBase[0] + (performance.now() - elapsedBase[1]) / 1000);
+  const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), sec = seconds % 60;
+  const mm = h ? String(m).padStart(2, "0") : String(m);
+  $("elapsed").textContent = `${h ? `${h}:` : ""}${mm}:${String(sec).padStart(2, "0")}`;
+}
+
+// Previews: a small JPEG of each camera a few times a second, only while live and visible.
+function startPreviews() {
+  const load = (id) => new Promise((resolve) => {
+    const img = new Image();
+    img.onload = () => { $(`preview-${id}`).src = img.src; resolve(); };
+    img.onerror = () => resolve();
+    img.src = `/api/preview/${id}?t=${Date.now()}`;
+  });
+  const loop = async () => {
+    if (document.visibilityState === "visible") await Promise.all([load("camera"), load("document")]);
+    previewTimer = setTimeout(loop, 300);
+  };
+  previewTimer = setTimeout(loop, 0);
+}
+
+function stopPreviews() {
+  clearTimeout(previewTimer); previewTimer = null;
+  $("preview-camera").removeAttribute("src"); $("preview-document").removeAttribute("src");
+}
+
+async function act(path, body = {}) {
+  try { status = await api(path, body); } catch (err) { /* the next refresh shows the truth */ }
+  render();
+}
+
+$("start").addEventListener("click", async () => {
+  busy = "starting"; startFailed = false; render();
+  try { status = await api("/api/session/start", {}); } catch (err) { startFailed = true; }
+  busy = null; render();
+});
+$("stop").addEventListener("click", () => $("confirm-stop").showModal());
+$("cancel-stop").addEventListener("click", () => $("confirm-stop").close());
+$("confirm-stop-button").addEventListener("click", async () => {
+  $("confirm-stop").close();
+  busy = "stopping"; render();
+  try { status = await api("/api/session/stop", {}); } catch (err) { /* refresh shows it */ }
+  busy = null; render();
+});
+$("mute").addEventListener("click", () => act("/api/session/mute", { muted: !status.session.muted }));
+$("lower-all").addEventListener("click", () => act("/api/hands/lower-all"));
+$("qr-button").addEventListener("click", () => $("qr-dialog").showModal());
+$("qr-close").addEventListener("click", () => $("qr-dialog").close());
+$("lang").addEventListener("click", () => {
+  lang = T() === STRINGS.fr ? "en" : "fr";
+  localStorage.setItem("kiosk.lang", lang);
+  render();
+});
+document.addEventListener("contextmenu", (event) => event.preventDefault()); // long press on touch
+
+refresh();
+setInterval(refresh, 1000);
+setInterval(tickElapsed, 250);

@@ -1,0 +1,61 @@
+"""The pupil data channel protocol, bytes in and bytes out (docs/pupil-channel.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.errors import ProtocolError
+from agent.webrtc import pupil_channel as pc
+
+
+@pytest.mark.parametrize(
+    ("data", "event"),
+    [
+        (b'{"type":"hand","raised":true}', pc.SetHand(True)),
+        ('{"type":"hand","raised":false}', pc.SetHand(False)),
+        ('{"type":"name","name":"L\\u00e9a"}', pc.SetName("Léa")),
+        ('{"type":"name","name":null}', pc.SetName(None)),
+        ('{"type":"name"}', pc.SetName(None)),
+        ('{"type":"name","name":"   "}', pc.SetName(None)),
+        ('{"type":"name","name":"  Jean \\t\\n Pierre  "}', pc.SetName("Jean Pierre")),
+        ('{"type":"name","name":"a\\u0000b\\u202ec\\u0007"}', pc.SetName("abc")),
+        ('{"type":"name","name":"' + "x" * 60 + '"}', pc.SetName("x" * 40)),
+        ("{\"type\":\"name\",\"name\":\"Zoe\\u0301\"}", pc.SetName("Zoé")),
+    ],
+)
+def test_valid_messages(data: str | bytes, event: pc.PupilEvent) -> None:
+    assert pc.parse_pupil_message(data) == event
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        ("not json", "not JSON"),
+        ("[1, 2]", "JSON object"),
+        ('"hand"', "JSON object"),
+        ('{"type":"shout"}', "unknown message type"),
+        ('{"raised":true}', "unknown message type"),
+        ('{"type":"hand"}', "true or false"),
+        ('{"type":"hand","raised":"yes"}', "true or false"),
+        ('{"type":"hand","raised":1}', "true or false"),
+        ('{"type":"hand","raised":true,"extra":1}', "unknown field 'extra'"),
+        ('{"type":"name","name":42}', "must be a string"),
+        ('{"type":"name","name":"' + "x" * 2000 + '"}', "larger than 1024 bytes"),
+    ],
+)
+def test_refused_messages(data: str | bytes, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason):
+        pc.parse_pupil_message(data)
+
+
+def test_messages_from_the_kit() -> None:
+    assert pc.welcome_message() == '{"type":"welcome","version":1}'
+    assert pc.hand_message(False) == '{"type":"hand","raised":false}'
+    assert pc.ended_message() == '{"type":"ended"}'
+    assert json.loads(pc.error_message("raised must be true or false")) == {
+        "type": "error",
+        "reason": "raised must be true or false",
+    }
