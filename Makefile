@@ -5,6 +5,7 @@
 #   make test    every test (runs setup first)
 #   make bench   the media benchmark; prints a table and writes docs/PERFORMANCE.md
 #   make lint    ruff + mypy
+#   make screenshots  refresh docs/screenshots (kiosk and pupil page, from the browser tests)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +13,7 @@ PY     := $(VENV)/bin/python
 DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 fonts-dejavu-core
 DEMO_ARGS ?=
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint screenshots clean
 
 setup: $(VENV)/.installed
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -41,6 +42,9 @@ test: setup
 
 bench: setup
 	$(PY) -m bench
+
+screenshots: setup
+	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -q -p no:cacheprovider tests/kiosk
 
 lint: setup
 	$(VENV)/bin/ruff check agent kiosk provisioning tests bench

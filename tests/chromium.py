@@ -149,8 +149,6 @@ async def stats_until(
     raise AssertionError(f"Chromium never got there: {last}")
 
 
-
-
 async def open_kiosk(browser: Any, base_url: str, locale: str = "fr-FR") -> Any:
     """The teacher's kiosk at its native size (a 10-inch 1280×800 touch screen)."""
     context = await browser.new_context(

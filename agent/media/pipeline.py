@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from ..clock import MediaClock
 from ..config import AgentConfig, VideoSourceConfig
 from ..sources.base import AudioSource, RawAudioBlock, RawVideoFrame, VideoSource
@@ -153,6 +154,7 @@ class MediaPipeline:
         self.video: dict[str, VideoStreams] = {}
         self.audio_source: AudioSource | None = None
         self.audio: _EncodedStream | None = None
+        self._audio_offer: Callable[[RawAudioBlock], None] = lambda block: None
         self.muted = False
         """The teacher's mute button: the microphone keeps running (its level meter too) but
         pupils get silence."""
@@ -181,16 +183,15 @@ class MediaPipeline:
             )
             self.audio = _EncodedStream(encoder, fanout, None)
             self.audio_source = mic
+            self._audio_offer = encoder.offer
             encoder.start()
             mic.start(self._audio_in, self.clock)
 
     def _audio_in(self, block: RawAudioBlock) -> None:
         """From the microphone thread: blocks go to the encoder, as silence while muted."""
-        if self.audio is None:
-            return
         if self.muted and not block.silent_placeholder:
             block = RawAudioBlock(np.zeros_like(block.samples), block.capture_time, True)
-        self.audio.encoder.offer(block)
+        self._audio_offer(block)
 
     def preview_jpeg(self, source_id: str) -> bytes | None:
         """A small JPEG of what pupils see of ``source_id`` (blocking, about 1 ms)."""

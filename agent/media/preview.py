@@ -27,7 +27,8 @@ def i420_to_small_bgr(frame: RawVideoFrame, max_width: int = MAX_PREVIEW_WIDTH) 
     y = frame.data[:h]
     chroma = frame.data[h:].reshape(2, h // 2, w // 2)  # U rows then V rows, each (h/2, w/2)
     small_y = y[::step, ::step]
-    sh, sw = (small_y.shape[0] // 2) * 2, (small_y.shape[1] // 2) * 2
+    # I420 needs an even width and a height divisible by 4 (two chroma rows per packed row).
+    sh, sw = small_y.shape[0] // 4 * 4, small_y.shape[1] // 2 * 2
     small_y = small_y[:sh, :sw]
     size = (sw // 2, sh // 2)
     u = cv2.resize(chroma[0], size, interpolation=cv2.INTER_NEAREST)

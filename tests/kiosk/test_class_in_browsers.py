@@ -106,8 +106,9 @@ async def test_a_class_from_start_to_stop(agent: LiveAgent, browser: Any, tmp_pa
     )
     later = await stats_until(
         pupil,
-        lambda s: all(n >= frames(first)[k] + 15 for k, n in frames(s).items())
-        and audio_energy(s) > 0,
+        lambda s: (
+            all(n >= frames(first)[k] + 15 for k, n in frames(s).items()) and audio_energy(s) > 0
+        ),
     )
     assert audio_energy(later) > 0
     assert await text_of(pupil, "#status") == "En direct"
@@ -243,9 +244,11 @@ async def test_pages_load_nothing_from_elsewhere(agent: LiveAgent, browser: Any)
 
 async def test_kiosk_is_refused_to_other_origins(agent: LiveAgent) -> None:
     """Another site open in the kiosk's browser cannot press Stop (nor Start)."""
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
             agent.base_url + "/api/session/start", headers={"Origin": "http://evil.example"}
-        ) as response:
-            assert response.status == 403
+        ) as response,
+    ):
+        assert response.status == 403
     assert (await agent.status())["session"]["state"] == "idle"

@@ -22,7 +22,7 @@ from agent.webrtc import pupil_channel as pc
         ('{"type":"name","name":"  Jean \\t\\n Pierre  "}', pc.SetName("Jean Pierre")),
         ('{"type":"name","name":"a\\u0000b\\u202ec\\u0007"}', pc.SetName("abc")),
         ('{"type":"name","name":"' + "x" * 60 + '"}', pc.SetName("x" * 40)),
-        ("{\"type\":\"name\",\"name\":\"Zoe\\u0301\"}", pc.SetName("Zoé")),
+        ('{"type":"name","name":"Zoe\\u0301"}', pc.SetName("Zoé")),
     ],
 )
 def test_valid_messages(data: str | bytes, event: pc.PupilEvent) -> None:
