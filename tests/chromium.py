@@ -114,9 +114,18 @@ async def browser(loopback_checks_only: None) -> AsyncIterator[Any]:
 
 
 async def open_pupil_page(
-    browser: Any, url: str, locale: str = "fr-FR", viewport: dict[str, int] | None = None
+    browser: Any,
+    url: str,
+    locale: str = "fr-FR",
+    viewport: dict[str, int] | None = None,
+    bypass_csp: bool = True,
+    init_script: str | None = None,
 ) -> Any:
+    """A pupil's page in a context of its own. ``init_script`` runs in the page before its own
+    scripts. ``bypass_csp``: Playwright's polling (``wait_for_function``) evaluates strings,
+    which the pages' Content-Security-Policy rightly forbids; tests of the policy pass False."""
     context = await browser.new_context(
+        bypass_csp=bypass_csp,
         locale=locale,
         permissions=["camera", "microphone"],
         viewport=viewport or {"width": 1280, "height": 800},
@@ -132,6 +141,8 @@ async def open_pupil_page(
 
     token = url.rsplit("/", 1)[1]
     await page.route(f"**/whep/{token}", filter_offer)  # the offer only, not the DELETE
+    if init_script:
+        await page.add_init_script(init_script)
     await page.goto(url)
     return page
 
@@ -149,10 +160,15 @@ async def stats_until(
     raise AssertionError(f"Chromium never got there: {last}")
 
 
-async def open_kiosk(browser: Any, base_url: str, locale: str = "fr-FR") -> Any:
+async def open_kiosk(
+    browser: Any, base_url: str, locale: str = "fr-FR", bypass_csp: bool = True
+) -> Any:
     """The teacher's kiosk at its native size (a 10-inch 1280×800 touch screen)."""
     context = await browser.new_context(
-        locale=locale, viewport={"width": 1280, "height": 800}, has_touch=True
+        bypass_csp=bypass_csp,
+        locale=locale,
+        viewport={"width": 1280, "height": 800},
+        has_touch=True,
     )
     page = await context.new_page()
     await page.goto(base_url + "/")
