@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 from dataclasses import dataclass, field
@@ -134,10 +135,15 @@ class WhepReceiver:
     KINDS = ("video", "video", "audio")
     TRACK_NAMES = ("camera", "document", "microphone")
 
-    def __init__(self, whep_url: str, read_clock: bool = False) -> None:
+    def __init__(self, whep_url: str, read_clock: bool = False, data_channel: bool = False) -> None:
         self.whep_url = whep_url
         self.read_clock = read_clock
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.channel: Any = self.pc.createDataChannel("classroom") if data_channel else None
+        self.messages: list[Any] = []
+        """What the kit sent on the pupil data channel, JSON-decoded, in order."""
+        if self.channel is not None:
+            self.channel.on("message", lambda data: self.messages.append(json.loads(data)))
         self.tracks: dict[str, TrackStats] = {}
         self.location: str | None = None
         self.posted_at: float | None = None

@@ -30,6 +30,7 @@ from .tracks import PacketTrack
 log = logging.getLogger("agent.webrtc")
 
 STREAM_ID = "classroom"
+BAD_MESSAGES_LOGGED = 5
 VIDEO_TRACK_IDS = ("camera", "document")
 AUDIO_TRACK_IDS = ("microphone",)
 
@@ -63,6 +64,7 @@ class Viewer:
         self.name: str | None = None
         self.hand_raised_at: float | None = None
         self.channel: Any = None
+        self._bad_messages = 0
         self._connect_timeout = connect_timeout
         self.pc = RTCPeerConnection(rtc_config)
         self.tracks: list[PacketTrack] = []
@@ -152,7 +154,9 @@ class Viewer:
         try:
             event = pupil_channel.parse_pupil_message(data)
         except ProtocolError as exc:
-            log.info("viewer %s: bad data channel message: %s", self.id, exc)
+            self._bad_messages += 1
+            if self._bad_messages <= BAD_MESSAGES_LOGGED:  # a buggy page must not flood the log
+                log.info("viewer %s: bad data channel message: %s", self.id, exc)
             self.send(pupil_channel.error_message(str(exc)))
             return
         if isinstance(event, pupil_channel.SetName):
