@@ -3,8 +3,10 @@
 One run measures, on the synthetic sources (720p30 room camera, 1080p15 document camera, tone):
 the agent with N = 1, 10, 30 WHEP viewers (aiortc receivers in other processes, not decoding),
 stock aiortc (one encoder per peer behind MediaRelay) with N = 1 and 4, glass-to-glass delay
-from the clock code with one decoding receiver, time from WHEP POST to first decoded frame, and
-the idle agent. It prints a table and writes docs/PERFORMANCE.md.
+from the clock code with one decoding receiver, time from WHEP POST to first decoded frame, the
+idle agent, and the browser's view (bench/browser.py: headless Chromium on the pupil page,
+glass-to-glass and join link → first frame). It prints a table and writes docs/PERFORMANCE.md;
+``--only browser`` runs just the browser's view and prints it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from agent.webrtc.ice import restrict_host_addresses
 
+from . import browser
 from .processes import (
     ROOT,
     AgentProcess,
@@ -36,6 +39,10 @@ from .whep_receiver import WhepReceiver
 
 WARMUP_S = 5.0
 MEASURE_S = 10.0
+BROWSER_WARMUP_S = 20.0
+"""Chromium's lip sync takes ~15 s to settle the room camera's delay (docs/benchmark.md)."""
+BROWSER_MEASURE_S = 30.0
+BROWSER_JOINS = 20
 
 
 @dataclass
@@ -89,6 +96,23 @@ def pct(values: list[float] | list[int], q: float) -> float:
     return round(float(np.percentile(values, q)), 1) if values else float("nan")
 
 
+async def measure_browser(agent: AgentProcess, quick: bool) -> browser.BrowserResult:
+    status = await agent.status()
+    join_url = str(status["session"]["join_url"])
+    if quick:
+        return await browser.measure_browser(join_url, 5.0, 8.0, 5)
+    return await browser.measure_browser(
+        join_url, BROWSER_WARMUP_S, BROWSER_MEASURE_S, BROWSER_JOINS
+    )
+
+
+async def run_browser_only(quick: bool) -> browser.BrowserResult:
+    with AgentProcess() as agent:
+        await agent.start_class()
+        await asyncio.sleep(3)
+        return await measure_browser(agent, quick)
+
+
 async def run(quick: bool) -> dict[str, Any]:
     restrict_host_addresses(["127.0.0.1"])
     counts = (1, 4) if quick else (1, 10, 30)
@@ -103,6 +127,7 @@ async def run(quick: bool) -> dict[str, Any]:
             out["loads"].append(await measure_load("agent", agent.pid, whep, n))
         out["delays"] = await measure_delay(whep, 6.0 if quick else 12.0)
         out["first_frame"] = await measure_first_frame(whep, 5 if quick else 20)
+        out["browser"] = await measure_browser(agent, quick)
     for camera_only in (True, False):
         args = ["-m", "bench.stock_server"] + (["--camera-only"] if camera_only else [])
         label = "stock aiortc, room camera only" if camera_only else "stock aiortc, all sources"
@@ -142,9 +167,17 @@ def report(out: dict[str, Any]) -> str:
         f"p50 {pct(doc_d, 50)} ms, p95 {pct(doc_d, 95)} ms",
         f"- WHEP POST → first decoded room-camera frame: p50 {pct(ff, 50)} ms, p95 "
         f"{pct(ff, 95)} ms ({len(ff)} joins)",
+        *browser.report_lines(out["browser"]),
     ]
-    lines += ["", *checks(out)]
+    lines += ["", *checks(out), "", *browser_checks(out["browser"])]
     return "\n".join(lines)
+
+
+def browser_checks(result: browser.BrowserResult) -> list[str]:
+    rows = ["| Done when (issue 3) | measured | |", "|---|---|---|"]
+    for name, value, ok in browser.check_rows(result):
+        rows.append(f"| {name} | {value} | {'PASS' if ok else 'FAIL'} |")
+    return rows
 
 
 def checks(out: dict[str, Any]) -> list[str]:
@@ -207,8 +240,17 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small N, no PERFORMANCE.md")
+    parser.add_argument(
+        "--only",
+        choices=["browser"],
+        help="run one step and print it (no PERFORMANCE.md): browser = Chromium on the pupil page",
+    )
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M")
+    if args.only == "browser":
+        result = asyncio.run(run_browser_only(args.quick))
+        print("\n".join([*browser.report_lines(result), "", *browser_checks(result)]))
+        return 0
     out = asyncio.run(run(args.quick))
     table = report(out)
     print(table)
@@ -220,7 +262,8 @@ def main() -> int:
             "1280×720 at 30 fps and document camera 1920×1080 at 15 fps, both with motion and "
             "per-frame grain, 2 Mbit/s H.264 each (libx264 ultrafast, one thread per source), "
             "Opus 48 kbit/s. Viewers are aiortc receivers in separate processes on loopback "
-            "(ICE, DTLS and SRTP by aiortc; frames counted from RTP marker bits, not decoded). "
+            "(ICE, DTLS and SRTP by aiortc; frames counted from RTP marker bits, not decoded); "
+            "the Chromium rows are Debian's headless Chromium playing the pupil page. "
             "CPU is user + system time of the whole process in % of one core; this machine is "
             "shared, so compare ratios within one run. See docs/benchmark.md for the method.\n\n"
             + table

@@ -29,7 +29,10 @@ from .tracks import PacketTrack
 
 log = logging.getLogger("agent.webrtc")
 
-STREAM_ID = "classroom"
+# msid stream ids: the two cameras share one, the sound has its own, so a browser does not
+# hold the room camera's pictures back to lip-sync them with the (more deeply buffered) sound.
+VIDEO_STREAM_ID = "classroom"
+AUDIO_STREAM_ID = "classroom-sound"
 BAD_MESSAGES_LOGGED = 5
 VIDEO_TRACK_IDS = ("camera", "document")
 AUDIO_TRACK_IDS = ("microphone",)
@@ -109,7 +112,8 @@ class Viewer:
             track = PacketTrack(kind, track_id)
             transceiver = self.pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(_preferences(kind))
-            rtpsend.install(transceiver.sender, track, STREAM_ID, track.request_keyframe)
+            stream_id = VIDEO_STREAM_ID if kind == "video" else AUDIO_STREAM_ID
+            rtpsend.install(transceiver.sender, track, stream_id, track.request_keyframe)
             self.tracks.append(track)
 
     def _bind(self, codecs: dict[str, str]) -> None:

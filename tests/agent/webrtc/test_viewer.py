@@ -69,7 +69,7 @@ async def test_data_channel_first(agent: LiveAgent) -> None:
     assert answer_lines(answer, "a=msid:") == [
         "a=msid:classroom camera",
         "a=msid:classroom document",
-        "a=msid:classroom microphone",
+        "a=msid:classroom-sound microphone",
     ]
     assert codecs == {"camera": "h264", "document": "h264", "microphone": "opus"}
 
@@ -85,7 +85,7 @@ async def test_audio_first(agent: LiveAgent) -> None:
     head, (camera, document, audio) = chrome_sections()
     answer, codecs = await negotiate(agent, offer(head, [audio, camera, document], ["2", "0", "1"]))
     assert answer_lines(answer, "a=msid:") == [
-        "a=msid:classroom microphone",
+        "a=msid:classroom-sound microphone",
         "a=msid:classroom camera",
         "a=msid:classroom document",
     ]
@@ -97,7 +97,7 @@ async def test_one_video_gets_the_room_camera_alone(agent: LiveAgent) -> None:
     answer, codecs = await negotiate(agent, offer(head, [camera, audio], ["0", "2"]))
     assert answer_lines(answer, "a=msid:") == [
         "a=msid:classroom camera",
-        "a=msid:classroom microphone",
+        "a=msid:classroom-sound microphone",
     ]
     assert codecs == {"camera": "h264", "microphone": "opus"}
 

@@ -100,7 +100,8 @@ async def test_three_tracks_full_size_with_clock_code(full_size_agent: LiveAgent
         "m=audio",
     ]
     assert sdp_attributes(answer, "mid") == sdp_attributes(offer, "mid") == ["0", "1", "2"]
-    assert sdp_attributes(answer, "msid") == [f"classroom {track}" for track in TRACKS]
+    streams = {"camera": "classroom", "document": "classroom", "microphone": "classroom-sound"}
+    assert sdp_attributes(answer, "msid") == [f"{streams[track]} {track}" for track in TRACKS]
     assert [t.receiver.track.id for t in pupil.pc.getTransceivers()] == list(TRACKS)
 
     await pupil.wait_frames("camera", 45, timeout=15)
