@@ -1,0 +1,93 @@
+"""The server's parts, wired once: database, writer, fleet, relay, link endpoint, background
+tasks (batched writes, offline sweep, history pruning). ``kit-provisioning serve`` and the
+tests both build a :class:`Server` and serve :func:`provisioning.app.make_app` of it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import store
+from .auth import LoginLimiter
+from .db import database_url, open_database
+from .fleet import Fleet, Settings
+from .link import LinkEndpoint
+from .relay import Relay
+from .writer import Writer
+
+log = logging.getLogger("provisioning.server")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    data_dir: Path
+    db: str = ""
+    public_url: str = ""
+    """Base URL of this server as kits and pupils reach it (join links); empty = request's."""
+    fleet: Settings = field(default_factory=Settings)
+    flush_interval_s: float = 0.1
+    sweep_interval_s: float = 1.0
+    relay_timeout_s: float = 15.0
+    hello_timeout_s: float = 10.0
+    session_lifetime_s: float = 12 * 3600.0
+    login_attempts: int = 5
+
+
+class Server:
+    def __init__(self, options: ServerOptions, engine: AsyncEngine) -> None:
+        self.options = options
+        self.engine = engine
+        self.writer = Writer(engine, options.flush_interval_s)
+        self.fleet = Fleet(engine, options.fleet, self.writer)
+        self.relay = Relay(self.fleet, options.relay_timeout_s)
+        self.links = LinkEndpoint(self.fleet, self.relay, options.hello_timeout_s)
+        self.login_limiter = LoginLimiter(options.login_attempts)
+        self.enroll_limiter = LoginLimiter(attempts=20, window_s=600.0)
+        self.started = time.time()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def open(cls, options: ServerOptions) -> Server:
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = await open_database(database_url(options.db, options.data_dir))
+        server = cls(options, engine)
+        await server.fleet.load()
+        return server
+
+    def start(self) -> None:
+        self.writer.start()
+        self._tasks = [
+            asyncio.create_task(self._sweep(), name="provisioning-sweep"),
+            asyncio.create_task(self._prune(), name="provisioning-prune"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.writer.close()
+        await self.engine.dispose()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.sweep_interval_s)
+            self.fleet.sweep()
+
+    async def _prune(self) -> None:
+        while True:
+            try:
+                cutoff = time.time() - self.options.fleet.history_keep_s
+                removed = await store.prune_history(self.engine, cutoff)
+                if removed:
+                    log.info("pruned %d health reports older than the history window", removed)
+            except Exception:
+                log.exception("pruning the health history failed")
+            await asyncio.sleep(600)

@@ -1,0 +1,151 @@
+"""The one task that writes link traffic to the database: batched, one transaction per tick.
+
+Health reports arrive at ~1,500/s from a full fleet. Writing each on its own would cost a
+transaction per report; instead the link handlers only update memory and queue a row here, and
+every ``interval_s`` (100 ms) this task writes everything queued with ``executemany`` in one
+transaction. A kit's latest report overwrites its queued one (one UPDATE per kit per tick).
+On a database error the rows stay queued and are retried; on shutdown the queue is flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import store
+
+log = logging.getLogger("provisioning.writer")
+
+LATENCY_BUCKETS_MS = (
+    1, 2, 5, 10, 15, 20, 30, 40, 50, 60, 80, 100, 125, 150, 175, 200, 225, 250,
+    300, 400, 500, 750, 1000, 2000, 5000, 10000,
+)  # fmt: skip
+
+
+class LatencyHistogram:
+    """Report sent (kit clock) → stored (committed), in the buckets above (+ overflow)."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        self.total = 0
+        self.sum_ms = 0.0
+
+    def observe(self, ms: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
+        self.total += 1
+        self.sum_ms += ms
+
+
+class Writer:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        interval_s: float = 0.1,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.interval_s = interval_s
+        self.clock = clock
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.history: list[dict[str, Any]] = []
+        self.status: dict[str, dict[str, Any]] = {}
+        self.sent_at: list[float] = []
+        self.latency = LatencyHistogram()
+        self.reports_stored = 0
+        self.batches = 0
+        self.errors = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- queueing (called from link handlers, never blocks) ---------------------------------
+
+    def health(
+        self, kit_id: str, seen: float, report: str, software: str, sent_at: float, keep: bool
+    ) -> None:
+        self.latest[kit_id] = {
+            "k_id": kit_id,
+            "k_seen": seen,
+            "k_health": report,
+            "k_software": software,
+        }
+        if keep:
+            self.history.append({"kit_id": kit_id, "received_at": seen, "report": report})
+        self.sent_at.append(sent_at)
+
+    def online(self, kit_id: str, online: bool, offline_since: float | None, seen: float) -> None:
+        self.status[kit_id] = {
+            "k_id": kit_id,
+            "k_online": online,
+            "k_offline_since": offline_since,
+            "k_seen": seen,
+        }
+
+    @property
+    def queued(self) -> int:
+        return len(self.latest) + len(self.history) + len(self.status)
+
+    # -- the task ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="provisioning-writer")
+
+    async def close(self) -> None:
+        """Stop the task and write whatever is still queued."""
+        self._closing = True
+        if self._task is not None:
+            self._wake.set()
+            await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            if self._closing:
+                return
+            try:
+                await self.flush()
+            except Exception:
+                self.errors += 1
+                log.exception("database write failed; %d rows kept for the next try", self.queued)
+                await asyncio.sleep(1.0)
+
+    async def flush(self) -> None:
+        if not self.queued:
+            return
+        latest, history, status, sent_at = self.latest, self.history, self.status, self.sent_at
+        self.latest, self.history, self.status, self.sent_at = {}, [], {}, []
+        try:
+            await store.write_batch(
+                self.engine, list(latest.values()), history, list(status.values())
+            )
+        except BaseException:
+            self._requeue(latest, history, status, sent_at)
+            raise
+        self.batches += 1
+        self.reports_stored += len(sent_at)
+        now = self.clock()
+        for sent in sent_at:
+            self.latency.observe(max(0.0, (now - sent) * 1000))
+
+    def _requeue(
+        self,
+        latest: dict[str, dict[str, Any]],
+        history: list[dict[str, Any]],
+        status: dict[str, dict[str, Any]],
+        sent_at: list[float],
+    ) -> None:
+        for kit_id, row in latest.items():
+            self.latest.setdefault(kit_id, row)
+        for kit_id, row in status.items():
+            self.status.setdefault(kit_id, row)
+        self.history[:0] = history
+        self.sent_at[:0] = sent_at
