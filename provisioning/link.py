@@ -97,7 +97,9 @@ def _wrong_version(data: str) -> bool:
 
 
 class LinkEndpoint:
-    def __init__(self, fleet: Fleet, relay: Relay, hello_timeout_s: float = HELLO_TIMEOUT_S) -> None:
+    def __init__(
+        self, fleet: Fleet, relay: Relay, hello_timeout_s: float = HELLO_TIMEOUT_S
+    ) -> None:
         self.hello_timeout_s = hello_timeout_s
         self.fleet = fleet
         self.relay = relay

@@ -313,7 +313,7 @@ def _describe(exc: ValidationError, known: frozenset[str]) -> str:
     kind = first["type"]
     if kind == "json_invalid":
         return "not valid JSON"
-    if kind in ("model_attributes_type", "model_type") and not first["loc"]:
+    if not first["loc"] and kind not in ("union_tag_not_found", "union_tag_invalid"):
         return "not a JSON object"
     if kind == "union_tag_not_found":
         return "no message type"
