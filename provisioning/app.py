@@ -30,7 +30,7 @@ from .protocol import (
     MAX_SDP,
 )
 from .server import Server
-from .writer import LATENCY_BUCKETS_MS
+from .writer import LATENCY_BUCKETS_MS, LatencyHistogram
 
 log = logging.getLogger("provisioning.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -171,16 +171,26 @@ async def metrics(request: web.Request) -> web.Response:
         f"provisioning_write_batches_total {writer.batches}",
         f"provisioning_write_errors_total {writer.errors}",
         f"provisioning_write_queue {writer.queued}",
+        f"provisioning_write_seconds_max {writer.write_seconds_max:.4f}",
+        f"provisioning_write_seconds_total {writer.write_seconds_total:.3f}",
+        f"provisioning_loop_lag_seconds_max {server.loop_lag_max:.4f}",
         f"provisioning_relay_offers_total {server.relay.offers}",
     ]
-    cumulative = 0
-    for bound, count in zip(LATENCY_BUCKETS_MS, writer.latency.counts, strict=False):
-        cumulative += count
-        lines.append(f'provisioning_report_stored_ms_bucket{{le="{bound}"}} {cumulative}')
-    lines.append(f'provisioning_report_stored_ms_bucket{{le="+Inf"}} {writer.latency.total}')
-    lines.append(f"provisioning_report_stored_ms_count {writer.latency.total}")
-    lines.append(f"provisioning_report_stored_ms_sum {writer.latency.sum_ms:.1f}")
+    lines += _histogram("provisioning_report_stored_ms", writer.latency)
+    lines += _histogram("provisioning_report_received_stored_ms", writer.server_latency)
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def _histogram(name: str, histogram: LatencyHistogram) -> list[str]:
+    lines = []
+    cumulative = 0
+    for bound, count in zip(LATENCY_BUCKETS_MS, histogram.counts, strict=False):
+        cumulative += count
+        lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
+    lines.append(f'{name}_bucket{{le="+Inf"}} {histogram.total}')
+    lines.append(f"{name}_count {histogram.total}")
+    lines.append(f"{name}_sum {histogram.sum_ms:.1f}")
+    return lines
 
 
 # -- WHEP relay --------------------------------------------------------------------------------

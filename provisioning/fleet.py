@@ -256,15 +256,7 @@ class Fleet:
             kit.applied_config = ack.version
         kit.config_status = ack.status
         kit.config_reason = ack.reason
-        asyncio.get_running_loop().create_task(
-            store.update_kit(
-                self.engine,
-                kit.id,
-                applied_config=kit.applied_config,
-                config_status=ack.status,
-                config_reason=ack.reason[:500],
-            )
-        )
+        self.writer.config_ack(kit.id, kit.applied_config, ack.status, ack.reason)
         if ack.status == "refused":
             log.warning("kit %s refused config %s: %s", kit.id, ack.version, ack.reason)
         self.publish(kit)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import store
 from .auth import LoginLimiter
-from .db import database_url, open_database
+from .db import checkpoint, database_url, open_database
 from .fleet import Fleet, Settings
 from .link import LinkEndpoint
 from .relay import Relay
@@ -31,7 +31,7 @@ class ServerOptions:
     public_url: str = ""
     """Base URL of this server as kits and pupils reach it (join links); empty = request's."""
     fleet: Settings = field(default_factory=Settings)
-    flush_interval_s: float = 0.1
+    flush_interval_s: float = 0.05
     sweep_interval_s: float = 1.0
     relay_timeout_s: float = 15.0
     hello_timeout_s: float = 10.0
@@ -51,6 +51,8 @@ class Server:
         self.enroll_limiter = LoginLimiter(attempts=20, window_s=600.0)
         self.started = time.time()
         self._tasks: list[asyncio.Task[None]] = []
+        self.loop_lag_max = 0.0
+        """Longest delay of the 1 s sweep tick: how late the event loop runs callbacks."""
 
     @classmethod
     async def open(cls, options: ServerOptions) -> Server:
@@ -65,6 +67,7 @@ class Server:
         self._tasks = [
             asyncio.create_task(self._sweep(), name="provisioning-sweep"),
             asyncio.create_task(self._prune(), name="provisioning-prune"),
+            asyncio.create_task(self._checkpoint(), name="provisioning-checkpoint"),
         ]
 
     async def close(self) -> None:
@@ -78,8 +81,18 @@ class Server:
 
     async def _sweep(self) -> None:
         while True:
+            due = time.monotonic() + self.options.sweep_interval_s
             await asyncio.sleep(self.options.sweep_interval_s)
+            self.loop_lag_max = max(self.loop_lag_max, time.monotonic() - due)
             self.fleet.sweep()
+
+    async def _checkpoint(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            try:
+                await checkpoint(self.engine)
+            except Exception:
+                log.exception("WAL checkpoint failed")
 
     async def _prune(self) -> None:
         while True:

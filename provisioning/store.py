@@ -134,6 +134,7 @@ async def write_batch(
     latest: Sequence[dict[str, Any]],
     history: Sequence[dict[str, Any]],
     status: Sequence[dict[str, Any]],
+    config: Sequence[dict[str, Any]] = (),
 ) -> None:
     """One transaction for everything the link accumulated since the last flush."""
     async with engine.begin() as conn:
@@ -160,6 +161,17 @@ async def write_batch(
                     last_seen=sa.bindparam("k_seen"),
                 ),
                 list(status),
+            )
+        if config:
+            await conn.execute(
+                kits.update()
+                .where(kits.c.id == sa.bindparam("k_id"))
+                .values(
+                    applied_config=sa.bindparam("k_applied"),
+                    config_status=sa.bindparam("k_status"),
+                    config_reason=sa.bindparam("k_reason"),
+                ),
+                list(config),
             )
 
 

@@ -2,7 +2,7 @@
 
 Health reports arrive at ~1,500/s from a full fleet. Writing each on its own would cost a
 transaction per report; instead the link handlers only update memory and queue a row here, and
-every ``interval_s`` (100 ms) this task writes everything queued with ``executemany`` in one
+every ``interval_s`` (50 ms) this task writes everything queued with ``executemany`` in one
 transaction. A kit's latest report overwrites its queued one (one UPDATE per kit per tick).
 On a database error the rows stay queued and are retried; on shutdown the queue is flushed.
 """
@@ -47,7 +47,7 @@ class Writer:
     def __init__(
         self,
         engine: AsyncEngine,
-        interval_s: float = 0.1,
+        interval_s: float = 0.05,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
@@ -56,11 +56,17 @@ class Writer:
         self.latest: dict[str, dict[str, Any]] = {}
         self.history: list[dict[str, Any]] = []
         self.status: dict[str, dict[str, Any]] = {}
+        self.config: dict[str, dict[str, Any]] = {}
         self.sent_at: list[float] = []
+        self.received_at: list[float] = []
         self.latency = LatencyHistogram()
+        self.server_latency = LatencyHistogram()
+        """Received → stored: the server's own share of :attr:`latency`."""
         self.reports_stored = 0
         self.batches = 0
         self.errors = 0
+        self.write_seconds_max = 0.0
+        self.write_seconds_total = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -79,6 +85,7 @@ class Writer:
         if keep:
             self.history.append({"kit_id": kit_id, "received_at": seen, "report": report})
         self.sent_at.append(sent_at)
+        self.received_at.append(seen)
 
     def online(self, kit_id: str, online: bool, offline_since: float | None, seen: float) -> None:
         self.status[kit_id] = {
@@ -88,9 +95,17 @@ class Writer:
             "k_seen": seen,
         }
 
+    def config_ack(self, kit_id: str, applied: str | None, status: str, reason: str) -> None:
+        self.config[kit_id] = {
+            "k_id": kit_id,
+            "k_applied": applied,
+            "k_status": status,
+            "k_reason": reason[:500],
+        }
+
     @property
     def queued(self) -> int:
-        return len(self.latest) + len(self.history) + len(self.status)
+        return len(self.latest) + len(self.history) + len(self.status) + len(self.config)
 
     # -- the task ---------------------------------------------------------------------------
 
@@ -106,35 +121,52 @@ class Writer:
         await self.flush()
 
     async def _run(self) -> None:
+        """Flush on a fixed cadence: a slow write shortens the next wait, not the rate."""
         while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
-            if self._closing:
-                return
+            started = time.monotonic()
             try:
                 await self.flush()
             except Exception:
                 self.errors += 1
                 log.exception("database write failed; %d rows kept for the next try", self.queued)
                 await asyncio.sleep(1.0)
+            wait = max(0.005, self.interval_s - (time.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def flush(self) -> None:
         if not self.queued:
             return
         latest, history, status, sent_at = self.latest, self.history, self.status, self.sent_at
+        config, received_at = self.config, self.received_at
         self.latest, self.history, self.status, self.sent_at = {}, [], {}, []
+        self.received_at = []
+        self.config = {}
+        started = time.perf_counter()
         try:
             await store.write_batch(
-                self.engine, list(latest.values()), history, list(status.values())
+                self.engine,
+                list(latest.values()),
+                history,
+                list(status.values()),
+                list(config.values()),
             )
         except BaseException:
             self._requeue(latest, history, status, sent_at)
+            self.received_at[:0] = received_at
+            for kit_id, row in config.items():
+                self.config.setdefault(kit_id, row)
             raise
+        took = time.perf_counter() - started
+        self.write_seconds_max = max(self.write_seconds_max, took)
+        self.write_seconds_total += took
         self.batches += 1
         self.reports_stored += len(sent_at)
         now = self.clock()
         for sent in sent_at:
             self.latency.observe(max(0.0, (now - sent) * 1000))
+        for received in received_at:
+            self.server_latency.observe(max(0.0, (now - received) * 1000))
 
     def _requeue(
         self,
