@@ -1,9 +1,11 @@
 # Hybrid classroom kit — developer entry points.
 #   make setup   create .venv, install the project with its dev extras, and the Debian packages
 #                the tests need (installed when run as root, otherwise listed)
-#   make demo    run the agent on synthetic sources (or real devices if configured)
+#   make demo    the provisioning server (SQLite) and one enrolled demo kit on synthetic sources
+#   make demo-agent  the agent alone on synthetic sources (or real devices if configured)
 #   make test    every test (runs setup first)
 #   make bench   the media benchmark; prints a table and writes docs/PERFORMANCE.md
+#   make bench-provisioning  15,000 simulated kits against one provisioning server
 #   make lint    ruff + mypy
 
 PYTHON ?= python3
@@ -12,7 +14,7 @@ PY     := $(VENV)/bin/python
 DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 fonts-dejavu-core postgresql
 DEMO_ARGS ?=
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo demo-agent test bench bench-provisioning lint clean
 
 setup: $(VENV)/.installed
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -34,6 +36,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
+	$(PY) -m provisioning.demo $(DEMO_ARGS)
+
+demo-agent: setup
 	$(VENV)/bin/kit-agent demo $(DEMO_ARGS)
 
 test: setup
@@ -41,6 +46,9 @@ test: setup
 
 bench: setup
 	$(PY) -m bench
+
+bench-provisioning: setup
+	$(PY) -m bench.provisioning $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check agent kiosk provisioning tests bench

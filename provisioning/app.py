@@ -174,6 +174,8 @@ async def metrics(request: web.Request) -> web.Response:
         f"provisioning_write_seconds_max {writer.write_seconds_max:.4f}",
         f"provisioning_write_seconds_total {writer.write_seconds_total:.3f}",
         f"provisioning_loop_lag_seconds_max {server.loop_lag_max:.4f}",
+        f"provisioning_gc_pause_seconds_max {server.gc_pause_max:.4f}",
+        f"provisioning_gc_full_collections_total {server.gc_full_collections}",
         f"provisioning_relay_offers_total {server.relay.offers}",
     ]
     lines += _histogram("provisioning_report_stored_ms", writer.latency)

@@ -104,8 +104,11 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await stop.wait()
     finally:
+        log.info("stopping: closing %d links", sum(1 for k in server.fleet.kits.values() if k.link))
         await runner.cleanup()
+        log.info("links closed; writing what is queued")
         await server.close()
+        log.info("stopped")
 
 
 # -- admin commands --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,34 @@ class ServerOptions:
     login_attempts: int = 5
 
 
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_gc(server: Server) -> None:
+    """Keep the cyclic garbage collector's pauses rare with 15,000 links in memory.
+
+    Everything loaded at start-up (code, kits) is frozen out of collections, and collections
+    are timed (``provisioning_gc_pause_seconds_max`` in /metrics)."""
+    gc.collect()
+    gc.freeze()
+    # Young collections far apart, so a report's short-lived objects die before one runs rather
+    # than being promoted, which would bring a full collection (~0.5 s with 15,000 links).
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
+    started: list[float] = [0.0]
+
+    def timer(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pause = time.perf_counter() - started[0]
+            server.gc_pause_max = max(server.gc_pause_max, pause)
+            if info.get("generation") == 2:
+                server.gc_full_collections += 1
+
+    if timer not in gc.callbacks:
+        gc.callbacks.append(timer)
+
+
 class Server:
     def __init__(self, options: ServerOptions, engine: AsyncEngine) -> None:
         self.options = options
@@ -51,6 +80,8 @@ class Server:
         self.enroll_limiter = LoginLimiter(attempts=20, window_s=600.0)
         self.started = time.time()
         self._tasks: list[asyncio.Task[None]] = []
+        self.gc_pause_max = 0.0
+        self.gc_full_collections = 0
         self.loop_lag_max = 0.0
         """Longest delay of the 1 s sweep tick: how late the event loop runs callbacks."""
 
@@ -63,6 +94,7 @@ class Server:
         return server
 
     def start(self) -> None:
+        tune_gc(self)
         self.writer.start()
         self._tasks = [
             asyncio.create_task(self._sweep(), name="provisioning-sweep"),

@@ -12,6 +12,7 @@ stdout.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import random
@@ -194,6 +195,7 @@ class Simulation:
 
 
 def main() -> None:
+    gc.set_threshold(50_000, 20, 100)  # as the server: short-lived objects die young
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     url, source_ip, first, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
