@@ -66,6 +66,8 @@ class Writer:
         self.batches = 0
         self.errors = 0
         self.write_seconds_max = 0.0
+        self.in_flight = 0
+        """Rows of the batch being written (still counted as queued until committed)."""
         self.write_seconds_total = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -105,7 +107,8 @@ class Writer:
 
     @property
     def queued(self) -> int:
-        return len(self.latest) + len(self.history) + len(self.status) + len(self.config)
+        pending = len(self.latest) + len(self.history) + len(self.status) + len(self.config)
+        return pending + self.in_flight
 
     # -- the task ---------------------------------------------------------------------------
 
@@ -143,6 +146,7 @@ class Writer:
         self.received_at = []
         self.config = {}
         started = time.perf_counter()
+        self.in_flight = len(latest) + len(history) + len(status) + len(config)
         try:
             await store.write_batch(
                 self.engine,
@@ -157,6 +161,8 @@ class Writer:
             for kit_id, row in config.items():
                 self.config.setdefault(kit_id, row)
             raise
+        finally:
+            self.in_flight = 0
         took = time.perf_counter() - started
         self.write_seconds_max = max(self.write_seconds_max, took)
         self.write_seconds_total += took
