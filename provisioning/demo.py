@@ -48,6 +48,35 @@ def _relay(process: subprocess.Popen[str], prefix: str) -> None:
         print(f"{prefix}{line.rstrip()}", flush=True)
 
 
+def _prepare(directory: Path) -> tuple[str, str, str]:
+    """A fresh data directory with an admin, a school and an enrollment code."""
+    shutil.rmtree(directory, ignore_errors=True)
+    common = ("--data-dir", str(directory / "server"))
+    tool = str(BIN / "kit-provisioning")
+    email, password = "admin@demo.invalid", secrets.token_urlsafe(12)
+    _run(tool, "user", "add", email, "--role", "national", *common, stdin=password + "\n")
+    _run(tool, "school", "add", "0750001A", "--name", "Collège de démonstration",
+         "--departement", "75", *common)  # fmt: skip
+    code = _run(tool, "enrollment-code", "create", "--school", "0750001A", *common)
+    return email, password, code
+
+
+def _start_kit(args: argparse.Namespace, server_url: str, code: str) -> subprocess.Popen[str]:
+    kit_state = args.dir / "kit"
+    _run(str(BIN / "kit-agent"), "enroll", server_url, code, "--state-dir", str(kit_state),
+         "--name", "Salle de démonstration")  # fmt: skip
+    config = args.dir / "kit.toml"
+    config.write_text(
+        f'state_dir = "{kit_state.resolve()}"\n\n[http]\nlisten = "0.0.0.0:{args.kit_port}"\n',
+        encoding="utf-8",
+    )
+    return subprocess.Popen(
+        [str(BIN / "kit-agent"), "run", "--config", str(config),
+         *(["--start"] if args.start else [])],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="provisioning.demo")
     parser.add_argument("--dir", type=Path, default=Path("var/demo"))
@@ -55,60 +84,40 @@ def main() -> int:
     parser.add_argument("--kit-port", type=int, default=8080)
     parser.add_argument("--start", action="store_true", help="start the class at once")
     args = parser.parse_args()
-    shutil.rmtree(args.dir, ignore_errors=True)
-    data, kit_state = args.dir / "server", args.dir / "kit"
-    common = ("--data-dir", str(data))
-    tool = str(BIN / "kit-provisioning")
-    email, password = "admin@demo.invalid", secrets.token_urlsafe(12)
-    _run(tool, "user", "add", email, "--role", "national", *common, stdin=password + "\n")
-    _run(tool, "school", "add", "0750001A", "--name", "Collège de démonstration",
-         "--departement", "75", *common)  # fmt: skip
-    code = _run(tool, "enrollment-code", "create", "--school", "0750001A", *common)
-
+    email, password, code = _prepare(args.dir)
     server_url = f"http://{_lan_address()}:{args.server_port}"
     server = subprocess.Popen(
-        [tool, "serve", "--http", f"0.0.0.0:{args.server_port}", "--public-url", server_url,
-         *common],
+        [str(BIN / "kit-provisioning"), "serve", "--http", f"0.0.0.0:{args.server_port}",
+         "--public-url", server_url, "--data-dir", str(args.dir / "server")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     processes = [server]
     try:
         _wait_http(f"http://127.0.0.1:{args.server_port}/healthz")
-        _run(str(BIN / "kit-agent"), "enroll", server_url, code, "--state-dir", str(kit_state),
-             "--name", "Salle de démonstration")  # fmt: skip
-        config = args.dir / "kit.toml"
-        config.write_text(
-            f'state_dir = "{kit_state.resolve()}"\n\n[http]\nlisten = "0.0.0.0:{args.kit_port}"\n',
-            encoding="utf-8",
-        )
-        kit = subprocess.Popen(
-            [str(BIN / "kit-agent"), "run", "--config", str(config),
-             *(["--start"] if args.start else [])],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        kit = _start_kit(args, server_url, code)
         processes.append(kit)
         print(f"\nadmin:  {server_url}/admin/\n        login {email} / password {password}")
-        print(f"kiosk:  http://127.0.0.1:{args.kit_port}/  (press Start: the pupil link below")
-        print("        goes through the server)\n", flush=True)
-        threads = [
-            threading.Thread(target=_relay, args=(server, "[server] "), daemon=True),
-            threading.Thread(target=_relay, args=(kit, "[kit]    "), daemon=True),
-        ]
-        for thread in threads:
-            thread.start()
+        print(f"kiosk:  http://127.0.0.1:{args.kit_port}/  (press Start: the pupil link, "
+              "printed as 'join:', goes through the server)\n", flush=True)  # fmt: skip
+        for process, prefix in ((server, "[server] "), (kit, "[kit]    ")):
+            threading.Thread(target=_relay, args=(process, prefix), daemon=True).start()
         with contextlib.suppress(KeyboardInterrupt):
             while all(p.poll() is None for p in processes):
                 time.sleep(0.5)
     finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(processes)
     return 0
+
+
+def _stop(processes: list[subprocess.Popen[str]]) -> None:
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 if __name__ == "__main__":

@@ -246,8 +246,9 @@ class Fleet:
         kit.problems = problems
         kit.session = report.session.state
         self.writer.health(kit.id, now, text, kit.software, message.sent_at, keep)
-        if changed or not kit.online:
-            self._set_online(kit, True, now)
+        if not kit.online:
+            self._set_online(kit, True, now)  # publishes
+        elif changed:
             self.publish(kit)
 
     def config_ack(self, kit: Kit, ack: ConfigAck) -> None:

@@ -138,7 +138,8 @@ class LinkEndpoint:
         finally:
             if kit is not None:
                 self.fleet.detach(kit, link)
-                self.relay.kit_gone(kit)
+                if kit.link is None:  # not replaced by a newer link of the same kit
+                    self.relay.kit_gone(kit)
         return ws
 
     def _authenticate(self, hello: Hello) -> Kit:

@@ -76,6 +76,22 @@ def openapi_document() -> dict[str, Any]:
         for sub_name, sub in schema.pop("$defs", {}).items():
             schemas[sub_name] = sub
         schemas[name] = schema
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Hybrid classroom provisioning server", "version": "1"},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": api.COOKIE},
+                "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token"},
+            },
+        },
+        "security": [{"session": [], "csrf": []}],
+        "paths": _paths(),
+    }
+
+
+def _paths() -> dict[str, Any]:
     login = _op("Sign in: sets the session cookie, returns the CSRF token", "Login", auth=False)
     login["responses"]["429"] = {
         "description": "too many failed attempts",
@@ -83,7 +99,7 @@ def openapi_document() -> dict[str, Any]:
     }
     enroll = _op("A kit exchanges an enrollment code for its id and secret", "Enroll", 201, False)
     enroll["responses"]["429"] = login["responses"]["429"]
-    paths: dict[str, Any] = {
+    return {
         "/api/v1/login": {"post": login},
         "/api/v1/logout": {"post": _op("Sign out")},
         "/api/v1/me": {"get": _op("The signed-in admin and the CSRF token")},
@@ -117,17 +133,4 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/audit": {"get": _op("The audit log (newest first; ?limit=N)")},
         "/api/v1/events": {"get": _op("Server-sent events: kit changes in scope")},
         "/api/v1/openapi.json": {"get": _op("This document", auth=False)},
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Hybrid classroom provisioning server", "version": "1"},
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {
-                "session": {"type": "apiKey", "in": "cookie", "name": api.COOKIE},
-                "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token"},
-            },
-        },
-        "security": [{"session": [], "csrf": []}],
-        "paths": paths,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import stat
 import time
 from typing import Any
@@ -157,6 +158,18 @@ async def test_pupil_joins_through_the_relay(
     await pupil.wait_frames("camera", 5)
     await pupil.wait_frames("document", 2)
     assert len(agent.session.viewers) == 1
+
+    def live_report() -> dict[str, Any] | None:
+        report = json.loads(kit.health) if kit.health else None
+        live = report and report["session"] == {**report["session"], "state": "live", "viewers": 1}
+        return report if live and report["streams"] and report["streams"][0]["fps"] > 0 else None
+
+    await until(lambda: live_report() is not None, 5, "a health report of the live class")
+    report = live_report()
+    assert report is not None
+    streams = {s["source"]: s for s in report["streams"]}
+    assert streams["camera"]["codec"] == "h264" and streams["camera"]["bitrate_kbps"] > 0
+    assert 0 <= streams["camera"]["loss_percent"] <= 100
     await pupil.close()
     await until(lambda: not agent.session.viewers, 5, "DELETE relayed to the kit")
     await agent.stop()
