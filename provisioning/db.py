@@ -32,7 +32,7 @@ def database_url(db: str | None, data_dir: Path) -> str:
     raise DatabaseError("--db must be a postgresql:// or sqlite:/// URL")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers (CLI) never block the writer
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint, fast commits
@@ -57,7 +57,7 @@ async def checkpoint(engine: AsyncEngine) -> None:
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, pool_size=4, max_overflow=4)
-        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
 

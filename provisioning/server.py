@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,10 @@ def tune_gc(server: Server) -> None:
     # Young collections far apart, so a report's short-lived objects die before one runs rather
     # than being promoted, which would bring a full collection (~0.5 s with 15,000 links).
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
+    # SQLite's driver thread needs the GIL back after every row it steps; when the event loop is
+    # saturated (all kits reconnecting at once) the default 5 ms switch interval turns a batch
+    # of thousands of rows into seconds. 0.5 ms keeps the writer moving.
+    sys.setswitchinterval(0.0005)
     started: list[float] = [0.0]
 
     def timer(phase: str, info: dict[str, int]) -> None:

@@ -129,6 +129,21 @@ async def update_kit(engine: AsyncEngine, kit_id: str, **values: Any) -> None:
         await conn.execute(kits.update().where(kits.c.id == kit_id).values(**values))
 
 
+LATEST_COLUMNS = (("last_seen", "k_seen"), ("health", "k_health"), ("software", "k_software"))
+STATUS_COLUMNS = (
+    ("online", "k_online"),
+    ("offline_since", "k_offline_since"),
+    ("last_seen", "k_seen"),
+)
+CONFIG_COLUMNS = (
+    ("applied_config", "k_applied"),
+    ("config_status", "k_status"),
+    ("config_reason", "k_reason"),
+)
+SQLITE_ROWS_PER_STATEMENT = 2000
+"""Rows per multi-row statement (SQLite allows 32,766 bound values per statement)."""
+
+
 async def write_batch(
     engine: AsyncEngine,
     latest: Sequence[dict[str, Any]],
@@ -138,41 +153,63 @@ async def write_batch(
 ) -> None:
     """One transaction for everything the link accumulated since the last flush."""
     async with engine.begin() as conn:
-        if latest:
-            await conn.execute(
-                kits.update()
-                .where(kits.c.id == sa.bindparam("k_id"))
-                .values(
-                    last_seen=sa.bindparam("k_seen"),
-                    health=sa.bindparam("k_health"),
-                    software=sa.bindparam("k_software"),
-                ),
-                list(latest),
-            )
-        if history:
-            await conn.execute(health_history.insert(), list(history))
-        if status:
-            await conn.execute(
-                kits.update()
-                .where(kits.c.id == sa.bindparam("k_id"))
-                .values(
-                    online=sa.bindparam("k_online"),
-                    offline_since=sa.bindparam("k_offline_since"),
-                    last_seen=sa.bindparam("k_seen"),
-                ),
-                list(status),
-            )
-        if config:
-            await conn.execute(
-                kits.update()
-                .where(kits.c.id == sa.bindparam("k_id"))
-                .values(
-                    applied_config=sa.bindparam("k_applied"),
-                    config_status=sa.bindparam("k_status"),
-                    config_reason=sa.bindparam("k_reason"),
-                ),
-                list(config),
-            )
+        await conn.run_sync(write_rows, latest, history, status, config)
+
+
+def write_rows(
+    conn: sa.Connection,
+    latest: Sequence[dict[str, Any]],
+    history: Sequence[dict[str, Any]],
+    status: Sequence[dict[str, Any]],
+    config: Sequence[dict[str, Any]] = (),
+) -> None:
+    """The batch's statements on an open transaction (SQLite: multi-row statements)."""
+    if conn.dialect.name == "sqlite":
+        _sqlite_update(conn, LATEST_COLUMNS, latest)
+        _sqlite_insert_history(conn, history)
+        _sqlite_update(conn, STATUS_COLUMNS, status)
+        _sqlite_update(conn, CONFIG_COLUMNS, config)
+        return
+    for columns, rows in (
+        (LATEST_COLUMNS, latest),
+        (STATUS_COLUMNS, status),
+        (CONFIG_COLUMNS, config),
+    ):
+        if rows:
+            values: dict[str, Any] = {column: sa.bindparam(key) for column, key in columns}
+            statement = kits.update().where(kits.c.id == sa.bindparam("k_id")).values(values)
+            conn.execute(statement, list(rows))
+    if history:
+        conn.execute(health_history.insert(), list(history))
+
+
+# SQLite: one multi-row statement per chunk instead of an ``executemany`` (which steps, and
+# trades the GIL, once per row).
+
+
+def _sqlite_update(
+    conn: sa.Connection, columns: tuple[tuple[str, str], ...], rows: Sequence[dict[str, Any]]
+) -> None:
+    assignments = ", ".join(f"{column} = v.column{i + 2}" for i, (column, _) in enumerate(columns))
+    for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
+        chunk = rows[start : start + SQLITE_ROWS_PER_STATEMENT]
+        placeholder = "(" + ", ".join("?" * (len(columns) + 1)) + ")"
+        sql = (
+            f"UPDATE kits SET {assignments} FROM (VALUES {', '.join([placeholder] * len(chunk))})"
+            " AS v WHERE kits.id = v.column1"
+        )
+        params = [value for row in chunk for value in (row["k_id"], *(row[k] for _, k in columns))]
+        conn.exec_driver_sql(sql, tuple(params))
+
+
+def _sqlite_insert_history(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
+        chunk = rows[start : start + SQLITE_ROWS_PER_STATEMENT]
+        sql = "INSERT INTO health_history (kit_id, received_at, report) VALUES " + ", ".join(
+            ["(?, ?, ?)"] * len(chunk)
+        )
+        params = [value for r in chunk for value in (r["kit_id"], r["received_at"], r["report"])]
+        conn.exec_driver_sql(sql, tuple(params))
 
 
 async def prune_history(engine: AsyncEngine, before: float) -> int:

@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import store
+from .db import sqlite_pragmas
 
 log = logging.getLogger("provisioning.writer")
 
@@ -27,6 +29,19 @@ LATENCY_BUCKETS_MS = (
     1, 2, 5, 10, 15, 20, 30, 40, 50, 60, 80, 100, 125, 150, 175, 200, 225, 250,
     300, 400, 500, 750, 1000, 2000, 5000, 10000,
 )  # fmt: skip
+
+
+def sqlite_writer(engine: AsyncEngine) -> sa.Engine | None:
+    """A synchronous engine on the same SQLite file, for the writer thread (None otherwise)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    url = engine.url.set(drivername="sqlite")
+    # One connection, used by one flush at a time, from whichever worker thread runs it.
+    writer = sa.create_engine(
+        url, pool_size=1, max_overflow=0, connect_args={"check_same_thread": False}
+    )
+    sa.event.listen(writer, "connect", sqlite_pragmas)
+    return writer
 
 
 class LatencyHistogram:
@@ -69,6 +84,7 @@ class Writer:
         self.in_flight = 0
         """Rows of the batch being written (still counted as queued until committed)."""
         self.write_seconds_total = 0.0
+        self._sqlite = sqlite_writer(engine)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -122,6 +138,8 @@ class Writer:
             self._wake.set()
             await self._task
         await self.flush()
+        if self._sqlite is not None:
+            self._sqlite.dispose()
 
     async def _run(self) -> None:
         """Flush on a fixed cadence: a slow write shortens the next wait, not the rate."""
@@ -147,14 +165,12 @@ class Writer:
         self.config = {}
         started = time.perf_counter()
         self.in_flight = len(latest) + len(history) + len(status) + len(config)
+        rows = (list(latest.values()), history, list(status.values()), list(config.values()))
         try:
-            await store.write_batch(
-                self.engine,
-                list(latest.values()),
-                history,
-                list(status.values()),
-                list(config.values()),
-            )
+            if self._sqlite is not None:
+                await asyncio.to_thread(self._write_sqlite, *rows)
+            else:
+                await store.write_batch(self.engine, *rows)
         except BaseException:
             self._requeue(latest, history, status, sent_at)
             self.received_at[:0] = received_at
@@ -173,6 +189,14 @@ class Writer:
             self.latency.observe(max(0.0, (now - sent) * 1000))
         for received in received_at:
             self.server_latency.observe(max(0.0, (now - received) * 1000))
+
+    def _write_sqlite(self, *rows: Any) -> None:
+        """The whole transaction in one worker-thread call: with the event loop saturated
+        (every kit reconnecting at once), each await of an async driver is a trip through a
+        long loop iteration; here there is one per batch."""
+        assert self._sqlite is not None
+        with self._sqlite.begin() as conn:
+            store.write_rows(conn, *rows)
 
     def _requeue(
         self,
