@@ -154,3 +154,21 @@ async def test_whep_relay_refusals(live_server: LiveServer, linked_agent: AgentM
         assert response.status == 405
     async with live_server.http.options(whep) as response:
         assert response.status == 204 and response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_relay_while_the_kit_is_offline(
+    live_server: LiveServer, linked_agent: AgentMaker
+) -> None:
+    """A live class whose kit lost its link: pupils get 503 at once, not a hang."""
+    agent = await linked_agent()
+    whep = await agent.start()
+    kit = live_server.server.fleet.kits[agent.kit_id]
+    await until(lambda: kit.token is not None, 5, "live")
+    assert agent.uplink is not None
+    await agent.uplink.close()
+    await until(lambda: kit.link is None, 5, "offline")
+    async with live_server.http.post(
+        whep, data=b"v=0\r\n", headers={"Content-Type": "application/sdp"}
+    ) as response:
+        assert response.status == 503
+        assert "not reachable" in await response.text()
