@@ -34,7 +34,7 @@ from .auth import check_new_user, hash_password
 from .db import database_url, open_database
 from .errors import ProvisioningError, RequestError
 from .fleet import Settings
-from .server import Server, ServerOptions
+from .server import Server, ServerOptions, tune_gc
 
 log = logging.getLogger("provisioning")
 DEFAULT_DATA = os.environ.get("KIT_PROVISIONING_DATA", "var/provisioning")
@@ -82,6 +82,7 @@ async def serve(args: argparse.Namespace) -> None:
         ),
     )
     server = await Server.open(options)
+    tune_gc(server)  # process-wide: only in the server's own process, not where it is embedded
     server.start()
     from .app import make_app
 

@@ -99,7 +99,6 @@ class Server:
         return server
 
     def start(self) -> None:
-        tune_gc(self)
         self.writer.start()
         self._tasks = [
             asyncio.create_task(self._sweep(), name="provisioning-sweep"),
