@@ -1,19 +1,21 @@
 # Hybrid classroom kit — developer entry points.
 #   make setup   create .venv, install the project with its dev extras, and the Debian packages
 #                the tests need (installed when run as root, otherwise listed)
-#   make demo    run the agent on synthetic sources (or real devices if configured)
+#   make demo    the provisioning server (SQLite) and one enrolled demo kit on synthetic sources
+#   make demo-agent  the agent alone on synthetic sources (or real devices if configured)
 #   make test    every test (runs setup first)
 #   make bench   the media benchmark; prints a table and writes docs/PERFORMANCE.md
+#   make bench-provisioning  15,000 simulated kits against one provisioning server
 #   make lint    ruff + mypy
 #   make screenshots  refresh docs/screenshots (kiosk and pupil page, from the browser tests)
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 fonts-dejavu-core
+DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 fonts-dejavu-core postgresql
 DEMO_ARGS ?=
 
-.PHONY: setup demo test bench lint screenshots clean
+.PHONY: setup demo demo-agent test bench bench-provisioning lint screenshots clean
 
 setup: $(VENV)/.installed
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -35,6 +37,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
+	$(PY) -m provisioning.demo $(DEMO_ARGS)
+
+demo-agent: setup
 	$(VENV)/bin/kit-agent demo $(DEMO_ARGS)
 
 test: setup
@@ -45,6 +50,9 @@ bench: setup
 
 screenshots: setup
 	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -q -p no:cacheprovider tests/kiosk
+
+bench-provisioning: setup
+	$(PY) -m bench.provisioning $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check agent kiosk provisioning tests bench

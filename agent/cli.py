@@ -4,6 +4,8 @@ kit-agent demo [--http HOST:PORT] [--start] [--config FILE]
     the agent on synthetic sources (or the devices of --config), no server needed
 kit-agent run --config FILE     the agent with a TOML config (see agent/example-config.toml)
 kit-agent devices               cameras and microphones this machine has
+kit-agent enroll SERVER_URL CODE [--config FILE | --state-dir DIR] [--name NAME]
+    exchange an enrollment code for this kit's identity on the provisioning server
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aiohttp import web
 from .config import AgentConfig, config_from_dict, load_config, parse_host_port
 from .errors import ConfigError
 from .http.app import make_app
+from .link import Uplink
 from .session import ClassSession
 from .webrtc.ice import restrict_host_addresses
 
@@ -52,8 +55,11 @@ async def serve(config: AgentConfig, start_now: bool) -> None:
     """Run the HTTP server until SIGINT/SIGTERM; always end the class and release devices."""
     restrict_host_addresses(config.webrtc.host_addresses)
     host, port = parse_host_port(config.http.listen)
+    uplink = Uplink.from_config(config)  # None unless enrolled (kit-agent enroll)
     app_session = ClassSession(
-        config, "", on_live=lambda s: print(f"join: {s.join_url}", flush=True)
+        uplink.startup_config() if uplink else config,
+        "",
+        on_live=lambda s: print(f"join: {s.join_url}", flush=True),
     )
     runner = web.AppRunner(make_app(app_session), access_log=None, handle_signals=False)
     await runner.setup()
@@ -61,6 +67,10 @@ async def serve(config: AgentConfig, start_now: bool) -> None:
     await site.start()
     bound_port = runner.addresses[0][1] if runner.addresses else port
     app_session.base_url = base_url(config, bound_port)
+    if uplink is not None:
+        app_session.base_url = uplink.join_base_url or app_session.base_url
+        uplink.start(app_session)
+        print(f"server: {uplink.credential.server} (kit {uplink.credential.kit_id})", flush=True)
     kiosk_host = "127.0.0.1" if host in ("0.0.0.0", "127.0.0.1", "") else host
     print(f"kiosk: http://{kiosk_host}:{bound_port}/", flush=True)
     stop = asyncio.Event()
@@ -72,6 +82,8 @@ async def serve(config: AgentConfig, start_now: bool) -> None:
             await app_session.start()
         await stop.wait()
     finally:
+        if uplink is not None:
+            await uplink.close()
         await app_session.stop()
         await runner.cleanup()
 
@@ -95,7 +107,35 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, required=True)
     run.add_argument("--start", action="store_true", help="start the class at once")
     sub.add_parser("devices", help="list cameras and microphones")
+    enroll = sub.add_parser("enroll", help="enroll this kit on a provisioning server")
+    enroll.add_argument("server_url", help="e.g. https://provisioning.example.fr")
+    enroll.add_argument("code", help="the enrollment code an admin created")
+    enroll.add_argument("--config", type=Path, help="the kit's config (its state_dir is used)")
+    enroll.add_argument("--state-dir", type=Path, help="where to store the credential")
+    enroll.add_argument("--name", default="", help="a name for this kit (default: its id)")
     return parser
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from .link.credential import LinkError, enroll, save_credential
+
+    try:
+        config = load_config(args.config) if args.config else None
+    except ConfigError as exc:
+        print(f"kit-agent: {exc}", file=sys.stderr)
+        return 2
+    state_dir = args.state_dir or (Path(config.state_dir) if config and config.state_dir else None)
+    if state_dir is None:
+        print("kit-agent: give --state-dir or a --config with state_dir", file=sys.stderr)
+        return 2
+    try:
+        credential = asyncio.run(enroll(args.server_url, args.code, args.name))
+        path = save_credential(state_dir, credential)
+    except (LinkError, OSError) as exc:
+        print(f"kit-agent: {exc}", file=sys.stderr)
+        return 1
+    print(f"enrolled as {credential.kit_id}; credential in {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "devices":
         return _devices()
+    if args.command == "enroll":
+        return _enroll(args)
     try:
         config = load_config(args.config) if args.config else config_from_dict({})
         if args.command == "demo" and args.http:

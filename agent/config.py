@@ -119,6 +119,20 @@ class WebRtcConfig(_Strict):
         return value
 
 
+class ServerLinkConfig(_Strict):
+    """The link to the provisioning server (docs/provisioning.md). It is used only once the kit
+    is enrolled (``kit-agent enroll``), which stores the server and the kit's credential in
+    ``state_dir``."""
+
+    enabled: bool = True
+    relay_join_links: bool = True
+    """Join links point to the server (reachable from home); false keeps LAN-only links."""
+    reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    reconnect_max_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    keepalive_s: Annotated[float, Field(ge=5, le=300)] = 30.0
+    """WebSocket ping interval: finds a dead server or NAT mapping between health reports."""
+
+
 class KioskConfig(_Strict):
     language: Literal["fr", "en"] = "fr"
     """Language the kiosk starts in (the teacher can switch on screen)."""
@@ -132,6 +146,7 @@ class AgentConfig(_Strict):
     microphone: MicrophoneConfig = MicrophoneConfig()
     encoder: EncoderConfig = EncoderConfig()
     webrtc: WebRtcConfig = WebRtcConfig()
+    server: ServerLinkConfig = ServerLinkConfig()
     state_dir: str = ""
     """Where the agent keeps its state; empty = not persisted."""
 

@@ -75,6 +75,8 @@ class ClassSession:
         self._expired: collections.deque[bytes] = collections.deque(maxlen=1000)
         self._lock = asyncio.Lock()
         self.muted = False
+        self.listeners: list[Callable[[ClassSession], None]] = []
+        """Called (on the loop) after every Start and Stop: the server link reports the state."""
 
     # -- Start / Stop ----------------------------------------------------------------------
 
@@ -101,6 +103,7 @@ class ClassSession:
             log.info("class is live")
         if self._on_live is not None:
             self._on_live(self)
+        self._notify()
 
     async def stop(self) -> None:
         """End the class (idempotent): viewers closed, devices released, token invalid."""
@@ -124,6 +127,17 @@ class ClassSession:
             self.started_at = None
             self.state = SessionState.IDLE
             log.info("class ended")
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in list(self.listeners):
+            listener(self)
+
+    def reconfigure(self, config: AgentConfig) -> None:
+        """Use ``config`` from now on: viewers that join next get its ICE servers and limits;
+        the media settings take effect at the next Start (the caller waits for idle)."""
+        self.config = config
+        self._rtc_config = rtc_configuration(config.webrtc.ice_servers)
 
     # -- Viewers (WHEP) ----------------------------------------------------------------------
 

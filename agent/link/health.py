@@ -1,0 +1,136 @@
+"""The health report the kit sends every ``health_interval_s`` (schema: protocol.HealthReport).
+
+Rates (fps, bitrate, loss) are computed from the encoders' and viewers' counters between two
+reports; loss is the share of packets the fan-out dropped for slow viewers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from provisioning.protocol import HealthReport
+
+from .. import __version__
+from ..session import ClassSession, SessionState
+
+DEVICE_STATES = {"ok": "ok", "missing": "missing", "error": "error", "stopped": "ok"}
+TEMPERATURE_SENSORS = ("coretemp", "k10temp", "cpu_thermal", "acpitz", "zenpower")
+
+
+def cpu_temperature() -> float | None:
+    """The CPU package temperature where the machine has a sensor (None elsewhere)."""
+    try:
+        sensors = psutil.sensors_temperatures()
+    except (AttributeError, OSError):
+        return None
+    for name in (*TEMPERATURE_SENSORS, *sensors):
+        for entry in sensors.get(name, []):
+            if entry.current:
+                return round(float(entry.current), 1)
+    return None
+
+
+class HealthCollector:
+    def __init__(
+        self,
+        session: ClassSession,
+        disk_path: Path,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.session = session
+        self.disk_path = disk_path
+        self.clock = clock
+        self.started = clock()
+        self._last_at = clock()
+        self._encoders: dict[str, tuple[int, int]] = {}
+        self._tracks: dict[str, tuple[int, int]] = {}
+        psutil.cpu_percent(None)  # the first call only starts the measurement
+
+    def report(self) -> HealthReport:
+        status = self.session.status()
+        now = self.clock()
+        elapsed = max(1e-3, now - self._last_at)
+        self._last_at = now
+        memory = psutil.virtual_memory()
+        try:
+            disk_free = shutil.disk_usage(self.disk_path).free
+        except OSError:
+            disk_free = 0
+        return HealthReport.model_validate(
+            {
+                "software": __version__,
+                "uptime_s": round(now - self.started, 1),
+                "cpu_percent": psutil.cpu_percent(None),
+                "load": [round(x, 2) for x in os.getloadavg()],
+                "memory": {
+                    "total_mb": memory.total // 2**20,
+                    "available_mb": memory.available // 2**20,
+                },
+                "disk_free_mb": disk_free // 2**20,
+                "cpu_temp_c": cpu_temperature(),
+                "devices": self._devices(status["sources"]),
+                "session": {
+                    "state": "live" if self.session.state == SessionState.LIVE else "idle",
+                    "viewers": len(self.session.viewers),
+                    "elapsed_s": status["session"]["elapsed_s"] or 0,
+                },
+                "streams": self._streams(status, elapsed),
+            }
+        )
+
+    def _devices(self, sources: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+        by_id = {s["id"]: s for s in sources}
+        out = {}
+        for name in ("camera", "document", "microphone"):
+            source = by_id.get(name)
+            if source is None:
+                out[name] = {"state": "disabled", "detail": ""}
+            else:
+                state = DEVICE_STATES.get(str(source.get("state")), "error")
+                out[name] = {"state": state, "detail": str(source.get("detail", ""))[:200]}
+        return out
+
+    def _streams(self, status: dict[str, Any], elapsed: float) -> list[dict[str, Any]]:
+        tracks: dict[str, tuple[int, int]] = {}
+        for viewer in status["viewers"]:
+            for track_id, stats in viewer.get("tracks", {}).items():
+                delivered, dropped = tracks.get(track_id, (0, 0))
+                tracks[track_id] = (
+                    delivered + int(stats.get("delivered", 0)),
+                    dropped + int(stats.get("dropped", 0)),
+                )
+        out = []
+        encoders: dict[str, tuple[int, int]] = {}
+        for enc in status["encoders"][:16]:
+            name = str(enc.get("name", enc.get("source", "?")))
+            frames, sent = int(enc.get("frames", 0)), int(enc.get("bytes", 0))
+            encoders[name] = (frames, sent)
+            prev_frames, prev_bytes = self._encoders.get(name, (frames, sent))
+            source = str(enc.get("source", name))
+            delivered, dropped = _delta(tracks.get(source), self._tracks.get(source))
+            total = delivered + dropped
+            out.append(
+                {
+                    "source": source,
+                    "codec": str(enc.get("codec", ""))[:16],
+                    "fps": round(max(0, frames - prev_frames) / elapsed, 1),
+                    "bitrate_kbps": round(max(0, sent - prev_bytes) * 8 / elapsed / 1000, 1),
+                    "loss_percent": round(100 * dropped / total, 2) if total else 0.0,
+                }
+            )
+        self._encoders, self._tracks = encoders, tracks
+        return out
+
+
+def _delta(now: tuple[int, int] | None, before: tuple[int, int] | None) -> tuple[int, int]:
+    if now is None:
+        return 0, 0
+    before = before or (0, 0)
+    return max(0, now[0] - before[0]), max(0, now[1] - before[1])

@@ -1,0 +1,434 @@
+"""The REST API (``/api/v1``, described by ``/api/v1/openapi.json``).
+
+Admins authenticate with ``POST /api/v1/login``: an HttpOnly, SameSite=Strict session cookie
+plus a CSRF token that every state-changing request repeats in ``X-CSRF-Token``. Bodies are
+JSON (``Content-Type: application/json``, at most 64 KiB), validated by the models below; a bad
+body is a 400 naming the field. Every admin action is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from typing import Annotated, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import store
+from .auth import Admin, check_new_user, hash_password, verify_password_off_loop
+from .errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from .fleet import LEVELS, Kit
+from .protocol import PushedConfig
+from .server import Server
+
+SERVER_KEY = web.AppKey("server", Server)
+COOKIE = "kp_session"
+MAX_BODY = 64 * 1024
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+M = TypeVar("M", bound=BaseModel)
+
+SchoolId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginBody(_Body):
+    email: Annotated[str, Field(max_length=200)]
+    password: Annotated[str, Field(max_length=1000)]
+
+
+class KitPatch(_Body):
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    school: SchoolId | None = None
+
+
+class SchoolBody(_Body):
+    id: SchoolId
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    departement: Annotated[str, Field(pattern=r"^[0-9AB]{2,3}$")]
+
+
+class CodeBody(_Body):
+    school: SchoolId
+    uses: Annotated[int, Field(ge=1, le=10_000)] = 1
+    expires_s: Annotated[int, Field(ge=60, le=90 * 86400)] = 7 * 86400
+
+
+class EnrollBody(_Body):
+    code: Annotated[str, Field(min_length=4, max_length=64)]
+    name: Annotated[str, Field(max_length=200)] = ""
+
+
+class UserBody(_Body):
+    email: Annotated[str, Field(max_length=200)]
+    password: Annotated[str, Field(max_length=1000)]
+    role: str
+    scope: Annotated[str, Field(max_length=32)] = ""
+
+
+BODY_MODELS: dict[str, type[BaseModel]] = {
+    "Login": LoginBody,
+    "KitPatch": KitPatch,
+    "School": SchoolBody,
+    "EnrollmentCode": CodeBody,
+    "Enroll": EnrollBody,
+    "User": UserBody,
+    "Config": PushedConfig,
+}
+
+
+# -- request helpers -------------------------------------------------------------------------------
+
+
+async def read_json(request: web.Request, model: type[M]) -> M:
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise PayloadTooLarge(f"body larger than {MAX_BODY} bytes")
+    body = await request.content.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise PayloadTooLarge(f"body larger than {MAX_BODY} bytes")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        if first["type"] == "json_invalid":
+            raise BadRequest("the body is not valid JSON") from None
+        raise BadRequest(f"{where}: {first['msg']}") from None
+
+
+def server_of(request: web.Request) -> Server:
+    return request.app[SERVER_KEY]
+
+
+async def admin_of(request: web.Request) -> Admin:
+    """The signed-in admin; state-changing requests must also carry the CSRF token."""
+    token = request.cookies.get(COOKIE, "")
+    row = await store.session_user(server_of(request).engine, token, time.time()) if token else None
+    if row is None:
+        raise Unauthorized("sign in first")
+    admin = Admin.from_row(row)
+    if request.method in UNSAFE:
+        sent = request.headers.get("X-CSRF-Token", "")
+        if not sent or not hmac.compare_digest(sent, admin.csrf):
+            raise Forbidden("missing or wrong CSRF token")
+    return admin
+
+
+def kit_in_scope(request: web.Request, admin: Admin) -> Kit:
+    kit = server_of(request).fleet.kits.get(request.match_info["kit_id"])
+    if kit is None or not admin.sees_kit(kit):
+        raise NotFound("no such kit")
+    return kit
+
+
+# -- sessions --------------------------------------------------------------------------------------
+
+
+async def login(request: web.Request) -> web.Response:
+    server = server_of(request)
+    body = await read_json(request, LoginBody)
+    email = body.email.strip().lower()
+    keys = (f"ip:{request.remote}", f"user:{email}")
+    server.login_limiter.check(*keys)
+    user = await store.user_by_email(server.engine, email)
+    ok = await verify_password_off_loop(user["password_hash"] if user else None, body.password)
+    if not ok or user is None:
+        server.login_limiter.failed(*keys)
+        await store.audit(server.engine, email, "login.failed", "", {"ip": request.remote})
+        raise Unauthorized("wrong email or password")
+    server.login_limiter.succeeded(*keys)
+    now = time.time()
+    token, csrf = await store.create_session(
+        server.engine, user["id"], server.options.session_lifetime_s, now
+    )
+    await store.audit(server.engine, email, "login", "", {"ip": request.remote})
+    admin = Admin.from_row({**user, "csrf": csrf})
+    response = web.json_response({**admin.public(), "csrf": csrf})
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        secure=server.options.public_url.startswith("https://"),
+        path="/",
+        max_age=int(server.options.session_lifetime_s),
+    )
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    await store.delete_session(server_of(request).engine, request.cookies.get(COOKIE, ""))
+    await store.audit(server_of(request).engine, admin.email, "logout", "", {})
+    response = web.json_response({"ok": True})
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+async def me(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    return web.json_response({**admin.public(), "csrf": admin.csrf})
+
+
+# -- kits ------------------------------------------------------------------------------------------
+
+
+async def list_kits(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    fleet = server_of(request).fleet
+    kits = [k.summary() for k in fleet.kits.values() if admin.sees_kit(k)]
+    kits.sort(key=lambda k: (k["departement"], k["school"], k["name"]))
+    return web.json_response({"kits": kits, "server_time": time.time()})
+
+
+async def get_kit(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    server = server_of(request)
+    kit = kit_in_scope(request, admin)
+    limit = _int_query(request, "history", 60, 1, 2000)
+    history = await store.health_history_of(server.engine, kit.id, limit)
+    return web.json_response(
+        {
+            **kit.summary(),
+            "health": json.loads(kit.health) if kit.health else None,
+            "history": history,
+            "desired_config": kit.desired,
+            "layers": {
+                "fleet": server.fleet.layers.get(("fleet", ""), {}),
+                "school": server.fleet.layers.get(("school", kit.school_id), {}),
+                "kit": server.fleet.layers.get(("kit", kit.id), {}),
+            },
+        }
+    )
+
+
+async def patch_kit(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    server = server_of(request)
+    kit = kit_in_scope(request, admin)
+    body = await read_json(request, KitPatch)
+    school = None
+    if body.school is not None:
+        school = admin.require_school(await store.get_school(server.engine, body.school))
+    before = {"name": kit.name, "school": kit.school_id}
+    await server.fleet.change(kit, body.name, school)
+    detail = {"before": before, "after": {"name": kit.name, "school": kit.school_id}}
+    await store.audit(server.engine, admin.email, "kit.update", kit.id, detail)
+    return web.json_response(kit.summary())
+
+
+async def revoke_kit(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    server = server_of(request)
+    kit = kit_in_scope(request, admin)
+    if not kit.revoked:
+        await server.fleet.revoke(kit)
+        await store.audit(server.engine, admin.email, "kit.revoke", kit.id, {"name": kit.name})
+    return web.json_response(kit.summary())
+
+
+# -- schools, enrollment ---------------------------------------------------------------------------
+
+
+async def list_schools(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    schools = await store.list_schools(server_of(request).engine)
+    return web.json_response({"schools": [s for s in schools if admin.sees_school(s)]})
+
+
+async def add_school(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    server = server_of(request)
+    body = await read_json(request, SchoolBody)
+    if admin.role == "school" or not admin.sees_school(body.model_dump()):
+        raise Forbidden("that school is not in your scope")
+    if await store.get_school(server.engine, body.id) is not None:
+        raise Conflict("a school with this id exists")
+    await store.add_school(server.engine, body.id, body.name, body.departement)
+    await store.audit(server.engine, admin.email, "school.add", body.id, body.model_dump())
+    return web.json_response(body.model_dump(), status=201)
+
+
+async def create_code(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    server = server_of(request)
+    body = await read_json(request, CodeBody)
+    admin.require_school(await store.get_school(server.engine, body.school))
+    expires_at = time.time() + body.expires_s
+    code = await store.create_enrollment_code(
+        server.engine, body.school, body.uses, expires_at, admin.email
+    )
+    return web.json_response(
+        {"code": code, "school": body.school, "uses": body.uses, "expires_at": expires_at},
+        status=201,
+    )
+
+
+async def enroll(request: web.Request) -> web.Response:
+    """A kit exchanges an enrollment code for its identity (no admin session)."""
+    server = server_of(request)
+    key = f"ip:{request.remote}"
+    server.enroll_limiter.check(key)
+    body = await read_json(request, EnrollBody)
+    result = await store.enroll(server.engine, body.code, body.name.strip(), time.time())
+    if result is None:
+        server.enroll_limiter.failed(key)
+        raise Forbidden("this enrollment code is unknown, expired or used up")
+    row, secret = result
+    kit = server.fleet.add(row)
+    return web.json_response(
+        {"kit_id": kit.id, "secret": secret, "name": kit.name, "school": kit.school_id},
+        status=201,
+    )
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+async def _config_scope(request: web.Request, admin: Admin) -> tuple[str, str]:
+    level, scope_id = request.match_info["level"], request.match_info["scope_id"]
+    server = server_of(request)
+    if level not in LEVELS:
+        raise NotFound("level must be fleet, school or kit")
+    if level == "fleet":
+        if scope_id != "default":
+            raise NotFound("the fleet level has one scope: default")
+        if request.method != "GET":
+            admin.require_national()
+        return level, ""
+    if level == "school":
+        school = admin.require_school(await store.get_school(server.engine, scope_id))
+        if request.method != "GET" and admin.role == "school":
+            raise Forbidden("a school technician sets the configuration of kits, not schools")
+        return level, school["id"]
+    kit = server.fleet.kits.get(scope_id)
+    if kit is None or not admin.sees_kit(kit):
+        raise NotFound("no such kit")
+    return level, kit.id
+
+
+async def get_config(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    level, scope_id = await _config_scope(request, admin)
+    return web.json_response(server_of(request).fleet.layers.get((level, scope_id), {}))
+
+
+async def put_config(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    level, scope_id = await _config_scope(request, admin)
+    body = await read_json(request, PushedConfig)
+    pushed = await server_of(request).fleet.set_layer(level, scope_id, body.overlay(), admin.email)
+    return web.json_response({"config": body.overlay(), "pushed_to": pushed})
+
+
+# -- admins, audit, events -------------------------------------------------------------------------
+
+
+async def list_users(request: web.Request) -> web.Response:
+    (await admin_of(request)).require_national()
+    return web.json_response({"users": await store.list_users(server_of(request).engine)})
+
+
+async def add_user(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    admin.require_national()
+    server = server_of(request)
+    body = await read_json(request, UserBody)
+    email = body.email.strip().lower()
+    check_new_user(email, body.role, body.scope, body.password)
+    if await store.user_by_email(server.engine, email) is not None:
+        raise Conflict("an admin with this email exists")
+    password_hash = await asyncio.to_thread(hash_password, body.password)
+    user_id = await store.add_user(
+        server.engine, email, password_hash, body.role, body.scope, admin.email
+    )
+    return web.json_response(
+        {"id": user_id, "email": email, "role": body.role, "scope": body.scope}, status=201
+    )
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    limit = _int_query(request, "limit", 100, 1, 1000)
+    actor = None if admin.role == "national" else admin.email
+    entries = await store.list_audit(server_of(request).engine, limit, actor)
+    return web.json_response({"entries": entries})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: one ``kit`` event per change of a kit in scope (online, offline,
+    problems, session, config); ``resync`` when this client fell behind."""
+    admin = await admin_of(request)
+    fleet = server_of(request).fleet
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+    )
+    await response.prepare(request)
+    queue = fleet.subscribe(admin.sees_kit)
+    try:
+        await response.write(b"retry: 2000\n\n")
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), 15.0)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if event is None:
+                await response.write(b"event: resync\ndata: {}\n\n")
+            elif event.get("_close"):
+                break
+            else:
+                await response.write(b"event: kit\ndata: " + json.dumps(event).encode() + b"\n\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        fleet.unsubscribe(queue)
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/v1/login", login)
+    r.add_post("/api/v1/logout", logout)
+    r.add_get("/api/v1/me", me)
+    r.add_get("/api/v1/kits", list_kits)
+    r.add_get("/api/v1/kits/{kit_id}", get_kit)
+    r.add_patch("/api/v1/kits/{kit_id}", patch_kit)
+    r.add_post("/api/v1/kits/{kit_id}/revoke", revoke_kit)
+    r.add_get("/api/v1/schools", list_schools)
+    r.add_post("/api/v1/schools", add_school)
+    r.add_post("/api/v1/enrollment-codes", create_code)
+    r.add_post("/api/v1/enroll", enroll)
+    r.add_get("/api/v1/config/{level}/{scope_id}", get_config)
+    r.add_put("/api/v1/config/{level}/{scope_id}", put_config)
+    r.add_get("/api/v1/users", list_users)
+    r.add_post("/api/v1/users", add_user)
+    r.add_get("/api/v1/audit", list_audit)
+    r.add_get("/api/v1/events", events)

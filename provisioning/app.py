@@ -1,0 +1,271 @@
+"""The server's HTTP application: REST API, admin UI, kits' link, pupil page and WHEP relay.
+
+Routes
+  GET  /                       → /admin/
+  GET  /admin/                 admin web UI (static, no CDN); assets under /admin/static/
+  /api/v1/…                    REST API (see provisioning/api.py, /api/v1/openapi.json)
+  GET  /link/v1                the kits' WebSocket (docs/protocol.md)
+  GET  /join/{token}           the pupil page: the agent's own files (agent.http static)
+  GET  /static/{name}          the pupil page's assets, from the agent package
+  POST /whep/{token}           WHEP through the kit's link (docs/whep.md), DELETE/PATCH/OPTIONS
+  GET  /metrics                Prometheus text (loopback only)
+  GET  /healthz                liveness
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+
+from aiohttp import web
+
+from . import api
+from .errors import PayloadTooLarge, RequestError, UnsupportedMediaType
+from .openapi import openapi_document
+from .protocol import (
+    CLOSE_GOING_AWAY,
+    LINK_PATH,
+    MAX_SDP,
+)
+from .server import Server
+from .writer import LATENCY_BUCKETS_MS, LatencyHistogram
+
+log = logging.getLogger("provisioning.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+WHEP_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
+    "Access-Control-Expose-Headers": "Location, Link, ETag, Accept-Patch",
+    "Access-Control-Max-Age": "600",
+}
+ADMIN_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+STATIC_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".woff2": "font/woff2",
+    ".json": "application/json",
+}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refusals become clean responses; anything unexpected is logged and hidden."""
+    whep = request.path.startswith("/whep/")
+    try:
+        response = await handler(request)
+    except RequestError as exc:
+        response = _error(exc.status, exc.public_message, json_body=not whep)
+        response.headers.update(exc.headers)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        response = _error(500, "internal error", json_body=not whep)
+    if whep:
+        response.headers.update(WHEP_CORS)
+    elif request.path.startswith(("/admin", "/api/")):
+        for key, value in ADMIN_HEADERS.items():
+            response.headers.setdefault(key, value)
+    return response
+
+
+def _error(status: int, message: str, json_body: bool) -> web.Response:
+    if json_body:
+        return web.json_response({"error": message}, status=status)
+    return web.Response(status=status, text=message + "\n", content_type="text/plain")
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        address = ipaddress.ip_address((remote or "").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+# -- pages -------------------------------------------------------------------------------------
+
+
+def _asset(package: str, name: str) -> bytes:
+    return resources.files(package).joinpath("static", name).read_bytes()
+
+
+def _static_response(package: str, name: str) -> web.Response:
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    if "/" in name or "\\" in name or name.startswith(".") or suffix not in STATIC_TYPES:
+        raise web.HTTPNotFound()
+    try:
+        body = _asset(package, name)
+    except (FileNotFoundError, IsADirectoryError):
+        raise web.HTTPNotFound() from None
+    return web.Response(body=body, content_type=STATIC_TYPES[suffix])
+
+
+async def join_page(request: web.Request) -> web.Response:
+    """The very page the agent serves on the LAN: same file, same relative WHEP URL."""
+    return web.Response(
+        body=_asset("agent.http", "join.html"),
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"},
+    )
+
+
+async def pupil_static(request: web.Request) -> web.Response:
+    return _static_response("agent.http", request.match_info["name"])
+
+
+async def admin_page(request: web.Request) -> web.Response:
+    return web.Response(
+        body=_asset("provisioning", "admin.html"),
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def admin_static(request: web.Request) -> web.Response:
+    return _static_response("provisioning", request.match_info["name"])
+
+
+async def to_admin(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/admin/")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    if not _is_loopback(request.remote):
+        raise web.HTTPForbidden(text="metrics are only served on loopback\n")
+    server = request.app[api.SERVER_KEY]
+    fleet, writer = server.fleet, server.writer
+    online = sum(1 for k in fleet.kits.values() if k.online)
+    lines = [
+        f"provisioning_kits {len(fleet.kits)}",
+        f"provisioning_kits_online {online}",
+        f"provisioning_links_opened_total {fleet.links_opened}",
+        f"provisioning_links_rejected_total {server.links.rejected}",
+        f"provisioning_reports_received_total {fleet.reports_received}",
+        f"provisioning_reports_stored_total {writer.reports_stored}",
+        f"provisioning_write_batches_total {writer.batches}",
+        f"provisioning_write_errors_total {writer.errors}",
+        f"provisioning_write_queue {writer.queued}",
+        f"provisioning_write_seconds_max {writer.write_seconds_max:.4f}",
+        f"provisioning_write_seconds_total {writer.write_seconds_total:.3f}",
+        f"provisioning_loop_lag_seconds_max {server.loop_lag_max:.4f}",
+        f"provisioning_gc_pause_seconds_max {server.gc_pause_max:.4f}",
+        f"provisioning_gc_full_collections_total {server.gc_full_collections}",
+        f"provisioning_relay_offers_total {server.relay.offers}",
+    ]
+    lines += _histogram("provisioning_report_stored_ms", writer.latency)
+    lines += _histogram("provisioning_report_received_stored_ms", writer.server_latency)
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def _histogram(name: str, histogram: LatencyHistogram) -> list[str]:
+    lines = []
+    cumulative = 0
+    for bound, count in zip(LATENCY_BUCKETS_MS, histogram.counts, strict=False):
+        cumulative += count
+        lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
+    lines.append(f'{name}_bucket{{le="+Inf"}} {histogram.total}')
+    lines.append(f"{name}_count {histogram.total}")
+    lines.append(f"{name}_sum {histogram.sum_ms:.1f}")
+    return lines
+
+
+# -- WHEP relay --------------------------------------------------------------------------------
+
+
+async def post_whep(request: web.Request) -> web.Response:
+    relay = request.app[api.SERVER_KEY].relay
+    token = request.match_info["token"]
+    relay.find_kit(token)  # unknown or expired link: the same answer as the agent's, at once
+    if request.content_type != "application/sdp":
+        raise UnsupportedMediaType("Content-Type must be application/sdp")
+    if request.content_length is not None and request.content_length > MAX_SDP:
+        raise PayloadTooLarge(f"body larger than {MAX_SDP} bytes")
+    body = await request.content.read(MAX_SDP + 1)
+    if len(body) > MAX_SDP:
+        raise PayloadTooLarge(f"body larger than {MAX_SDP} bytes")
+    try:
+        sdp = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return web.Response(status=400, text="the offer is not UTF-8 text\n")
+    location, answer = await relay.offer(token, sdp)
+    return web.Response(
+        status=201,
+        body=answer.encode(),
+        content_type="application/sdp",
+        headers={"Location": location},
+    )
+
+
+async def delete_whep(request: web.Request) -> web.Response:
+    await request.app[api.SERVER_KEY].relay.delete(request.match_info["resource"])
+    return web.Response(status=200)
+
+
+async def patch_whep(request: web.Request) -> web.Response:
+    return web.Response(status=405, headers={"Allow": "DELETE"}, text="trickle ICE not supported\n")
+
+
+async def options_whep(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={"Accept-Post": "application/sdp"})
+
+
+# -- the application -----------------------------------------------------------------------------
+
+
+def make_app(server: Server) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_SDP * 2)
+    app[api.SERVER_KEY] = server
+    r = app.router
+    r.add_get("/", to_admin)
+    r.add_get("/admin", to_admin)
+    r.add_get("/admin/", admin_page)
+    r.add_get("/admin/static/{name}", admin_static)
+    r.add_get("/api/v1/openapi.json", openapi)
+    api.add_routes(app)
+    r.add_get(LINK_PATH, server.links.handle)
+    r.add_get("/join/{token}", join_page)
+    r.add_get("/static/{name}", pupil_static)
+    r.add_post("/whep/{token}", post_whep)
+    r.add_route("OPTIONS", "/whep/{token}", options_whep)
+    r.add_delete("/whep/resource/{resource}", delete_whep)
+    r.add_patch("/whep/resource/{resource}", patch_whep)
+    r.add_route("OPTIONS", "/whep/resource/{resource}", options_whep)
+    r.add_get("/metrics", metrics)
+    r.add_get("/healthz", healthz)
+    app.on_shutdown.append(_shutdown)
+    return app
+
+
+async def _shutdown(app: web.Application) -> None:
+    """Tell every kit we are going away (they reconnect with backoff) and end event streams."""
+    server = app[api.SERVER_KEY]
+    for kit in server.fleet.kits.values():
+        if kit.link is not None:
+            kit.link.close_soon(CLOSE_GOING_AWAY, "server restarting")
+    server.fleet.close_subscribers()

@@ -1,0 +1,290 @@
+"""``kit-provisioning``: the fleet server and its admin commands.
+
+kit-provisioning serve [--http HOST:PORT] [--db URL] [--data-dir DIR] [--public-url URL]
+kit-provisioning user add EMAIL --role ROLE [--scope SCOPE]        (password on stdin)
+kit-provisioning school add ID --name NAME --departement CODE
+kit-provisioning enrollment-code create --school SCHOOL [--uses N] [--expires DURATION]
+kit-provisioning kits [--json]
+
+Every command takes ``--db`` and ``--data-dir``; the default database is SQLite in the data
+directory (``$KIT_PROVISIONING_DATA`` or ``./var/provisioning``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import resource
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from . import store
+from .auth import check_new_user, hash_password
+from .db import database_url, open_database
+from .errors import ProvisioningError, RequestError
+from .fleet import Settings
+from .server import Server, ServerOptions, tune_gc
+
+log = logging.getLogger("provisioning")
+DEFAULT_DATA = os.environ.get("KIT_PROVISIONING_DATA", "var/provisioning")
+ONLINE_WITHIN_S = 40.0
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``30s``, ``15m``, ``12h``, ``7d`` → seconds."""
+    match = re.fullmatch(r"(\d+)([smhd]?)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30m, 12h or 7d")
+    factor = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return float(int(match.group(1)) * factor)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def raise_file_limit() -> int:
+    """Each kit holds one socket: lift the soft open-files limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+async def serve(args: argparse.Namespace) -> None:
+    limit = raise_file_limit()
+    options = ServerOptions(
+        data_dir=args.data_dir,
+        db=args.db or "",
+        public_url=(args.public_url or "").rstrip("/"),
+        fleet=Settings(
+            health_interval_s=args.health_interval,
+            offline_after_s=args.offline_after,
+            history_every_s=args.history_every,
+            history_keep_s=args.history_keep,
+        ),
+    )
+    server = await Server.open(options)
+    tune_gc(server)  # process-wide: only in the server's own process, not where it is embedded
+    server.start()
+    from .app import make_app
+
+    host, port = args.http
+    runner = web.AppRunner(make_app(server), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=4096, shutdown_timeout=5.0)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    print(
+        f"provisioning: http://{shown}:{bound}/admin/ ({len(server.fleet.kits)} kits, "
+        f"open-files limit {limit})",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: closing %d links", sum(1 for k in server.fleet.kits.values() if k.link))
+        await runner.cleanup()
+        log.info("links closed; writing what is queued")
+        await server.close()
+        log.info("stopped")
+
+
+# -- admin commands --------------------------------------------------------------------------------
+
+
+async def _with_engine(args: argparse.Namespace, work: Callable[[Any], Awaitable[int]]) -> int:
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = await open_database(database_url(args.db, args.data_dir))
+    try:
+        return await work(engine)
+    finally:
+        await engine.dispose()
+
+
+async def user_add(args: argparse.Namespace) -> int:
+    email = args.email.strip().lower()
+    password = sys.stdin.readline().rstrip("\n")
+    check_new_user(email, args.role, args.scope, password)
+
+    async def work(engine: Any) -> int:
+        if await store.user_by_email(engine, email) is not None:
+            print(f"kit-provisioning: {email} exists", file=sys.stderr)
+            return 1
+        await store.add_user(engine, email, hash_password(password), args.role, args.scope, "cli")
+        print(f"added {email} ({args.role}{' ' + args.scope if args.scope else ''})")
+        return 0
+
+    return await _with_engine(args, work)
+
+
+async def school_add(args: argparse.Namespace) -> int:
+    async def work(engine: Any) -> int:
+        if await store.get_school(engine, args.id) is not None:
+            print(f"kit-provisioning: school {args.id} exists", file=sys.stderr)
+            return 1
+        await store.add_school(engine, args.id, args.name, args.departement)
+        await store.audit(engine, "cli", "school.add", args.id, {"name": args.name})
+        print(f"added school {args.id}")
+        return 0
+
+    return await _with_engine(args, work)
+
+
+async def code_create(args: argparse.Namespace) -> int:
+    async def work(engine: Any) -> int:
+        if await store.get_school(engine, args.school) is None:
+            print(f"kit-provisioning: no school {args.school}", file=sys.stderr)
+            return 1
+        expires_at = time.time() + args.expires
+        code = await store.create_enrollment_code(engine, args.school, args.uses, expires_at, "cli")
+        print(code)
+        return 0
+
+    return await _with_engine(args, work)
+
+
+def kit_rows(rows: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        seen = row["last_seen"]
+        online = bool(row["online"]) and seen is not None and now - seen < ONLINE_WITHIN_S
+        out.append(
+            {
+                "id": row["id"],
+                "name": row["name"],
+                "school": row["school_id"],
+                "departement": row["departement"],
+                "revoked": row["revoked_at"] is not None,
+                "online": online,
+                "last_seen": seen,
+                "health": json.loads(row["health"]) if row["health"] else None,
+            }
+        )
+    return sorted(out, key=lambda r: (r["departement"], r["school"], r["name"]))
+
+
+async def kits(args: argparse.Namespace) -> int:
+    async def work(engine: Any) -> int:
+        rows = kit_rows(await store.load_kits(engine), time.time())
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'ID':<18} {'NAME':<24} {'SCHOOL':<10} {'STATE':<8} LAST SEEN")
+        for r in rows:
+            state = "revoked" if r["revoked"] else "online" if r["online"] else "offline"
+            seen = (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_seen"]))
+                if r["last_seen"]
+                else "never"
+            )
+            print(f"{r['id']:<18} {r['name'][:24]:<24} {r['school']:<10} {state:<8} {seen}")
+        return 0
+
+    return await _with_engine(args, work)
+
+
+# -- arguments -------------------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="postgresql://… or sqlite:///…; default SQLite in DATA_DIR")
+    parser.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kit-provisioning", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    srv = sub.add_parser("serve", help="run the server")
+    _common(srv)
+    srv.add_argument("--http", type=parse_listen, default=("0.0.0.0", 8443), metavar="HOST:PORT")
+    srv.add_argument("--public-url", help="base URL pupils and kits use (for join links)")
+    srv.add_argument("--health-interval", type=float, default=10.0, help="seconds (default 10)")
+    srv.add_argument("--offline-after", type=float, default=30.0, help="seconds of silence")
+    srv.add_argument(
+        "--history-every", type=float, default=60.0, help="seconds between kept reports"
+    )
+    srv.add_argument("--history-keep", type=parse_duration, default=6 * 3600.0, help="e.g. 6h")
+    user = sub.add_parser("user", help="admin accounts").add_subparsers(
+        dest="action", required=True
+    )
+    add = user.add_parser("add", help="add an admin (password read from stdin)")
+    _common(add)
+    add.add_argument("email")
+    add.add_argument("--role", required=True, choices=["national", "departement", "school"])
+    add.add_argument("--scope", default="", help="département code or school id")
+    school = sub.add_parser("school", help="schools").add_subparsers(dest="action", required=True)
+    sadd = school.add_parser("add", help="add a school")
+    _common(sadd)
+    sadd.add_argument("id", help="school id, e.g. its UAI (0751234A)")
+    sadd.add_argument("--name", required=True)
+    sadd.add_argument("--departement", required=True)
+    code = sub.add_parser("enrollment-code", help="enrollment codes").add_subparsers(
+        dest="action", required=True
+    )
+    create = code.add_parser("create", help="create a code and print it")
+    _common(create)
+    create.add_argument("--school", required=True)
+    create.add_argument("--uses", type=int, default=1)
+    create.add_argument("--expires", type=parse_duration, default=7 * 86400.0, help="e.g. 7d")
+    ks = sub.add_parser("kits", help="list kits")
+    _common(ks)
+    ks.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    commands: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+        "user": user_add,
+        "school": school_add,
+        "enrollment-code": code_create,
+        "kits": kits,
+    }
+    try:
+        if args.command == "serve":
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(serve(args))
+            return 0
+        if args.command == "enrollment-code" and not 1 <= args.uses <= 10_000:
+            raise RequestError("--uses must be from 1 to 10000")
+        return asyncio.run(commands[args.command](args))
+    except RequestError as exc:
+        print(f"kit-provisioning: {exc.public_message}", file=sys.stderr)
+        return 2
+    except ProvisioningError as exc:
+        print(f"kit-provisioning: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""The fleet in memory: every kit's identity, link, latest health and configuration.
+
+The database is the record; this is the working copy that the link handlers, the relay and the
+dashboard read without a query. Health goes to the database through :class:`Writer`; a silent
+kit is marked offline by :meth:`Fleet.sweep` (run every second) within ``offline_after_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import store
+from .protocol import (
+    CLOSE_REPLACED,
+    CLOSE_REVOKED,
+    CLOSE_TIMEOUT,
+    ConfigAck,
+    Health,
+    Hello,
+    PushConfig,
+    PushedConfig,
+    SessionInfo,
+    config_version,
+    encode,
+    merge_layers,
+)
+from .writer import Writer
+
+log = logging.getLogger("provisioning.fleet")
+
+LEVELS = ("fleet", "school", "kit")
+
+
+class Link(Protocol):
+    """One kit's open WebSocket, as the fleet sees it."""
+
+    async def send(self, text: str) -> None: ...
+
+    def close_soon(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Kit:
+    id: str
+    name: str
+    school_id: str
+    departement: str
+    secret_hash: str
+    revoked: bool = False
+    online: bool = False
+    last_seen: float | None = None
+    offline_since: float | None = None
+    software: str = ""
+    health: str | None = None
+    """The latest report, as validated JSON text (kept as text: 15,000 kits stay small)."""
+    problems: tuple[str, ...] = ()
+    session: str = "idle"
+    applied_config: str | None = None
+    config_status: str = ""
+    config_reason: str = ""
+    desired: dict[str, Any] = field(default_factory=dict)
+    desired_version: str = ""
+    link: Link | None = None
+    token: str | None = None
+    history_at: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "school": self.school_id,
+            "departement": self.departement,
+            "revoked": self.revoked,
+            "online": self.online,
+            "last_seen": self.last_seen,
+            "offline_since": self.offline_since,
+            "software": self.software,
+            "problems": list(self.problems),
+            "session": self.session,
+            "config": {
+                "desired": self.desired_version,
+                "applied": self.applied_config,
+                "status": self.config_status,
+                "reason": self.config_reason,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    health_interval_s: float = 10.0
+    offline_after_s: float = 30.0
+    history_every_s: float = 60.0
+    history_keep_s: float = 6 * 3600.0
+
+
+Scope = Callable[[Kit], bool]
+
+
+class Fleet:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        writer: Writer,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.writer = writer
+        self.clock = clock
+        self.kits: dict[str, Kit] = {}
+        self.by_token: dict[str, Kit] = {}
+        self.expired_tokens: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.layers: dict[tuple[str, str], dict[str, Any]] = {}
+        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._subscribers: list[tuple[Scope, asyncio.Queue[dict[str, Any] | None]]] = []
+        self.reports_received = 0
+        self.links_opened = 0
+
+    async def load(self) -> None:
+        now = self.clock()
+        await store.mark_all_offline(self.engine, now)
+        self.layers = await store.load_config_layers(self.engine)
+        for row in await store.load_kits(self.engine):
+            kit = Kit(
+                id=row["id"],
+                name=row["name"],
+                school_id=row["school_id"],
+                departement=row["departement"],
+                secret_hash=row["secret_hash"],
+                revoked=row["revoked_at"] is not None,
+                last_seen=row["last_seen"],
+                offline_since=row["offline_since"] or row["last_seen"],
+                software=row["software"],
+                health=row["health"],
+                applied_config=row["applied_config"],
+                config_status=row["config_status"],
+                config_reason=row["config_reason"],
+            )
+            self._compute_desired(kit)
+            self.kits[kit.id] = kit
+
+    def add(self, row: dict[str, Any]) -> Kit:
+        kit = Kit(
+            id=row["id"],
+            name=row["name"],
+            school_id=row["school_id"],
+            departement=row["departement"],
+            secret_hash=row["secret_hash"],
+        )
+        self._compute_desired(kit)
+        self.kits[kit.id] = kit
+        self.publish(kit)
+        return kit
+
+    # -- authentication and the link's lifecycle ----------------------------------------------
+
+    def authenticate(self, kit_id: str, secret: str) -> Kit | None:
+        kit = self.kits.get(kit_id)
+        digest = store.sha256_hex(secret)
+        if kit is None or not hmac.compare_digest(digest, kit.secret_hash):
+            return None
+        return kit
+
+    async def attach(self, kit: Kit, link: Link, hello: Hello) -> None:
+        old = kit.link
+        if old is not None and old is not link:
+            old.close_soon(CLOSE_REPLACED, "replaced by a newer connection of this kit")
+        kit.link = link
+        now = self.clock()
+        self.links_opened += 1
+        kit.software = hello.software
+        kit.applied_config = hello.config_version
+        self._mark_seen(kit, now)
+        self._set_online(kit, True, now)
+        self.set_session(kit, hello.session)
+        if hello.config_version != kit.desired_version:
+            await self.push_config(kit)
+
+    def detach(self, kit: Kit, link: Link) -> None:
+        if kit.link is not link:
+            return  # replaced: the newer link owns the kit now
+        kit.link = None
+        self._seen.pop(kit.id, None)
+        self._set_online(kit, False, self.clock())
+
+    def _mark_seen(self, kit: Kit, now: float) -> None:
+        kit.last_seen = now
+        self._seen[kit.id] = time.monotonic()
+        self._seen.move_to_end(kit.id)
+
+    def _set_online(self, kit: Kit, online: bool, now: float) -> None:
+        if kit.online == online:
+            return
+        kit.online = online
+        kit.offline_since = None if online else kit.last_seen or now
+        self.writer.online(kit.id, online, kit.offline_since, kit.last_seen or now)
+        self.publish(kit)
+
+    def sweep(self, monotonic_now: float | None = None) -> list[Kit]:
+        """Mark offline (and disconnect) every kit silent for ``offline_after_s``."""
+        now = time.monotonic() if monotonic_now is None else monotonic_now
+        limit = now - self.settings.offline_after_s
+        silent: list[Kit] = []
+        while self._seen:
+            kit_id, seen = next(iter(self._seen.items()))
+            if seen > limit:
+                break
+            del self._seen[kit_id]
+            kit = self.kits[kit_id]
+            silent.append(kit)
+            self._set_online(kit, False, self.clock())
+            if kit.link is not None:
+                kit.link.close_soon(CLOSE_TIMEOUT, "no message for too long")
+                kit.link = None
+        if silent:
+            log.info(
+                "%d kit(s) silent for %.0f s: offline", len(silent), self.settings.offline_after_s
+            )
+        return silent
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def health(self, kit: Kit, message: Health) -> None:
+        now = self.clock()
+        self.reports_received += 1
+        self._mark_seen(kit, now)
+        report = message.report
+        text = report.model_dump_json()
+        problems = tuple(report.problems())
+        changed = problems != kit.problems or report.session.state != kit.session
+        keep = changed or now - kit.history_at >= self.settings.history_every_s
+        if keep:
+            kit.history_at = now
+        kit.health = text
+        kit.problems = problems
+        kit.session = report.session.state
+        self.writer.health(kit.id, now, text, kit.software, message.sent_at, keep)
+        if not kit.online:
+            self._set_online(kit, True, now)  # publishes
+        elif changed:
+            self.publish(kit)
+
+    def config_ack(self, kit: Kit, ack: ConfigAck) -> None:
+        self._mark_seen(kit, self.clock())
+        if ack.status == "applied":
+            kit.applied_config = ack.version
+        kit.config_status = ack.status
+        kit.config_reason = ack.reason
+        self.writer.config_ack(kit.id, kit.applied_config, ack.status, ack.reason)
+        if ack.status == "refused":
+            log.warning("kit %s refused config %s: %s", kit.id, ack.version, ack.reason)
+        self.publish(kit)
+
+    def set_session(self, kit: Kit, info: SessionInfo) -> None:
+        if kit.token is not None and kit.token != info.token_sha256:
+            self.by_token.pop(kit.token, None)
+            self.expired_tokens[kit.token] = None
+            while len(self.expired_tokens) > 100_000:
+                self.expired_tokens.popitem(last=False)
+        kit.token = info.token_sha256 if info.state == "live" else None
+        if kit.token is not None:
+            self.by_token[kit.token] = kit
+        if kit.session != info.state:
+            kit.session = info.state
+            self.publish(kit)
+
+    # -- admin actions --------------------------------------------------------------------------
+
+    async def revoke(self, kit: Kit) -> None:
+        kit.revoked = True
+        await store.update_kit(self.engine, kit.id, revoked_at=self.clock())
+        if kit.link is not None:
+            kit.link.close_soon(CLOSE_REVOKED, "this kit's credential has been revoked")
+            self.detach(kit, kit.link)
+        if kit.token is not None:
+            self.by_token.pop(kit.token, None)
+            kit.token = None
+        self.publish(kit)
+
+    async def change(self, kit: Kit, name: str | None, school: dict[str, Any] | None) -> None:
+        values: dict[str, Any] = {}
+        if name is not None:
+            kit.name = values["name"] = name
+        if school is not None:
+            kit.school_id = values["school_id"] = school["id"]
+            kit.departement = school["departement"]
+        if values:
+            await store.update_kit(self.engine, kit.id, **values)
+        if school is not None:
+            await self._reconfigure([kit])
+        self.publish(kit)
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def effective(self, school_id: str, kit_id: str) -> dict[str, Any]:
+        return merge_layers(
+            self.layers.get(("fleet", ""), {}),
+            self.layers.get(("school", school_id), {}),
+            self.layers.get(("kit", kit_id), {}),
+        )
+
+    def _compute_desired(self, kit: Kit) -> bool:
+        desired = self.effective(kit.school_id, kit.id)
+        version = config_version(desired)
+        changed = version != kit.desired_version
+        kit.desired, kit.desired_version = desired, version
+        return changed
+
+    async def set_layer(
+        self, level: str, scope_id: str, overlay: dict[str, Any], actor: str
+    ) -> int:
+        """Store a configuration layer and push the result to every kit it changes."""
+        await store.put_config_layer(self.engine, level, scope_id, overlay, actor)
+        self.layers[(level, scope_id)] = overlay
+        affected = [
+            kit
+            for kit in self.kits.values()
+            if level == "fleet"
+            or (level == "school" and kit.school_id == scope_id)
+            or (level == "kit" and kit.id == scope_id)
+        ]
+        return await self._reconfigure(affected)
+
+    async def _reconfigure(self, kits: list[Kit]) -> int:
+        pushed = 0
+        for kit in kits:
+            if self._compute_desired(kit):
+                kit.config_status = "pending"
+                self.publish(kit)
+                if await self.push_config(kit):
+                    pushed += 1
+        return pushed
+
+    async def push_config(self, kit: Kit) -> bool:
+        if kit.link is None or kit.revoked:
+            return False
+        message = PushConfig(
+            version=kit.desired_version, config=PushedConfig.model_validate(kit.desired)
+        )
+        try:
+            await kit.link.send(encode(message))
+        except (ConnectionError, RuntimeError):
+            return False
+        kit.config_status = "pending"
+        return True
+
+    # -- live updates for the dashboard -------------------------------------------------------
+
+    def subscribe(self, scope: Scope) -> asyncio.Queue[dict[str, Any] | None]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=2000)
+        self._subscribers.append((scope, queue))
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        self._subscribers = [(s, q) for s, q in self._subscribers if q is not queue]
+
+    def close_subscribers(self) -> None:
+        for _scope, queue in self._subscribers:
+            while not queue.empty():
+                queue.get_nowait()
+            queue.put_nowait({"_close": True})
+
+    def publish(self, kit: Kit) -> None:
+        if not self._subscribers:
+            return
+        event = kit.summary()
+        for scope, queue in self._subscribers:
+            if scope(kit):
+                try:
+                    queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    # A dashboard that cannot keep up is told to reload its whole list.
+                    while not queue.empty():
+                        queue.get_nowait()
+                    queue.put_nowait(None)

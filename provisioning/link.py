@@ -1,0 +1,175 @@
+"""The kits' WebSocket endpoint (``GET /link/v1``): I/O only; messages are parsed and
+validated by :mod:`provisioning.protocol`, state lives in :class:`~provisioning.fleet.Fleet`.
+
+A link starts with the kit's ``hello`` (credential, software, applied config, session); the
+server answers ``welcome`` or closes with a close code from the protocol module. Any frame
+that breaks the protocol closes the link with its code and a short reason, is logged, and
+leaves the server and every other link untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from .fleet import Fleet, Kit
+from .protocol import (
+    CLOSE_INTERNAL,
+    CLOSE_MALFORMED,
+    CLOSE_REVOKED,
+    CLOSE_TIMEOUT,
+    CLOSE_UNAUTHORIZED,
+    CLOSE_VERSION,
+    HELLO_TIMEOUT_S,
+    MAX_MESSAGE_BYTES,
+    VERSION,
+    ConfigAck,
+    Health,
+    Hello,
+    ProtocolError,
+    Session,
+    Welcome,
+    WhepAnswer,
+    WhepDeleted,
+    encode,
+    parse_kit_message,
+)
+from .relay import Relay
+
+log = logging.getLogger("provisioning.link")
+
+
+class WsLink:
+    """The fleet's handle on one open WebSocket."""
+
+    __slots__ = ("closing", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.closing = False
+
+    async def send(self, text: str) -> None:
+        if self.closing or self.ws.closed:
+            raise ConnectionError("link closed")
+        await self.ws.send_str(text)
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Send the close frame now; the handler's receive loop then ends."""
+        if self.closing:
+            return
+        self.closing = True
+        asyncio.get_running_loop().create_task(self.ws.close(code=code, message=reason.encode()))
+
+
+async def _read_hello(ws: web.WebSocketResponse, timeout_s: float) -> Hello:
+    try:
+        frame = await ws.receive(timeout=timeout_s)
+    except TimeoutError:
+        raise ProtocolError(CLOSE_TIMEOUT, "no hello in time") from None
+    if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+        raise ConnectionResetError
+    if frame.type != WSMsgType.TEXT:
+        raise ProtocolError(CLOSE_MALFORMED, "frames must be JSON text")
+    try:
+        message = parse_kit_message(frame.data)
+    except ProtocolError as exc:
+        if '"hello"' in frame.data and '"v"' in frame.data and _wrong_version(frame.data):
+            raise ProtocolError(CLOSE_VERSION, f"protocol version {VERSION} expected") from exc
+        raise
+    if not isinstance(message, Hello):
+        raise ProtocolError(CLOSE_MALFORMED, "the first message must be hello")
+    if message.v != VERSION:
+        raise ProtocolError(CLOSE_VERSION, f"protocol version {VERSION} expected")
+    return message
+
+
+def _wrong_version(data: str) -> bool:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and value.get("v") != VERSION
+
+
+class LinkEndpoint:
+    def __init__(
+        self, fleet: Fleet, relay: Relay, hello_timeout_s: float = HELLO_TIMEOUT_S
+    ) -> None:
+        self.hello_timeout_s = hello_timeout_s
+        self.fleet = fleet
+        self.relay = relay
+        self.rejected = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(
+            max_msg_size=MAX_MESSAGE_BYTES, autoping=True, heartbeat=None, compress=False
+        )
+        await ws.prepare(request)
+        link = WsLink(ws)
+        kit: Kit | None = None
+        try:
+            hello = await _read_hello(ws, self.hello_timeout_s)
+            kit = self._authenticate(hello)
+            welcome = Welcome(
+                kit_id=kit.id,
+                name=kit.name,
+                health_interval_s=self.fleet.settings.health_interval_s,
+                server_time=time.time(),
+            )
+            await ws.send_str(encode(welcome))
+            await self.fleet.attach(kit, link, hello)
+            await self._receive(ws, kit)
+        except ProtocolError as exc:
+            self.rejected += 1
+            who = kit.id if kit else request.remote
+            log.warning("link from %s closed: %s (%d)", who, exc.reason, exc.code)
+            link.closing = True
+            await ws.close(code=exc.code, message=exc.reason.encode())
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("link handler failed")
+            await ws.close(code=CLOSE_INTERNAL, message=b"internal error")
+        finally:
+            if kit is not None:
+                self.fleet.detach(kit, link)
+                if kit.link is None:  # not replaced by a newer link of the same kit
+                    self.relay.kit_gone(kit)
+        return ws
+
+    def _authenticate(self, hello: Hello) -> Kit:
+        kit = self.fleet.authenticate(hello.kit_id, hello.secret)
+        if kit is None:
+            raise ProtocolError(CLOSE_UNAUTHORIZED, "unknown kit or wrong secret")
+        if kit.revoked:
+            raise ProtocolError(CLOSE_REVOKED, "this kit's credential has been revoked")
+        return kit
+
+    async def _receive(self, ws: web.WebSocketResponse, kit: Kit) -> None:
+        async for frame in ws:
+            if frame.type == WSMsgType.TEXT:
+                self._dispatch(kit, parse_kit_message(frame.data))
+            elif frame.type == WSMsgType.BINARY:
+                raise ProtocolError(CLOSE_MALFORMED, "frames must be JSON text")
+            elif frame.type == WSMsgType.ERROR:
+                log.warning("link of %s: %s", kit.id, ws.exception())
+                return
+
+    def _dispatch(self, kit: Kit, message: Any) -> None:
+        if isinstance(message, Health):
+            self.fleet.health(kit, message)
+        elif isinstance(message, ConfigAck):
+            self.fleet.config_ack(kit, message)
+        elif isinstance(message, Session):
+            self.fleet.set_session(kit, message.session)
+            if message.session.state == "idle":
+                self.relay.kit_idle(kit)
+        elif isinstance(message, WhepAnswer | WhepDeleted):
+            self.relay.resolve(kit, message)
+        else:  # a second hello
+            raise ProtocolError(CLOSE_MALFORMED, "hello is only the first message")

@@ -1,0 +1,1 @@
+"""Alembic migrations of the provisioning database (run by :func:`provisioning.db.migrate`)."""

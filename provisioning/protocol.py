@@ -1,0 +1,332 @@
+"""The kit ↔ server link protocol, version 1: every message, validated in this one module.
+
+Sans-I/O: this module turns bytes into validated messages and messages into text; it never
+touches a socket. The server (:mod:`provisioning.link`) and the agent (:mod:`agent.link.client`)
+both import it, so the two sides cannot drift apart. The wire format is documented in
+``docs/protocol.md``.
+
+Every frame is one UTF-8 JSON object (a WebSocket text frame) with a ``type``. A frame that is
+not JSON, not an object, of an unknown type, or that does not match its schema makes the receiver
+close the link with :data:`CLOSE_MALFORMED` and a short reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+VERSION = 1
+LINK_PATH = "/link/v1"
+ENROLL_PATH = "/api/v1/enroll"
+MAX_MESSAGE_BYTES = 128 * 1024
+"""Largest frame either side accepts (an SDP offer is at most 64 KiB, plus the envelope)."""
+HELLO_TIMEOUT_S = 10.0
+
+# WebSocket close codes (RFC 6455 private range 4000-4999 mirrors HTTP status codes).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_MALFORMED = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_REVOKED = 4403
+CLOSE_TIMEOUT = 4408
+CLOSE_REPLACED = 4409
+CLOSE_VERSION = 4426
+
+FINAL_CLOSE_CODES = frozenset({CLOSE_UNAUTHORIZED, CLOSE_REVOKED, CLOSE_VERSION})
+"""After these the agent stops dialling: retrying cannot succeed without an admin's action."""
+
+MAX_SDP = 64 * 1024
+Text = Annotated[str, Field(max_length=200)]
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+ConfigVersion = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class ProtocolError(Exception):
+    """A frame that breaks the protocol; ``code`` and ``reason`` go into the close frame."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason[:120]  # a close reason must fit in 123 bytes
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- health ------------------------------------------------------------------------------------
+
+DeviceState = Literal["ok", "missing", "error", "disabled"]
+
+
+class DeviceHealth(_Msg):
+    state: DeviceState
+    detail: Text = ""
+
+
+class Devices(_Msg):
+    camera: DeviceHealth
+    document: DeviceHealth
+    microphone: DeviceHealth
+
+
+class Memory(_Msg):
+    total_mb: Annotated[int, Field(ge=0)]
+    available_mb: Annotated[int, Field(ge=0)]
+
+
+class SessionHealth(_Msg):
+    state: Literal["idle", "live"]
+    viewers: Annotated[int, Field(ge=0, le=100_000)] = 0
+    elapsed_s: NonNegative = 0
+
+
+class StreamStats(_Msg):
+    source: Id
+    codec: Annotated[str, Field(max_length=16)]
+    fps: NonNegative
+    bitrate_kbps: NonNegative
+    loss_percent: Annotated[float, Field(ge=0, le=100)]
+
+
+class HealthReport(_Msg):
+    software: Annotated[str, Field(max_length=64)]
+    uptime_s: NonNegative
+    cpu_percent: Annotated[float, Field(ge=0, le=100 * 256)]
+    load: Annotated[list[NonNegative], Field(min_length=3, max_length=3)]
+    memory: Memory
+    disk_free_mb: Annotated[int, Field(ge=0)]
+    cpu_temp_c: float | None = None
+    devices: Devices
+    session: SessionHealth
+    streams: Annotated[list[StreamStats], Field(max_length=16)] = []
+
+    def problems(self) -> list[str]:
+        """Devices that are not ``ok`` (``disabled`` is a choice, not a problem)."""
+        return [
+            name
+            for name in ("camera", "document", "microphone")
+            if getattr(self.devices, name).state in ("missing", "error")
+        ]
+
+
+# -- pushed configuration ------------------------------------------------------------------------
+
+
+class PushedVideo(_Msg):
+    width: int | None = None
+    height: int | None = None
+    fps: int | None = None
+    bitrate_kbps: int | None = None
+
+
+class PushedMicrophone(_Msg):
+    bitrate_kbps: int | None = None
+
+
+class PushedIceServer(_Msg):
+    urls: Annotated[list[Annotated[str, Field(max_length=300)]], Field(max_length=8)]
+    username: Annotated[str, Field(max_length=200)] = ""
+    credential: Annotated[str, Field(max_length=200)] = ""
+
+
+class PushedWebrtc(_Msg):
+    ice_servers: Annotated[list[PushedIceServer], Field(max_length=8)] | None = None
+
+
+class PushedKiosk(_Msg):
+    language: Annotated[str, Field(max_length=8)] | None = None
+
+
+class PushedConfig(_Msg):
+    """What the server may set on a kit. Structure only: ranges and combinations are checked by
+    the agent against its own schema (:mod:`agent.config`), which can refuse with a reason."""
+
+    camera: PushedVideo | None = None
+    document: PushedVideo | None = None
+    microphone: PushedMicrophone | None = None
+    webrtc: PushedWebrtc | None = None
+    kiosk: PushedKiosk | None = None
+
+    def overlay(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+def merge_layers(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Fleet default, then school, then kit: the most specific value wins, key by key (lists
+    such as ``ice_servers`` are replaced whole)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        _merge_into(out, layer)
+    return out
+
+
+def _merge_into(target: dict[str, Any], layer: dict[str, Any]) -> None:
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge_into(target[key], value)
+        elif isinstance(value, dict):
+            target[key] = {}
+            _merge_into(target[key], value)
+        else:
+            target[key] = value
+
+
+def config_version(overlay: dict[str, Any]) -> str:
+    """The version of an effective configuration: a hash of its canonical JSON, so the same
+    settings always have the same version on both sides."""
+    canonical = json.dumps(overlay, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# -- kit → server --------------------------------------------------------------------------------
+
+
+class SessionInfo(_Msg):
+    state: Literal["idle", "live"]
+    token_sha256: Hex64 | None = None
+    """SHA-256 of the join token while live: the server routes pupils by it, never sees it."""
+
+
+class Hello(_Msg):
+    type: Literal["hello"] = "hello"
+    v: int
+    kit_id: Id
+    secret: Annotated[str, Field(min_length=16, max_length=128)]
+    software: Annotated[str, Field(max_length=64)]
+    config_version: ConfigVersion | None = None
+    session: SessionInfo = SessionInfo(state="idle")
+
+
+class Health(_Msg):
+    type: Literal["health"] = "health"
+    seq: Annotated[int, Field(ge=0)]
+    sent_at: float
+    """The kit's wall clock (seconds since the epoch) when it sent the report."""
+    report: HealthReport
+
+
+class ConfigAck(_Msg):
+    type: Literal["config_ack"] = "config_ack"
+    version: ConfigVersion
+    status: Literal["applied", "deferred", "refused"]
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
+class Session(_Msg):
+    type: Literal["session"] = "session"
+    session: SessionInfo
+
+
+class WhepAnswer(_Msg):
+    type: Literal["whep_answer"] = "whep_answer"
+    req: Id
+    status: Annotated[int, Field(ge=200, le=599)]
+    resource: Id | None = None
+    sdp: Annotated[str, Field(max_length=MAX_SDP)] | None = None
+    error: Text = ""
+
+
+class WhepDeleted(_Msg):
+    type: Literal["whep_deleted"] = "whep_deleted"
+    req: Id
+    status: Annotated[int, Field(ge=200, le=599)]
+    error: Text = ""
+
+
+KitMessage = Annotated[
+    Hello | Health | ConfigAck | Session | WhepAnswer | WhepDeleted, Field(discriminator="type")
+]
+
+# -- server → kit --------------------------------------------------------------------------------
+
+
+class Welcome(_Msg):
+    type: Literal["welcome"] = "welcome"
+    v: int = VERSION
+    kit_id: Id
+    name: Text
+    health_interval_s: Annotated[float, Field(gt=0, le=300)]
+    server_time: float
+
+
+class PushConfig(_Msg):
+    type: Literal["config"] = "config"
+    version: ConfigVersion
+    config: PushedConfig
+
+
+class WhepOffer(_Msg):
+    type: Literal["whep_offer"] = "whep_offer"
+    req: Id
+    token: Annotated[str, Field(min_length=1, max_length=200)]
+    sdp: Annotated[str, Field(max_length=MAX_SDP)]
+
+
+class WhepDelete(_Msg):
+    type: Literal["whep_delete"] = "whep_delete"
+    req: Id
+    resource: Id
+
+
+ServerMessage = Annotated[
+    Welcome | PushConfig | WhepOffer | WhepDelete, Field(discriminator="type")
+]
+
+_KIT = TypeAdapter(KitMessage)
+_SERVER = TypeAdapter(ServerMessage)
+KIT_TYPES = frozenset({"hello", "health", "config_ack", "session", "whep_answer", "whep_deleted"})
+SERVER_TYPES = frozenset({"welcome", "config", "whep_offer", "whep_delete"})
+
+
+def parse_kit_message(
+    data: str | bytes,
+) -> Hello | Health | ConfigAck | Session | WhepAnswer | WhepDeleted:
+    """A frame the server received; raises :class:`ProtocolError`."""
+    return _parse(_KIT, KIT_TYPES, data)  # type: ignore[no-any-return]
+
+
+def parse_server_message(data: str | bytes) -> Welcome | PushConfig | WhepOffer | WhepDelete:
+    """A frame the agent received; raises :class:`ProtocolError`."""
+    return _parse(_SERVER, SERVER_TYPES, data)  # type: ignore[no-any-return]
+
+
+def _parse(adapter: TypeAdapter[Any], known: frozenset[str], data: str | bytes) -> Any:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(CLOSE_TOO_BIG, "message too big")
+    try:
+        return adapter.validate_json(data)
+    except ValidationError as exc:
+        raise ProtocolError(CLOSE_MALFORMED, _describe(exc, known)) from None
+
+
+def _describe(exc: ValidationError, known: frozenset[str]) -> str:
+    """A short, safe reason: which field is wrong (no values are echoed back)."""
+    first = exc.errors(include_input=False, include_url=False)[0]
+    kind = first["type"]
+    if kind == "json_invalid":
+        return "not valid JSON"
+    if not first["loc"] and kind not in ("union_tag_not_found", "union_tag_invalid"):
+        return "not a JSON object"
+    if kind == "union_tag_not_found":
+        return "no message type"
+    if kind == "union_tag_invalid":
+        return f"unknown message type (expected one of {', '.join(sorted(known))})"
+    where = ".".join(str(p) for p in first["loc"][1:]) or "message"
+    return f"invalid {where}: {first['msg']}"[:120]
+
+
+def encode(message: _Msg) -> str:
+    """The text frame for ``message`` (compact JSON, defaults included)."""
+    return message.model_dump_json()
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,133 @@
+"""The pupil relay: the agent's WHEP contract (docs/whep.md), answered through the kit's link.
+
+``POST /whep/<token>`` finds the kit whose live class has that token (the kit sent only the
+token's SHA-256), sends the offer over its link and answers with the kit's SDP answer. Media
+never flows through this server: the answer carries the kit's own ICE candidates (and TURN, when
+configured). ``Location`` names a server-side resource id mapped to (kit, viewer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+
+from .errors import (
+    BadGateway,
+    GatewayTimeout,
+    KitRefusal,
+    NotFound,
+    RequestError,
+    ServiceUnavailable,
+)
+from .fleet import Fleet, Kit
+from .protocol import WhepAnswer, WhepDelete, WhepDeleted, WhepOffer, encode, token_digest
+
+log = logging.getLogger("provisioning.relay")
+
+RELAYED_STATUSES = frozenset({400, 404, 409, 413, 415, 503})
+"""Refusals of the kit passed on to the pupil as they are (with the kit's public message)."""
+
+
+@dataclass(slots=True)
+class Pending:
+    kit_id: str
+    future: asyncio.Future[WhepAnswer | WhepDeleted]
+
+
+class Relay:
+    def __init__(self, fleet: Fleet, timeout_s: float = 15.0) -> None:
+        self.fleet = fleet
+        self.timeout_s = timeout_s
+        self.pending: dict[str, Pending] = {}
+        self.resources: dict[str, tuple[str, str]] = {}
+        """Server resource id → (kit id, the kit's viewer id)."""
+        self.offers = 0
+
+    def find_kit(self, token: str) -> Kit:
+        digest = token_digest(token)
+        kit = self.fleet.by_token.get(digest)
+        if kit is None:
+            if digest in self.fleet.expired_tokens:
+                raise NotFound("this link has expired: the class has ended")
+            raise NotFound("unknown link")
+        if kit.revoked:
+            raise NotFound("unknown link")
+        if kit.link is None:
+            raise ServiceUnavailable("the classroom is not reachable right now; try again soon")
+        return kit
+
+    async def offer(self, token: str, sdp: str) -> tuple[str, str]:
+        """Returns (Location, answer SDP) or raises the refusal to send to the pupil."""
+        kit = self.find_kit(token)
+        req = secrets.token_urlsafe(12)
+        reply = await self._ask(kit, req, WhepOffer(req=req, token=token, sdp=sdp))
+        assert isinstance(reply, WhepAnswer)
+        if reply.status == 201 and reply.sdp and reply.resource:
+            resource = secrets.token_urlsafe(16)
+            self.resources[resource] = (kit.id, reply.resource)
+            self.offers += 1
+            return f"/whep/resource/{resource}", reply.sdp
+        raise _refusal(reply.status, reply.error)
+
+    async def delete(self, resource: str) -> None:
+        entry = self.resources.get(resource)
+        if entry is None:
+            raise NotFound("unknown WHEP session")
+        kit = self.fleet.kits.get(entry[0])
+        if kit is None or kit.link is None:
+            self.resources.pop(resource, None)
+            raise NotFound("unknown WHEP session")
+        req = secrets.token_urlsafe(12)
+        reply = await self._ask(kit, req, WhepDelete(req=req, resource=entry[1]))
+        self.resources.pop(resource, None)
+        if reply.status >= 300:
+            raise _refusal(reply.status, reply.error)
+
+    async def _ask(
+        self, kit: Kit, req: str, message: WhepOffer | WhepDelete
+    ) -> WhepAnswer | WhepDeleted:
+        future: asyncio.Future[WhepAnswer | WhepDeleted] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.pending[req] = Pending(kit.id, future)
+        try:
+            assert kit.link is not None
+            try:
+                await kit.link.send(encode(message))
+            except (ConnectionError, RuntimeError):
+                raise ServiceUnavailable("the classroom is not reachable right now") from None
+            return await asyncio.wait_for(future, self.timeout_s)
+        except TimeoutError:
+            raise GatewayTimeout("the classroom did not answer in time") from None
+        finally:
+            self.pending.pop(req, None)
+
+    def resolve(self, kit: Kit, reply: WhepAnswer | WhepDeleted) -> None:
+        pending = self.pending.get(reply.req)
+        if pending is None or pending.kit_id != kit.id or pending.future.done():
+            log.info("kit %s answered an unknown or finished request", kit.id)
+            return
+        pending.future.set_result(reply)
+
+    def kit_gone(self, kit: Kit) -> None:
+        """The kit's link closed: pupils waiting on it get an answer now, not at the timeout."""
+        for pending in list(self.pending.values()):
+            if pending.kit_id == kit.id and not pending.future.done():
+                pending.future.set_exception(
+                    ServiceUnavailable("the classroom went offline; try again soon")
+                )
+
+    def kit_idle(self, kit: Kit) -> None:
+        """The class ended: its viewers are closed by the kit, forget their resources."""
+        for resource, (kit_id, _viewer) in list(self.resources.items()):
+            if kit_id == kit.id:
+                del self.resources[resource]
+
+
+def _refusal(status: int, error: str) -> RequestError:
+    if status in RELAYED_STATUSES:
+        return KitRefusal(status, error or "refused by the classroom")
+    log.warning("kit answered a relayed request with %d", status)
+    return BadGateway("the classroom could not answer")

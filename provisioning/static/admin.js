@@ -1,0 +1,274 @@
+// Admin UI: sign-in, fleet dashboard (live through server-sent events), kit page.
+// No framework, no CDN: every node is built with textContent (nothing from the server is HTML).
+"use strict";
+
+const state = { me: null, csrf: "", kits: new Map(), events: null, schools: [] };
+const $ = (id) => document.getElementById(id);
+
+async function api(method, path, body) {
+  const headers = {};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET") headers["X-CSRF-Token"] = state.csrf;
+  const response = await fetch(path, {
+    method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (response.status === 401 && path !== "/api/v1/login") { showLogin(); }
+  if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+  return data;
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else node[key] = value;
+  }
+  for (const child of children) node.append(child instanceof Node ? child : String(child ?? ""));
+  return node;
+}
+
+function when(seconds) {
+  if (!seconds) return "jamais";
+  return new Date(seconds * 1000).toLocaleString("fr-FR");
+}
+
+function show(view) {
+  for (const id of ["login-view", "dashboard-view", "kit-view"]) $(id).hidden = id !== view;
+}
+
+// -- sign-in -----------------------------------------------------------------------------------
+
+function showLogin() {
+  state.me = null;
+  if (state.events) { state.events.close(); state.events = null; }
+  $("who").hidden = true;
+  show("login-view");
+}
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    const me = await api("POST", "/api/v1/login", {
+      email: $("login-email").value, password: $("login-password").value,
+    });
+    $("login-password").value = "";
+    signedIn(me);
+  } catch (error) {
+    $("login-error").textContent = error.message;
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  await api("POST", "/api/v1/logout").catch(() => {});
+  showLogin();
+});
+
+function signedIn(me) {
+  state.me = me;
+  state.csrf = me.csrf;
+  $("who-email").textContent = `${me.email} (${me.role}${me.scope ? " " + me.scope : ""})`;
+  $("who").hidden = false;
+  loadKits().then(route);
+  listen();
+}
+
+// -- dashboard ---------------------------------------------------------------------------------
+
+async function loadKits() {
+  const [{ kits }, { schools }] = await Promise.all([
+    api("GET", "/api/v1/kits"), api("GET", "/api/v1/schools"),
+  ]);
+  state.kits = new Map(kits.map((kit) => [kit.id, kit]));
+  state.schools = schools;
+  $("code-school").replaceChildren(
+    ...schools.map((s) => el("option", { value: s.id, textContent: `${s.id} — ${s.name}` })));
+  renderDashboard();
+}
+
+function latestSoftware() {
+  const versions = [...state.kits.values()].map((k) => k.software).filter(Boolean);
+  const newer = (a, b) => a.localeCompare(b, undefined, { numeric: true }) >= 0 ? a : b;
+  return versions.reduce((best, v) => (best ? newer(v, best) : v), "");
+}
+
+function kitState(kit) {
+  if (kit.revoked) return ["revoked", "révoqué"];
+  if (kit.online) return ["online", "en ligne"];
+  if (!kit.last_seen) return ["never", "jamais vu"];
+  return ["offline", `hors ligne depuis ${when(kit.offline_since || kit.last_seen)}`];
+}
+
+const CONFIG_WORDS = { applied: "appliquée", pending: "en attente", deferred: "après le cours", refused: "refusée", "": "—" };
+
+function kitRow(kit, latest) {
+  const [cls, words] = kitState(kit);
+  const stale = latest && kit.software && kit.software !== latest;
+  return el("tr", { class: `kit ${cls}`, dataset: { kit: kit.id } },
+    el("td", {}, el("a", { href: `#/kit/${encodeURIComponent(kit.id)}`, textContent: kit.name })),
+    el("td", { class: "state", textContent: words }),
+    el("td", { class: "problems", textContent: kit.problems.length ? "⚠ " + kit.problems.join(", ") : "" }),
+    el("td", { class: stale ? "stale" : "", textContent: kit.software + (stale ? " (ancienne)" : "") }),
+    el("td", { textContent: kit.session === "live" ? "cours en direct" : "" }),
+    el("td", { textContent: `config : ${CONFIG_WORDS[kit.config.status] ?? kit.config.status}` }));
+}
+
+function renderDashboard() {
+  const latest = latestSoftware();
+  const byDep = new Map();
+  for (const kit of state.kits.values()) {
+    if (!byDep.has(kit.departement)) byDep.set(kit.departement, new Map());
+    const schools = byDep.get(kit.departement);
+    if (!schools.has(kit.school)) schools.set(kit.school, []);
+    schools.get(kit.school).push(kit);
+  }
+  const names = new Map(state.schools.map((s) => [s.id, s.name]));
+  const groups = [...byDep.keys()].sort().map((dep) => {
+    const schools = byDep.get(dep);
+    const kits = [...schools.values()].flat();
+    const online = kits.filter((k) => k.online).length;
+    return el("section", { class: "departement" },
+      el("h2", { textContent: `Département ${dep} — ${online}/${kits.length} en ligne` }),
+      ...[...schools.keys()].sort().map((school) => {
+        const list = schools.get(school).sort((a, b) => a.name.localeCompare(b.name));
+        return el("div", { class: "school", dataset: { school } },
+          el("h3", { textContent: `${names.get(school) || school} (${school})` }),
+          el("table", {}, el("tbody", {}, ...list.map((k) => kitRow(k, latest)))));
+      }));
+  });
+  $("groups").replaceChildren(...groups);
+  const all = [...state.kits.values()];
+  const problems = all.filter((k) => k.problems.length).length;
+  $("summary").textContent =
+    `${all.filter((k) => k.online).length} kits en ligne sur ${all.length} · ${problems} avec un problème d'appareil`;
+}
+
+function listen() {
+  if (state.events) state.events.close();
+  const events = new EventSource("/api/v1/events");
+  state.events = events;
+  events.onopen = () => { $("live-state").textContent = "mises à jour en direct"; $("live-state").className = "badge live"; };
+  events.onerror = () => { $("live-state").textContent = "reconnexion…"; $("live-state").className = "badge"; };
+  events.addEventListener("kit", (event) => {
+    const kit = JSON.parse(event.data);
+    state.kits.set(kit.id, kit);
+    scheduleRender(kit.id);
+  });
+  events.addEventListener("resync", () => loadKits());
+}
+
+let renderPending = false;
+function scheduleRender(kitId) {
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(() => {
+    renderPending = false;
+    if (!$("dashboard-view").hidden) renderDashboard();
+    else if (currentKit === kitId) renderKit(kitId);
+  });
+}
+
+$("code-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const result = await api("POST", "/api/v1/enrollment-codes", {
+      school: $("code-school").value,
+      uses: Number($("code-uses").value),
+      expires_s: Number($("code-days").value) * 86400,
+    });
+    $("code-output").textContent = result.code;
+  } catch (error) {
+    $("code-output").textContent = error.message;
+  }
+});
+
+// -- kit page ----------------------------------------------------------------------------------
+
+let currentKit = null;
+
+function facts(target, pairs) {
+  target.replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })]));
+}
+
+async function renderKit(kitId) {
+  const kit = await api("GET", `/api/v1/kits/${encodeURIComponent(kitId)}?history=60`);
+  const health = kit.health || {};
+  $("kit-title").textContent = `${kit.name} (${kit.id})`;
+  facts($("kit-facts"), [
+    ["État", kitState(kit)[1]],
+    ["École", `${kit.school} (département ${kit.departement})`],
+    ["Dernier contact", when(kit.last_seen)],
+    ["Logiciel", kit.software || "—"],
+    ["Cours", kit.session === "live" ? `en direct, ${health.session?.viewers ?? 0} élèves` : "pas de cours"],
+    ["Appareils", health.devices ? Object.entries(health.devices).map(([k, d]) => `${k} : ${d.state}`).join(", ") : "—"],
+    ["CPU", health.cpu_percent !== undefined ? `${health.cpu_percent} %` : "—"],
+  ]);
+  facts($("kit-config"), [
+    ["Version voulue", kit.config.desired || "—"],
+    ["Version appliquée", kit.config.applied || "—"],
+    ["État", `${CONFIG_WORDS[kit.config.status] ?? kit.config.status}${kit.config.reason ? " : " + kit.config.reason : ""}`],
+    ["Réglages effectifs", JSON.stringify(kit.desired_config)],
+  ]);
+  if (document.activeElement !== $("config-json")) {
+    $("config-json").value = JSON.stringify(kit.layers.kit, null, 2);
+  }
+  $("rename-name").value = kit.name;
+  $("revoke").disabled = kit.revoked;
+  $("history").tBodies[0].replaceChildren(...kit.history.map(({ received_at, report }) => el("tr", {},
+    el("td", { textContent: when(received_at) }),
+    el("td", { textContent: report.cpu_percent }),
+    el("td", { textContent: `${report.memory.available_mb} Mo` }),
+    el("td", { textContent: report.cpu_temp_c ?? "—" }),
+    el("td", { textContent: report.devices.camera.state }),
+    el("td", { textContent: report.devices.document.state }),
+    el("td", { textContent: report.devices.microphone.state }),
+    el("td", { textContent: report.session.state }),
+    el("td", { textContent: report.session.viewers }))));
+}
+
+$("rename-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  await api("PATCH", `/api/v1/kits/${encodeURIComponent(currentKit)}`, { name: $("rename-name").value });
+  renderKit(currentKit);
+});
+
+$("revoke").addEventListener("click", async () => {
+  if (!confirm("Révoquer ce kit ? Il sera déconnecté et devra être enrôlé à nouveau.")) return;
+  await api("POST", `/api/v1/kits/${encodeURIComponent(currentKit)}/revoke`);
+  renderKit(currentKit);
+});
+
+$("config-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("config-error").textContent = "";
+  let body;
+  try { body = JSON.parse($("config-json").value || "{}"); } catch { $("config-error").textContent = "JSON invalide"; return; }
+  try {
+    await api("PUT", `/api/v1/config/kit/${encodeURIComponent(currentKit)}`, body);
+    renderKit(currentKit);
+  } catch (error) {
+    $("config-error").textContent = error.message;
+  }
+});
+
+// -- routing -----------------------------------------------------------------------------------
+
+function route() {
+  if (!state.me) return;
+  const match = location.hash.match(/^#\/kit\/(.+)$/);
+  if (match) {
+    currentKit = decodeURIComponent(match[1]);
+    show("kit-view");
+    renderKit(currentKit).catch((error) => { $("kit-title").textContent = error.message; });
+  } else {
+    currentKit = null;
+    show("dashboard-view");
+    renderDashboard();
+  }
+}
+
+window.addEventListener("hashchange", route);
+api("GET", "/api/v1/me").then(signedIn).catch(showLogin);

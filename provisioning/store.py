@@ -1,0 +1,389 @@
+"""Every database query of the server, through SQLAlchemy Core (the same SQL on SQLite and
+PostgreSQL). Functions take the engine and plain values; nothing here knows about HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .tables import (
+    admin_sessions,
+    audit_log,
+    config_layers,
+    enrollment_codes,
+    health_history,
+    kits,
+    schools,
+    users,
+)
+
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud and typed by hand
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def normalize_code(code: str) -> str:
+    return "".join(ch for ch in code.upper() if ch.isalnum())
+
+
+def new_enrollment_code() -> str:
+    """16 characters from a 32-letter alphabet (80 bits), shown as XXXX-XXXX-XXXX-XXXX."""
+    raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(16))
+    return "-".join(raw[i : i + 4] for i in range(0, 16, 4))
+
+
+# -- schools -----------------------------------------------------------------------------------
+
+
+async def add_school(engine: AsyncEngine, school_id: str, name: str, departement: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            schools.insert().values(
+                id=school_id, name=name, departement=departement, created_at=time.time()
+            )
+        )
+
+
+async def get_school(engine: AsyncEngine, school_id: str) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(schools.select().where(schools.c.id == school_id))).first()
+    return dict(row._mapping) if row else None
+
+
+async def list_schools(engine: AsyncEngine) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(schools.select().order_by(schools.c.departement, schools.c.id))
+    return [dict(r._mapping) for r in rows]
+
+
+# -- kits --------------------------------------------------------------------------------------
+
+
+async def load_kits(engine: AsyncEngine) -> list[dict[str, Any]]:
+    query = sa.select(kits, schools.c.departement).join(schools, kits.c.school_id == schools.c.id)
+    async with engine.connect() as conn:
+        rows = await conn.execute(query)
+    return [dict(r._mapping) for r in rows]
+
+
+async def mark_all_offline(engine: AsyncEngine, now: float) -> None:
+    """At start-up no kit is connected yet."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            kits.update()
+            .where(kits.c.online == sa.true())
+            .values(online=False, offline_since=sa.func.coalesce(kits.c.last_seen, now))
+        )
+
+
+async def enroll(
+    engine: AsyncEngine, code: str, name: str, now: float
+) -> tuple[dict[str, Any], str] | None:
+    """Use one use of ``code`` and create a kit; returns (kit row, secret) or None when the code
+    is unknown, expired or used up. Atomic: two kits racing for the last use cannot both win."""
+    code_hash = sha256_hex(normalize_code(code))
+    kit_id = "kit-" + secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            enrollment_codes.update()
+            .where(
+                enrollment_codes.c.code_hash == code_hash,
+                enrollment_codes.c.uses_left > 0,
+                enrollment_codes.c.expires_at > now,
+            )
+            .values(uses_left=enrollment_codes.c.uses_left - 1)
+            .returning(enrollment_codes.c.school_id, enrollment_codes.c.id)
+        )
+        row = result.first()
+        if row is None:
+            return None
+        values = {
+            "id": kit_id,
+            "name": name or kit_id,
+            "school_id": row.school_id,
+            "secret_hash": sha256_hex(secret),
+            "created_at": now,
+        }
+        await conn.execute(kits.insert().values(**values))
+        departement = (
+            await conn.execute(
+                sa.select(schools.c.departement).where(schools.c.id == row.school_id)
+            )
+        ).scalar_one()
+        await _audit(conn, now, f"enrollment-code:{row.id}", "kit.enroll", kit_id, {"name": name})
+    return {**values, "departement": departement}, secret
+
+
+async def update_kit(engine: AsyncEngine, kit_id: str, **values: Any) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(kits.update().where(kits.c.id == kit_id).values(**values))
+
+
+LATEST_COLUMNS = (("last_seen", "k_seen"), ("health", "k_health"), ("software", "k_software"))
+STATUS_COLUMNS = (
+    ("online", "k_online"),
+    ("offline_since", "k_offline_since"),
+    ("last_seen", "k_seen"),
+)
+CONFIG_COLUMNS = (
+    ("applied_config", "k_applied"),
+    ("config_status", "k_status"),
+    ("config_reason", "k_reason"),
+)
+SQLITE_ROWS_PER_STATEMENT = 2000
+"""Rows per multi-row statement (SQLite allows 32,766 bound values per statement)."""
+
+
+async def write_batch(
+    engine: AsyncEngine,
+    latest: Sequence[dict[str, Any]],
+    history: Sequence[dict[str, Any]],
+    status: Sequence[dict[str, Any]],
+    config: Sequence[dict[str, Any]] = (),
+) -> None:
+    """One transaction for everything the link accumulated since the last flush."""
+    async with engine.begin() as conn:
+        await conn.run_sync(write_rows, latest, history, status, config)
+
+
+def write_rows(
+    conn: sa.Connection,
+    latest: Sequence[dict[str, Any]],
+    history: Sequence[dict[str, Any]],
+    status: Sequence[dict[str, Any]],
+    config: Sequence[dict[str, Any]] = (),
+) -> None:
+    """The batch's statements on an open transaction (SQLite: multi-row statements)."""
+    if conn.dialect.name == "sqlite":
+        _sqlite_update(conn, LATEST_COLUMNS, latest)
+        _sqlite_insert_history(conn, history)
+        _sqlite_update(conn, STATUS_COLUMNS, status)
+        _sqlite_update(conn, CONFIG_COLUMNS, config)
+        return
+    for columns, rows in (
+        (LATEST_COLUMNS, latest),
+        (STATUS_COLUMNS, status),
+        (CONFIG_COLUMNS, config),
+    ):
+        if rows:
+            values: dict[str, Any] = {column: sa.bindparam(key) for column, key in columns}
+            statement = kits.update().where(kits.c.id == sa.bindparam("k_id")).values(values)
+            conn.execute(statement, list(rows))
+    if history:
+        conn.execute(health_history.insert(), list(history))
+
+
+# SQLite: one multi-row statement per chunk instead of an ``executemany`` (which steps, and
+# trades the GIL, once per row).
+
+
+def _sqlite_update(
+    conn: sa.Connection, columns: tuple[tuple[str, str], ...], rows: Sequence[dict[str, Any]]
+) -> None:
+    assignments = ", ".join(f"{column} = v.column{i + 2}" for i, (column, _) in enumerate(columns))
+    for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
+        chunk = rows[start : start + SQLITE_ROWS_PER_STATEMENT]
+        placeholder = "(" + ", ".join("?" * (len(columns) + 1)) + ")"
+        sql = (
+            f"UPDATE kits SET {assignments} FROM (VALUES {', '.join([placeholder] * len(chunk))})"
+            " AS v WHERE kits.id = v.column1"
+        )
+        params = [value for row in chunk for value in (row["k_id"], *(row[k] for _, k in columns))]
+        conn.exec_driver_sql(sql, tuple(params))
+
+
+def _sqlite_insert_history(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
+        chunk = rows[start : start + SQLITE_ROWS_PER_STATEMENT]
+        sql = "INSERT INTO health_history (kit_id, received_at, report) VALUES " + ", ".join(
+            ["(?, ?, ?)"] * len(chunk)
+        )
+        params = [value for r in chunk for value in (r["kit_id"], r["received_at"], r["report"])]
+        conn.exec_driver_sql(sql, tuple(params))
+
+
+async def prune_history(engine: AsyncEngine, before: float) -> int:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            health_history.delete().where(health_history.c.received_at < before)
+        )
+    return int(result.rowcount or 0)
+
+
+async def health_history_of(engine: AsyncEngine, kit_id: str, limit: int) -> list[dict[str, Any]]:
+    query = (
+        sa.select(health_history.c.received_at, health_history.c.report)
+        .where(health_history.c.kit_id == kit_id)
+        .order_by(health_history.c.received_at.desc())
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        rows = await conn.execute(query)
+    return [{"received_at": r.received_at, "report": json.loads(r.report)} for r in rows]
+
+
+# -- enrollment codes --------------------------------------------------------------------------
+
+
+async def create_enrollment_code(
+    engine: AsyncEngine, school_id: str, uses: int, expires_at: float, actor: str
+) -> str:
+    code = new_enrollment_code()
+    now = time.time()
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            enrollment_codes.insert()
+            .values(
+                code_hash=sha256_hex(normalize_code(code)),
+                school_id=school_id,
+                uses_left=uses,
+                expires_at=expires_at,
+                created_by=actor,
+                created_at=now,
+            )
+            .returning(enrollment_codes.c.id)
+        )
+        code_id = result.scalar_one()
+        detail = {"school": school_id, "uses": uses, "expires_at": expires_at, "code_id": code_id}
+        await _audit(conn, now, actor, "enrollment_code.create", school_id, detail)
+    return code
+
+
+# -- admins ------------------------------------------------------------------------------------
+
+
+async def add_user(
+    engine: AsyncEngine, email: str, password_hash: str, role: str, scope: str, actor: str
+) -> int:
+    now = time.time()
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            users.insert()
+            .values(
+                email=email, password_hash=password_hash, role=role, scope=scope, created_at=now
+            )
+            .returning(users.c.id)
+        )
+        user_id = int(result.scalar_one())
+        await _audit(conn, now, actor, "user.add", email, {"role": role, "scope": scope})
+    return user_id
+
+
+async def user_by_email(engine: AsyncEngine, email: str) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(users.select().where(users.c.email == email))).first()
+    return dict(row._mapping) if row else None
+
+
+async def list_users(engine: AsyncEngine) -> list[dict[str, Any]]:
+    query = sa.select(users.c.id, users.c.email, users.c.role, users.c.scope, users.c.created_at)
+    async with engine.connect() as conn:
+        rows = await conn.execute(query.order_by(users.c.email))
+    return [dict(r._mapping) for r in rows]
+
+
+async def create_session(
+    engine: AsyncEngine, user_id: int, lifetime_s: float, now: float
+) -> tuple[str, str]:
+    """A new admin session; returns (cookie token, CSRF token). Only the hash is stored."""
+    token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    async with engine.begin() as conn:
+        await conn.execute(admin_sessions.delete().where(admin_sessions.c.expires_at < now))
+        await conn.execute(
+            admin_sessions.insert().values(
+                token_hash=sha256_hex(token),
+                user_id=user_id,
+                csrf=csrf,
+                created_at=now,
+                expires_at=now + lifetime_s,
+            )
+        )
+    return token, csrf
+
+
+async def session_user(engine: AsyncEngine, token: str, now: float) -> dict[str, Any] | None:
+    query = (
+        sa.select(users.c.id, users.c.email, users.c.role, users.c.scope, admin_sessions.c.csrf)
+        .join(users, users.c.id == admin_sessions.c.user_id)
+        .where(admin_sessions.c.token_hash == sha256_hex(token), admin_sessions.c.expires_at > now)
+    )
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    return dict(row._mapping) if row else None
+
+
+async def delete_session(engine: AsyncEngine, token: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            admin_sessions.delete().where(admin_sessions.c.token_hash == sha256_hex(token))
+        )
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+
+async def _audit(
+    conn: Any, now: float, actor: str, action: str, target: str, detail: dict[str, Any]
+) -> None:
+    await conn.execute(
+        audit_log.insert().values(
+            at=now, actor=actor, action=action, target=target, detail=json.dumps(detail)
+        )
+    )
+
+
+async def audit(
+    engine: AsyncEngine, actor: str, action: str, target: str, detail: dict[str, Any]
+) -> None:
+    async with engine.begin() as conn:
+        await _audit(conn, time.time(), actor, action, target, detail)
+
+
+async def list_audit(
+    engine: AsyncEngine, limit: int, actor: str | None = None
+) -> list[dict[str, Any]]:
+    query = audit_log.select().order_by(audit_log.c.id.desc()).limit(limit)
+    if actor is not None:
+        query = query.where(audit_log.c.actor == actor)
+    async with engine.connect() as conn:
+        rows = await conn.execute(query)
+    return [{**dict(r._mapping), "detail": json.loads(r.detail)} for r in rows]
+
+
+# -- configuration layers ----------------------------------------------------------------------
+
+
+async def load_config_layers(engine: AsyncEngine) -> dict[tuple[str, str], dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(config_layers.select())
+    return {(r.level, r.scope_id): json.loads(r.config) for r in rows}
+
+
+async def put_config_layer(
+    engine: AsyncEngine, level: str, scope_id: str, overlay: dict[str, Any], actor: str
+) -> None:
+    now = time.time()
+    key = (config_layers.c.level == level) & (config_layers.c.scope_id == scope_id)
+    async with engine.begin() as conn:
+        await conn.execute(config_layers.delete().where(key))
+        await conn.execute(
+            config_layers.insert().values(
+                level=level,
+                scope_id=scope_id,
+                config=json.dumps(overlay),
+                updated_at=now,
+                updated_by=actor,
+            )
+        )
+        await _audit(conn, now, actor, "config.set", f"{level}:{scope_id}", overlay)

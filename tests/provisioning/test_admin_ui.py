@@ -1,0 +1,78 @@
+"""The admin UI in headless Chromium: sign in, the dashboard, a kit going offline live."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from .conftest import ADMIN_PASSWORD, AgentMaker, LiveServer
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
+]
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Any]:
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(locale="fr-FR")
+            yield await context.new_page()
+        finally:
+            await browser.close()
+
+
+async def test_login_dashboard_and_kit_going_offline_live(
+    live_server: LiveServer, linked_agent: AgentMaker, page: Any
+) -> None:
+    await live_server.school("0751234A", "75")
+    await live_server.school("0691111B", "69")
+    kept = await linked_agent(school="0751234A", name="Salle 101")
+    leaving = await linked_agent(school="0691111B", name="Salle 202")
+    await live_server.admin("root@example.fr")
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    await page.goto(live_server.url + "/")
+    await page.fill("#login-email", "root@example.fr")
+    await page.fill("#login-password", "wrong password!")
+    await page.click("#login-form button")
+    await expect(page.locator("#login-error")).to_contain_text("wrong email or password")
+    await page.fill("#login-password", ADMIN_PASSWORD)
+    await page.click("#login-form button")
+
+    row = page.locator(f'tr[data-kit="{leaving.kit_id}"]')
+    await expect(row).to_have_class("kit online")
+    await expect(page.locator(".departement h2")).to_have_text(
+        ["Département 69 — 1/1 en ligne", "Département 75 — 1/1 en ligne"]
+    )
+    await expect(page.locator("#live-state")).to_have_text("mises à jour en direct")
+    await page.evaluate("window.notReloaded = true")
+
+    assert leaving.uplink is not None
+    await leaving.uplink.close()  # the kit drops off the network
+    await expect(row).to_have_class("kit offline", timeout=5000)
+    await expect(row.locator("td.state")).to_contain_text("hors ligne depuis")
+    await expect(page.locator(f'tr[data-kit="{kept.kit_id}"]')).to_have_class("kit online")
+    assert await page.evaluate("window.notReloaded") is True
+
+    # The kit page: health history and configuration.
+    await page.click(f'tr[data-kit="{kept.kit_id}"] a')
+    await expect(page.locator("#kit-title")).to_contain_text("Salle 101")
+    await expect(page.locator("#history tbody tr").first).to_contain_text("idle")
+    await expect(page.locator("#kit-config")).to_contain_text("appliquée")
+    assert not errors, errors
