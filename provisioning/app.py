@@ -39,7 +39,7 @@ WHEP_CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
-    "Access-Control-Expose-Headers": "Location, Link, ETag, Accept-Patch",
+    "Access-Control-Expose-Headers": "Location, Link, ETag, Accept-Patch, X-Class-State",
     "Access-Control-Max-Age": "600",
 }
 ADMIN_HEADERS = {

@@ -82,6 +82,6 @@ class GatewayTimeout(RequestError):
 class KitRefusal(RequestError):
     """A relayed WHEP request the kit refused: its status and public message, passed on."""
 
-    def __init__(self, status: int, public_message: str) -> None:
-        super().__init__(public_message)
+    def __init__(self, status: int, public_message: str, class_state: str | None = None) -> None:
+        super().__init__(public_message, {"X-Class-State": class_state} if class_state else None)
         self.status = status

@@ -64,6 +64,8 @@ class _Msg(BaseModel):
 # -- health ------------------------------------------------------------------------------------
 
 DeviceState = Literal["ok", "missing", "error", "disabled"]
+ClassState = Literal["waiting", "ended", "invalid", "full"]
+"""Why a join link was refused (sent to the pupil page as ``X-Class-State``, docs/whep.md)."""
 
 
 class DeviceHealth(_Msg):
@@ -232,6 +234,7 @@ class WhepAnswer(_Msg):
     resource: Id | None = None
     sdp: Annotated[str, Field(max_length=MAX_SDP)] | None = None
     error: Text = ""
+    class_state: ClassState | None = None
 
 
 class WhepDeleted(_Msg):

@@ -26,6 +26,9 @@ from .protocol import WhepAnswer, WhepDelete, WhepDeleted, WhepOffer, encode, to
 
 log = logging.getLogger("provisioning.relay")
 
+ENDED = {"X-Class-State": "ended"}
+INVALID = {"X-Class-State": "invalid"}
+
 RELAYED_STATUSES = frozenset({400, 404, 409, 413, 415, 503})
 """Refusals of the kit passed on to the pupil as they are (with the kit's public message)."""
 
@@ -50,10 +53,10 @@ class Relay:
         kit = self.fleet.by_token.get(digest)
         if kit is None:
             if digest in self.fleet.expired_tokens:
-                raise NotFound("this link has expired: the class has ended")
-            raise NotFound("unknown link")
+                raise NotFound("this link has expired: the class has ended", ENDED)
+            raise NotFound("unknown link", INVALID)
         if kit.revoked:
-            raise NotFound("unknown link")
+            raise NotFound("unknown link", INVALID)
         if kit.link is None:
             raise ServiceUnavailable("the classroom is not reachable right now; try again soon")
         return kit
@@ -69,7 +72,7 @@ class Relay:
             self.resources[resource] = (kit.id, reply.resource)
             self.offers += 1
             return f"/whep/resource/{resource}", reply.sdp
-        raise _refusal(reply.status, reply.error)
+        raise _refusal(reply.status, reply.error, reply.class_state)
 
     async def delete(self, resource: str) -> None:
         entry = self.resources.get(resource)
@@ -126,8 +129,8 @@ class Relay:
                 del self.resources[resource]
 
 
-def _refusal(status: int, error: str) -> RequestError:
+def _refusal(status: int, error: str, class_state: str | None = None) -> RequestError:
     if status in RELAYED_STATUSES:
-        return KitRefusal(status, error or "refused by the classroom")
+        return KitRefusal(status, error or "refused by the classroom", class_state)
     log.warning("kit answered a relayed request with %d", status)
     return BadGateway("the classroom could not answer")

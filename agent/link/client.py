@@ -219,7 +219,12 @@ class LinkClient:
             viewer, answer = await self.session.add_viewer(offer.token, offer.sdp.encode())
             reply = WhepAnswer(req=offer.req, status=201, resource=viewer.id, sdp=answer)
         except RequestError as exc:
-            reply = WhepAnswer(req=offer.req, status=exc.status, error=exc.public_message)
+            reply = WhepAnswer(
+                req=offer.req,
+                status=exc.status,
+                error=exc.public_message,
+                class_state=exc.class_state,  # type: ignore[arg-type]
+            )
         except Exception:
             log.exception("relayed WHEP offer failed")
             reply = WhepAnswer(req=offer.req, status=500, error="internal error")

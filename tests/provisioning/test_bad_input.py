@@ -136,6 +136,8 @@ async def test_whep_relay_refusals(live_server: LiveServer, linked_agent: AgentM
         url, data=b"v=0", headers={"Content-Type": "application/sdp"}
     ) as response:
         assert response.status == 404 and await response.text() == "unknown link\n"
+        assert response.headers["X-Class-State"] == "invalid"
+        assert "X-Class-State" in response.headers["Access-Control-Expose-Headers"]
     whep = await agent.start()
     kit = live_server.server.fleet.kits[agent.kit_id]
     await until(lambda: kit.token is not None, 5, "live")

@@ -180,6 +180,7 @@ async def test_pupil_joins_through_the_relay(
         assert response.status == 404
         assert "expired" in await response.text()
         assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert response.headers["X-Class-State"] == "ended"
 
 
 async def test_server_restart_reconnects_and_loses_nothing(
