@@ -216,6 +216,10 @@ async function renderKit(kitId) {
     $("config-json").value = JSON.stringify(kit.layers.kit, null, 2);
   }
   $("rename-name").value = kit.name;
+  if (document.activeElement !== $("move-school")) {
+    $("move-school").replaceChildren(...state.schools.map((s) =>
+      el("option", { value: s.id, textContent: `${s.id} — ${s.name}`, selected: s.id === kit.school })));
+  }
   $("revoke").disabled = kit.revoked;
   $("history").tBodies[0].replaceChildren(...kit.history.map(({ received_at, report }) => el("tr", {},
     el("td", { textContent: when(received_at) }),
@@ -232,6 +236,14 @@ async function renderKit(kitId) {
 $("rename-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   await api("PATCH", `/api/v1/kits/${encodeURIComponent(currentKit)}`, { name: $("rename-name").value });
+  renderKit(currentKit);
+});
+
+$("move-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const school = $("move-school").value;
+  if (!confirm(`Déplacer ce kit vers l'école ${school} ?`)) return;
+  await api("PATCH", `/api/v1/kits/${encodeURIComponent(currentKit)}`, { school });
   renderKit(currentKit);
 });
 

@@ -75,4 +75,14 @@ async def test_login_dashboard_and_kit_going_offline_live(
     await expect(page.locator("#kit-title")).to_contain_text("Salle 101")
     await expect(page.locator("#history tbody tr").first).to_contain_text("idle")
     await expect(page.locator("#kit-config")).to_contain_text("appliquée")
+
+    # Move the kit to the other school (with a confirmation), then rename it.
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.select_option("#move-school", "0691111B")
+    await page.click("#move-form button")
+    await expect(page.locator("#kit-facts")).to_contain_text("0691111B (département 69)")
+    assert live_server.server.fleet.kits[kept.kit_id].school_id == "0691111B"
+    await page.fill("#rename-name", "Salle 303")
+    await page.click("#rename-form button")
+    await expect(page.locator("#kit-title")).to_contain_text("Salle 303")
     assert not errors, errors
