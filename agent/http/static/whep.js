@@ -9,20 +9,41 @@ class WhepError extends Error {
   }
 }
 
+// Non-trickle: wait until the offer holds the candidates worth sending. With STUN/TURN servers,
+// that is the end of gathering. Without, only host candidates can come: the UDP ones arrive
+// within a few ms of each other, and waiting for the rest (TCP, ~100 ms later) gains nothing,
+// as the agent speaks ICE over UDP only; so send QUIET_MS after the last UDP candidate.
+const QUIET_MS = 40;
+
+function gathered(pc, withServers, timeoutMs) {
+  return new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    const timer = setTimeout(resolve, timeoutMs);
+    let quiet = null;
+    const done = () => { clearTimeout(timer); clearTimeout(quiet); resolve(); };
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") done();
+    });
+    pc.addEventListener("icecandidate", (event) => {
+      if (withServers || !event.candidate || event.candidate.protocol !== "udp") return;
+      clearTimeout(quiet);
+      quiet = setTimeout(done, QUIET_MS);
+    });
+    // Candidates gathered before these listeners existed are in the description already.
+    if (!withServers && / udp /i.test(pc.localDescription.sdp)) quiet = setTimeout(done, QUIET_MS);
+  });
+}
+
 async function whepConnect(url, { iceServers = [], gatherTimeoutMs = 2000, dataChannel = false } = {}) {
-  const pc = new RTCPeerConnection({ iceServers });
+  // max-bundle: one transport for everything (the agent bundles), so the browser gathers
+  // candidates once instead of once per m-line.
+  const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
   const camera = pc.addTransceiver("video", { direction: "recvonly" });
   const documentCam = pc.addTransceiver("video", { direction: "recvonly" });
   const audio = pc.addTransceiver("audio", { direction: "recvonly" });
   const channel = dataChannel ? pc.createDataChannel("classroom") : null;
   await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === "complete") return resolve();
-    const timer = setTimeout(resolve, gatherTimeoutMs);
-    pc.addEventListener("icegatheringstatechange", () => {
-      if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
-    });
-  });
+  await gathered(pc, iceServers.length > 0, gatherTimeoutMs);
   let response;
   try {
     response = await fetch(url, {
