@@ -55,8 +55,8 @@ bench-provisioning: setup
 	$(PY) -m bench.provisioning $(BENCH_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check agent kiosk provisioning tests bench
-	$(VENV)/bin/ruff format --check agent kiosk provisioning tests bench
+	$(VENV)/bin/ruff check agent kiosk provisioning kitsys tests bench
+	$(VENV)/bin/ruff format --check agent kiosk provisioning kitsys tests bench
 	$(VENV)/bin/mypy
 
 clean:
