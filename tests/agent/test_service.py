@@ -10,12 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.kitsys.listener import first, messages, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 WATCHDOG_USEC = 600_000  # pings every 0.2 s
@@ -27,24 +28,6 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(path)
         yield sock, path
-
-
-def messages(sock: socket.socket, seconds: float) -> list[bytes]:
-    """Every datagram that arrives within ``seconds``."""
-    out: list[bytes] = []
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            out.append(sock.recv(4096))
-        except TimeoutError:
-            break
-    return out
-
-
-def first(sock: socket.socket, timeout: float) -> bytes:
-    sock.settimeout(timeout)
-    return sock.recv(4096)
 
 
 @pytest.mark.slow
@@ -84,10 +67,10 @@ def test_ready_watchdog_and_stopping(
         messages(sock, 0.1)  # one may have been in flight
         assert messages(sock, 1.0) == []
         process.send_signal(signal.SIGCONT)
-        assert b"WATCHDOG=1" in messages(sock, 1.0)
+        wait_for(sock, b"WATCHDOG=1", 1.0)
 
         process.send_signal(signal.SIGTERM)
-        assert b"STOPPING=1" in messages(sock, 5)
+        wait_for(sock, b"STOPPING=1", 5)
         assert process.wait(20) == 0
     finally:
         if process.poll() is None:
