@@ -146,7 +146,13 @@ def setup_logging(
     environ: Mapping[str, str] | None = None,
     socket_path: str = JOURNAL_SOCKET,
 ) -> logging.Handler:
-    """The root logger to the journal under systemd (when its socket exists), else stderr."""
+    """The root logger to the journal under systemd (when its socket exists), else stderr.
+
+    Like :func:`logging.basicConfig`, it leaves a root logger that already has handlers alone
+    (a program embedding ours, pytest's log capture) and returns the first of them."""
+    root = logging.getLogger()
+    if root.handlers:
+        return root.handlers[0]
     env = os.environ if environ is None else environ
     handler: logging.Handler
     if journal_wanted(env) and os.path.exists(socket_path):
@@ -155,9 +161,6 @@ def setup_logging(
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     return handler

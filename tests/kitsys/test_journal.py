@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import contextlib
 import logging
 import os
 import socket
@@ -122,13 +123,45 @@ def test_journal_only_when_stderr_is_the_journal_stream(tmp_path: Path) -> None:
         assert not journal_wanted({}, out.fileno())
 
 
-def test_setup_logging_falls_back_to_stderr() -> None:
+@contextlib.contextmanager
+def bare_root() -> Iterator[logging.Logger]:
+    """The root logger without pytest's capture handlers, restored afterwards."""
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
+    root.handlers[:] = []
     try:
-        handler = setup_logging("kit-agent", environ={})
-        assert not isinstance(handler, JournalHandler)
-        assert isinstance(handler, logging.StreamHandler)
+        yield root
     finally:
+        for handler in root.handlers:
+            handler.close()
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_setup_logging_falls_back_to_stderr() -> None:
+    with bare_root() as root:
+        handler = setup_logging("kit-agent", environ={})
+        assert type(handler) is logging.StreamHandler
+        assert root.handlers == [handler]
+
+
+def test_setup_logging_picks_the_journal_under_systemd(tmp_path: Path) -> None:
+    path = str(tmp_path / "journal.socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, bare_root():
+        sock.bind(path)
+        sock.settimeout(2)
+        st = os.fstat(2)
+        env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        handler = setup_logging("kit-agent", environ=env, socket_path=path)
+        assert isinstance(handler, JournalHandler)
+        logging.getLogger("agent.test").info("hello", extra={"device": "/dev/video0"})
+        fields = parse(sock.recv(65536))
+        assert (fields["MESSAGE"], fields["DEVICE"]) == ("agent.test: hello", "/dev/video0")
+
+
+def test_setup_logging_leaves_configured_logging_alone() -> None:
+    root = logging.getLogger()
+    before = list(root.handlers)
+    assert before, "pytest's capture handlers are expected here"
+    assert setup_logging("kit-agent", environ={}) is before[0]
+    assert root.handlers == before
