@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import load_config
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 TREE_PARTS = ("agent", "kiosk", "provisioning", "kitsys", "systemd", "pyproject.toml", "README.md")
@@ -114,7 +116,8 @@ def test_kit_install_is_idempotent_and_upgrades_in_place(
     credential = root / "var/lib/kit/server-link.json"
     config = root / "etc/kit/agent.toml"
     assert credential.exists() and config.exists()
-    assert 'state_dir = "/var/lib/kit"' in config.read_text(encoding="utf-8")
+    written = load_config(config)  # the default configuration is valid as it is
+    assert (written.state_dir, written.camera.device) == ("/var/lib/kit", "/dev/video0")
     assert (root / "etc/systemd/system/kit-agent.service").read_bytes() == (
         REPO / "systemd/kit-agent.service"
     ).read_bytes()
