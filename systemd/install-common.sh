@@ -1,3 +1,4 @@
+# shellcheck shell=sh disable=SC2034  # CHANGED is read by the scripts that source this file
 # Shared by install-kit.sh and install-server.sh (sourced, not run).
 #
 # ROOT=/some/dir      install into that directory instead of / (tests, image builds); implies
@@ -18,6 +19,7 @@ SOURCE="${KIT_SOURCE:-$(dirname "$HERE")}"
 PYTHON="${KIT_PYTHON:-python3}"
 DRYRUN="${KIT_INSTALL_DRYRUN:-}"
 if [ -n "$ROOT" ]; then DRYRUN=1; fi
+CHANGED=""  # set when files or the venv changed; the calling script reports it
 
 say() { printf '%s\n' "$*" >&2; }
 

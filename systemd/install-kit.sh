@@ -12,7 +12,7 @@
 # (re)starts them. Running it twice changes nothing; running it with a newer version upgrades
 # the agent and restarts it. Options for tests and image builds: see install-common.sh.
 
-# shellcheck source=install-common.sh
+# shellcheck source-path=SCRIPTDIR source=install-common.sh
 . "$(dirname "$0")/install-common.sh"
 
 SERVER_URL="${1:-}"
@@ -21,7 +21,6 @@ NAME="${3:-}"
 VENV="$ROOT/opt/kit/venv"
 STATE="$ROOT/var/lib/kit"
 CONFIG="$ROOT/etc/kit/agent.toml"
-CHANGED=""
 
 if [ ! -e "$STATE/server-link.json" ] && { [ -z "$SERVER_URL" ] || [ -z "$CODE" ]; }; then
     say "usage: $0 SERVER_URL ENROLLMENT_CODE [KIT_NAME]   (the kit is not enrolled yet)"

@@ -10,7 +10,7 @@
 # there is none (never overwritten), keeps the SQLite data in /var/lib/kit-provisioning, and
 # installs and (re)starts kit-provisioning.service. Idempotent; options: install-common.sh.
 
-# shellcheck source=install-common.sh
+# shellcheck source-path=SCRIPTDIR source=install-common.sh
 . "$(dirname "$0")/install-common.sh"
 
 PUBLIC_URL="${1:-}"
@@ -18,7 +18,6 @@ ADMIN="${2:-}"
 VENV="$ROOT/opt/kit-provisioning/venv"
 STATE="$ROOT/var/lib/kit-provisioning"
 ENV_FILE="$ROOT/etc/kit-provisioning/provisioning.env"
-CHANGED=""
 
 if [ ! -e "$ENV_FILE" ] && [ -z "$PUBLIC_URL" ]; then
     say "usage: $0 PUBLIC_URL [ADMIN_EMAIL]"
