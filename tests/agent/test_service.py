@@ -5,6 +5,9 @@ while the process is healthy and stops while it is frozen; STOPPING=1 on SIGTERM
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import signal
 import socket
@@ -16,6 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.cli import _journal_session
+from agent.session import ClassSession
+from kitsys.journal import JournalHandler
+from tests.conftest import agent_config
 from tests.kitsys.listener import first, messages, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,3 +83,63 @@ def test_ready_watchdog_and_stopping(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.slow
+def test_run_with_a_broken_config_serves_on_the_last_good_one_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """``kit-agent run`` as the unit starts it (``$STATE_DIRECTORY``, no ``--state-dir``)."""
+    state = tmp_path / "state"
+    good = tmp_path / "agent.toml"
+    good.write_text(
+        f'state_dir = "{state}"\n[http]\nlisten = "127.0.0.1:0"\n'
+        '[webrtc]\nhost_addresses = ["127.0.0.1"]\n[kiosk]\nlanguage = "en"\n',
+        encoding="utf-8",
+    )
+    for config, expected_problems in (
+        (good, []),
+        (tmp_path / "broken.toml", ["config_unreadable"]),
+    ):
+        if config.name == "broken.toml":
+            config.write_text("[http\nlisten = ", encoding="utf-8")
+        env = {**os.environ, "STATE_DIRECTORY": str(state), "PYTHONUNBUFFERED": "1"}
+        env.pop("NOTIFY_SOCKET", None)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            kiosk = next(line for line in process.stdout if line.startswith("kiosk: "))
+            with urllib.request.urlopen(kiosk.split()[1] + "api/status", timeout=5) as response:
+                status = json.load(response)
+            assert [p["code"] for p in status["problems"]] == expected_problems
+            assert status["language"] == "en"  # the last good configuration's
+            assert (state / "last-good-config.toml").read_text(encoding="utf-8") == good.read_text(
+                encoding="utf-8"
+            )
+        finally:
+            process.terminate()
+            assert process.wait(20) == 0
+
+
+def test_journal_entries_of_a_class_carry_a_session_digest(tmp_path: Path) -> None:
+    session = ClassSession(agent_config(), "")
+    handler = JournalHandler("kit-agent", str(tmp_path / "unused"))
+    record = logging.LogRecord("agent", logging.INFO, __file__, 1, "hello", None, None)
+    try:
+        session.token = "secret-join-token"
+        _journal_session(session)
+        entry = handler.entry(record)
+        assert b"SESSION=" + hashlib.sha256(b"secret-join-token").hexdigest()[:12].encode() in entry
+        assert b"secret-join-token" not in entry
+        session.token = None
+        _journal_session(session)
+        assert b"SESSION=" not in handler.entry(record)
+    finally:
+        handler.close()
