@@ -85,8 +85,9 @@ class JournalHandler(logging.Handler):
             "LOGGER": record.name,
             "CODE_FILE": record.pathname,
             "CODE_LINE": str(record.lineno),
-            "CODE_FUNC": record.funcName,
         }
+        if record.funcName:  # None for records not made by a logger call
+            fields["CODE_FUNC"] = record.funcName
         extras: Mapping[str, object] = {
             **_context,
             **{k: v for k, v in vars(record).items() if k not in _RESERVED},
