@@ -111,9 +111,14 @@ write_once() {
     fi
 }
 
-# enable_and_restart UNIT…: what systemd needs to (re)start the units with the new files.
+# enable_and_restart UNIT…: enabled at boot, and running the installed version: restarted if
+# anything changed (new version, new unit files), else only started if they are not running.
 enable_and_restart() {
     system systemctl daemon-reload
     system systemctl enable "$@"
-    system systemctl restart "$@"
+    if [ -n "$CHANGED" ]; then
+        system systemctl restart "$@"
+    else
+        system systemctl start "$@"
+    fi
 }

@@ -135,6 +135,8 @@ def test_kit_install_is_idempotent_and_upgrades_in_place(
     log = install(tree, "install-kit.sh", root, url, code, "salle-12")
     assert snapshot(root) == first, "a second run changed the installed tree"
     assert "already enrolled" in log and "already installed" in log
+    assert "[dry run] systemctl start kit-agent.service kit-kiosk.service" in log
+    assert "systemctl restart" not in log  # nothing changed: a class in progress goes on
 
     # An admin edits the configuration; a new version is installed without a code.
     config.write_text(config.read_text(encoding="utf-8") + "# edited by the admin\n")
