@@ -61,8 +61,10 @@ TOML
 if [ -e "$STATE/server-link.json" ]; then
     say "already enrolled (credential in $STATE/server-link.json kept)"
 else
-    "${KIT_ENROLL_AGENT:-$VENV/bin/kit-agent}" enroll "$SERVER_URL" "$CODE" \
-        --state-dir "$STATE" ${NAME:+--name "$NAME"}
+    set --
+    if [ -n "$NAME" ]; then set -- --name "$NAME"; fi
+    "${KIT_ENROLL_AGENT:-$VENV/bin/kit-agent}" enroll "$SERVER_URL" "$CODE" --state-dir "$STATE" "$@"
+    CHANGED=1  # a running agent reads its credential at start
 fi
 system chown -R kit:kit "$STATE"
 

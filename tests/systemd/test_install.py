@@ -9,6 +9,7 @@ systemctl, cage on a seat) is listed in docs/systemd.md."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -33,7 +34,7 @@ def provisioning(data: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
     """A provisioning server and an enrollment code good for one kit."""
     data = tmp_path_factory.mktemp("provisioning")
     provisioning(data, "school", "add", "0751234A", "--name", "École", "--departement", "75")
@@ -47,7 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     try:
         assert process.stdout is not None
         url = process.stdout.readline().split()[1].removesuffix("/admin/")
-        yield url, code
+        yield url, code, data
     finally:
         process.terminate()
         process.wait(30)
@@ -107,15 +108,17 @@ def installed_version(venv: Path) -> str:
 
 
 def test_kit_install_is_idempotent_and_upgrades_in_place(
-    server: tuple[str, str], tmp_path: Path
+    server: tuple[str, str, Path], tmp_path: Path
 ) -> None:
-    url, code = server
+    url, code, data = server
     root = tmp_path / "root"
     tree = source_tree(tmp_path / "src")
-    log = install(tree, "install-kit.sh", root, url, code, "salle-12")
+    log = install(tree, "install-kit.sh", root, url, code, "Salle 12")
     credential = root / "var/lib/kit/server-link.json"
     config = root / "etc/kit/agent.toml"
     assert credential.exists() and config.exists()
+    [kit] = json.loads(provisioning(data, "kits", "--json"))
+    assert kit["name"] == "Salle 12"
     written = load_config(config)  # the default configuration is valid as it is
     assert (written.state_dir, written.camera.device) == ("/var/lib/kit", "/dev/video0")
     assert (root / "etc/systemd/system/kit-agent.service").read_bytes() == (
@@ -132,7 +135,7 @@ def test_kit_install_is_idempotent_and_upgrades_in_place(
         assert planned in log or planned.replace("useradd", "usermod") in log, log
 
     first = snapshot(root)
-    log = install(tree, "install-kit.sh", root, url, code, "salle-12")
+    log = install(tree, "install-kit.sh", root, url, code, "Salle 12")
     assert snapshot(root) == first, "a second run changed the installed tree"
     assert "already enrolled" in log and "already installed" in log
     assert "[dry run] systemctl start kit-agent.service kit-kiosk.service" in log
