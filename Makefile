@@ -12,7 +12,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 fonts-dejavu-core postgresql
+DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 fonts-dejavu-core postgresql systemd shellcheck
 DEMO_ARGS ?=
 
 .PHONY: setup demo demo-agent test bench bench-provisioning lint screenshots clean
@@ -55,8 +55,8 @@ bench-provisioning: setup
 	$(PY) -m bench.provisioning $(BENCH_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check agent kiosk provisioning tests bench
-	$(VENV)/bin/ruff format --check agent kiosk provisioning tests bench
+	$(VENV)/bin/ruff check agent kiosk provisioning kitsys tests bench
+	$(VENV)/bin/ruff format --check agent kiosk provisioning kitsys tests bench
 	$(VENV)/bin/mypy
 
 clean:

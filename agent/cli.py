@@ -2,7 +2,10 @@
 
 kit-agent demo [--http HOST:PORT] [--start] [--config FILE]
     the agent on synthetic sources (or the devices of --config), no server needed
-kit-agent run --config FILE     the agent with a TOML config (see agent/example-config.toml)
+kit-agent run --config FILE [--state-dir DIR]
+    the agent with a TOML config (see agent/example-config.toml); if the file is missing or
+    invalid it runs on the last good copy in the state directory, or the defaults (the kiosk
+    says so)
 kit-agent devices               cameras and microphones this machine has
 kit-agent enroll SERVER_URL CODE [--config FILE | --state-dir DIR] [--name NAME]
     exchange an enrollment code for this kit's identity on the provisioning server
@@ -13,8 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -22,14 +27,23 @@ from pathlib import Path
 
 from aiohttp import web
 
+from kitsys.journal import set_context, setup_logging
+from kitsys.notify import Notifier
+from kitsys.watchdog import http_probe, start_watchdog
+
 from .config import AgentConfig, config_from_dict, load_config, parse_host_port
 from .errors import ConfigError
 from .http.app import make_app
 from .link import Uplink
+from .problems import Problems
 from .session import ClassSession
+from .startup import startup_config
+from .statefile import check_free_space
 from .webrtc.ice import restrict_host_addresses
 
 log = logging.getLogger("agent")
+
+DISK_CHECK_INTERVAL_S = 30.0
 
 
 def _lan_address() -> str:
@@ -51,8 +65,12 @@ def base_url(config: AgentConfig, port: int) -> str:
     return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
 
 
-async def serve(config: AgentConfig, start_now: bool) -> None:
-    """Run the HTTP server until SIGINT/SIGTERM; always end the class and release devices."""
+async def serve(config: AgentConfig, start_now: bool, problems: Problems | None = None) -> None:
+    """Run the HTTP server until SIGINT/SIGTERM; always end the class and release devices.
+
+    Under systemd: ``READY=1`` once the HTTP server listens, ``WATCHDOG=1`` while it answers."""
+    problems = problems if problems is not None else Problems()
+    notifier = Notifier()
     restrict_host_addresses(config.webrtc.host_addresses)
     host, port = parse_host_port(config.http.listen)
     uplink = Uplink.from_config(config)  # None unless enrolled (kit-agent enroll)
@@ -61,7 +79,8 @@ async def serve(config: AgentConfig, start_now: bool) -> None:
         "",
         on_live=lambda s: print(f"join: {s.join_url}", flush=True),
     )
-    runner = web.AppRunner(make_app(app_session), access_log=None, handle_signals=False)
+    app_session.listeners.append(_journal_session)
+    runner = web.AppRunner(make_app(app_session, problems), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -70,9 +89,12 @@ async def serve(config: AgentConfig, start_now: bool) -> None:
     if uplink is not None:
         app_session.base_url = uplink.join_base_url or app_session.base_url
         uplink.start(app_session)
+        set_context(kit_id=uplink.credential.kit_id)
         print(f"server: {uplink.credential.server} (kit {uplink.credential.kit_id})", flush=True)
     kiosk_host = "127.0.0.1" if host in ("0.0.0.0", "127.0.0.1", "") else host
     print(f"kiosk: http://{kiosk_host}:{bound_port}/", flush=True)
+    tasks = _service_tasks(notifier, host, bound_port, config, problems)
+    notifier.ready(f"serving on port {bound_port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -82,10 +104,37 @@ async def serve(config: AgentConfig, start_now: bool) -> None:
             await app_session.start()
         await stop.wait()
     finally:
+        notifier.stopping()
+        for task in tasks:
+            task.cancel()
         if uplink is not None:
             await uplink.close()
         await app_session.stop()
         await runner.cleanup()
+
+
+def _journal_session(session: ClassSession) -> None:
+    """Every log entry of a class carries ``SESSION=`` (a digest: the token itself is secret)."""
+    token = session.token
+    set_context(session=hashlib.sha256(token.encode()).hexdigest()[:12] if token else None)
+
+
+def _service_tasks(
+    notifier: Notifier, host: str, port: int, config: AgentConfig, problems: Problems
+) -> list[asyncio.Task[None]]:
+    tasks = []
+    watchdog = start_watchdog(notifier, http_probe(host, port))
+    if watchdog is not None:
+        tasks.append(watchdog)
+    if config.state_dir:
+        tasks.append(asyncio.create_task(_watch_disk(Path(config.state_dir), problems)))
+    return tasks
+
+
+async def _watch_disk(state_dir: Path, problems: Problems) -> None:
+    while True:
+        await asyncio.to_thread(check_free_space, state_dir, problems)
+        await asyncio.sleep(DISK_CHECK_INTERVAL_S)
 
 
 def _devices() -> int:
@@ -105,6 +154,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", type=Path, help="a TOML config (default: synthetic sources)")
     run = sub.add_parser("run", help="run with a TOML config")
     run.add_argument("--config", type=Path, required=True)
+    run.add_argument(
+        "--state-dir",
+        default=os.environ.get("STATE_DIRECTORY", "").split(":")[0],
+        help="where the last good config is kept if the config has no state_dir "
+        "(default: $STATE_DIRECTORY, set by systemd)",
+    )
     run.add_argument("--start", action="store_true", help="start the class at once")
     sub.add_parser("devices", help="list cameras and microphones")
     enroll = sub.add_parser("enroll", help="enroll this kit on a provisioning server")
@@ -140,29 +195,33 @@ def _enroll(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging("kit-agent", verbose=args.verbose)
     for noisy in ("aioice", "aiortc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "devices":
         return _devices()
     if args.command == "enroll":
         return _enroll(args)
+    problems = Problems()
     try:
-        config = load_config(args.config) if args.config else config_from_dict({})
-        if args.command == "demo" and args.http:
-            config = config.model_copy(
-                update={"http": config_from_dict({"http": {"listen": args.http}}).http}
-            )
+        config = _run_config(args, problems)
     except ConfigError as exc:
         print(f"kit-agent: {exc}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, args.start))
+        asyncio.run(serve(config, args.start, problems))
     return 0
+
+
+def _run_config(args: argparse.Namespace, problems: Problems) -> AgentConfig:
+    if args.command == "run":
+        return startup_config(args.config, problems, args.state_dir)
+    config = load_config(args.config) if args.config else config_from_dict({})
+    if args.http:
+        config = config.model_copy(
+            update={"http": config_from_dict({"http": {"listen": args.http}}).http}
+        )
+    return config
 
 
 if __name__ == "__main__":

@@ -165,12 +165,21 @@ def parse_host_port(value: str) -> tuple[str, int]:
 def load_config(path: Path) -> AgentConfig:
     """Read and validate a TOML config file; raise :class:`ConfigError` with a readable reason."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc.reason}") from exc
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, origin: str = "config") -> AgentConfig:
+    """Validate the text of a TOML config; :class:`ConfigError` names ``origin``."""
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    return config_from_dict(data, origin=str(path))
+        raise ConfigError(f"{origin} is not valid TOML: {exc}") from exc
+    return config_from_dict(data, origin=origin)
 
 
 def config_from_dict(data: dict[str, object], origin: str = "config") -> AgentConfig:

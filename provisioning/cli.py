@@ -29,6 +29,10 @@ from typing import Any
 
 from aiohttp import web
 
+from kitsys.journal import setup_logging
+from kitsys.notify import Notifier
+from kitsys.watchdog import http_probe, start_watchdog
+
 from . import store
 from .auth import check_new_user, hash_password
 from .db import database_url, open_database
@@ -98,6 +102,9 @@ async def serve(args: argparse.Namespace) -> None:
         f"open-files limit {limit})",
         flush=True,
     )
+    notifier = Notifier()  # under systemd: READY=1 now, WATCHDOG=1 while /healthz answers
+    watchdog = start_watchdog(notifier, http_probe(host, bound))
+    notifier.ready(f"{len(server.fleet.kits)} kits, port {bound}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -105,6 +112,9 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await stop.wait()
     finally:
+        notifier.stopping()
+        if watchdog is not None:
+            watchdog.cancel()
         log.info("stopping: closing %d links", sum(1 for k in server.fleet.kits.values() if k.link))
         await runner.cleanup()
         log.info("links closed; writing what is queued")
@@ -258,11 +268,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging("kit-provisioning", verbose=args.verbose)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     commands: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "user": user_add,

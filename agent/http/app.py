@@ -2,7 +2,9 @@
 
 Routes
   GET  /                      kiosk (teacher UI), localhost only; its assets under /kiosk/
-  GET  /api/status            session, sources, encoders, viewers, pupils (JSON), localhost only
+  GET  /api/status            session, sources, encoders, viewers, pupils, the kit's problems
+                              (JSON), localhost only
+  GET  /healthz               liveness: 200 while the server answers (systemd watchdog probe)
   POST /api/session/start     go live, localhost only
   POST /api/session/stop      end the class, localhost only
   POST /api/session/mute      {"muted": true|false}: pupils get silence, localhost only
@@ -40,12 +42,14 @@ from ..errors import (
     RequestError,
     UnsupportedMediaType,
 )
+from ..problems import Problems
 from ..session import ClassSession
 from ..webrtc.sdp import MAX_OFFER_BYTES
 
 log = logging.getLogger("agent.http")
 
 SESSION_KEY = web.AppKey("session", ClassSession)
+PROBLEMS_KEY = web.AppKey("problems", Problems)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 WHEP_CORS = {
@@ -106,23 +110,34 @@ def require_local(request: web.Request) -> None:
 # -- session control -------------------------------------------------------------------------
 
 
+def _status(request: web.Request) -> web.Response:
+    """The session's status and the kit's own problems (config, disk), for the kiosk."""
+    status = request.app[SESSION_KEY].status()
+    status["problems"] = request.app[PROBLEMS_KEY].as_list()
+    return web.json_response(status)
+
+
 async def get_status(request: web.Request) -> web.Response:
     require_local(request)
-    return web.json_response(request.app[SESSION_KEY].status())
+    return _status(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True}, headers={"Cache-Control": "no-store"})
 
 
 async def post_start(request: web.Request) -> web.Response:
     require_local(request)
     session = request.app[SESSION_KEY]
     await session.start()
-    return web.json_response(session.status())
+    return _status(request)
 
 
 async def post_stop(request: web.Request) -> web.Response:
     require_local(request)
     session = request.app[SESSION_KEY]
     await session.stop()
-    return web.json_response(session.status())
+    return _status(request)
 
 
 async def post_mute(request: web.Request) -> web.Response:
@@ -133,21 +148,21 @@ async def post_mute(request: web.Request) -> web.Response:
         raise BadRequest('expected {"muted": true} or {"muted": false}')
     session = request.app[SESSION_KEY]
     session.set_muted(muted)
-    return web.json_response(session.status())
+    return _status(request)
 
 
 async def post_lower_hand(request: web.Request) -> web.Response:
     require_local(request)
     session = request.app[SESSION_KEY]
     session.lower_hand(request.match_info["viewer_id"])
-    return web.json_response(session.status())
+    return _status(request)
 
 
 async def post_lower_all(request: web.Request) -> web.Response:
     require_local(request)
     session = request.app[SESSION_KEY]
     session.lower_all_hands()
-    return web.json_response(session.status())
+    return _status(request)
 
 
 async def get_preview(request: web.Request) -> web.Response:
@@ -290,9 +305,11 @@ def _static_response(name: str, package: str) -> web.Response:
     return web.Response(body=body, content_type=STATIC_TYPES[suffix], charset="utf-8")
 
 
-def make_app(session: ClassSession) -> web.Application:
+def make_app(session: ClassSession, problems: Problems | None = None) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_OFFER_BYTES * 2)
     app[SESSION_KEY] = session
+    app[PROBLEMS_KEY] = problems if problems is not None else Problems()
+    app.router.add_get("/healthz", healthz)
     app.router.add_get("/", kiosk_page)
     app.router.add_get("/kiosk/{name}", kiosk_file)
     app.router.add_get("/api/status", get_status)

@@ -29,6 +29,9 @@ const STRINGS = {
       muted: "Micro coupé : les élèves n'entendent pas la classe.",
       agent: "Le boîtier ne répond pas. Nouvel essai…",
       startFailed: "Le cours n'a pas pu démarrer. Réessayez ; si cela se répète, redémarrez le boîtier.",
+      config_unreadable: (p) => `Le fichier de configuration est illisible : ${p.fallback === "last_good" ? "derniers réglages valides utilisés" : "réglages par défaut utilisés"}. Prévenez l'administrateur.`,
+      config_missing: (p) => `Le fichier de configuration est absent : ${p.fallback === "last_good" ? "derniers réglages valides utilisés" : "réglages par défaut utilisés"}. Prévenez l'administrateur.`,
+      disk_full: "Le disque du boîtier est plein : les réglages ne sont plus enregistrés. Le cours peut continuer ; prévenez l'administrateur.",
     },
   },
   en: {
@@ -57,6 +60,9 @@ const STRINGS = {
       muted: "Microphone muted: pupils cannot hear the class.",
       agent: "The kit is not responding. Retrying…",
       startFailed: "The class could not start. Try again; if it happens again, restart the kit.",
+      config_unreadable: (p) => `The configuration file is unreadable: ${p.fallback === "last_good" ? "last good settings in use" : "default settings in use"}. Tell the administrator.`,
+      config_missing: (p) => `The configuration file is missing: ${p.fallback === "last_good" ? "last good settings in use" : "default settings in use"}. Tell the administrator.`,
+      disk_full: "The kit's disk is full: settings are no longer saved. The class can go on; tell the administrator.",
     },
   },
 };
@@ -133,6 +139,10 @@ function renderProblems(t) {
   const messages = [];
   if (agentDown) messages.push(t.problems.agent);
   if (startFailed) messages.push(t.problems.startFailed);
+  for (const problem of (status && status.problems) || []) {  // the kit's own: config, disk
+    const text = t.problems[problem.code];
+    messages.push(typeof text === "function" ? text(problem) : text || problem.detail || problem.code);
+  }
   if (status && status.session.state === "live") {
     for (const source of status.sources) {
       if (source.state === "missing" || source.state === "error") {

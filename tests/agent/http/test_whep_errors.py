@@ -388,7 +388,15 @@ def _media_threads() -> list[str]:
 
 async def test_status_shape(agent: LiveAgent) -> None:
     idle = await agent.status()
-    assert set(idle) == {"session", "sources", "encoders", "viewers", "pupils", "language"}
+    assert set(idle) == {
+        "session",
+        "sources",
+        "encoders",
+        "viewers",
+        "pupils",
+        "language",
+        "problems",
+    }
     session = idle["session"]
     assert {"state", "join_url", "whep_url", "viewers"} <= set(session)
     assert session["state"] == "idle"
@@ -402,7 +410,7 @@ async def test_status_shape(agent: LiveAgent) -> None:
 
     await agent.start()
     live = await agent.status()
-    assert set(live) == {"session", "sources", "encoders", "viewers", "pupils", "language"}
+    assert set(live) == set(idle)
     session = live["session"]
     assert session["state"] == "live" and session["viewers"] == 0
     token = session["join_url"].rsplit("/", 1)[1]

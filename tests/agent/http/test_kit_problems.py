@@ -1,0 +1,46 @@
+"""``GET /api/status`` carries the kit's own problems; ``GET /healthz`` answers anyone."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from agent.http.app import make_app
+from agent.problems import Problems
+from agent.session import ClassSession
+from tests.conftest import LOOPBACK, agent_config
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[str, Problems]]:
+    problems = Problems()
+    runner = web.AppRunner(make_app(ClassSession(agent_config(), ""), problems))
+    await runner.setup()
+    site = web.TCPSite(runner, LOOPBACK, 0)
+    await site.start()
+    try:
+        yield f"http://{LOOPBACK}:{runner.addresses[0][1]}", problems
+    finally:
+        await runner.cleanup()
+
+
+async def test_problems_in_status(served: tuple[str, Problems]) -> None:
+    base, problems = served
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + "/api/status") as response:
+            assert (await response.json())["problems"] == []
+        problems.report("config_unreadable", "/etc/kit/agent.toml: bad", fallback="defaults")
+        problems.report("disk_full", "/var/lib/kit: no space")
+        async with http.get(base + "/api/status") as response:
+            body = await response.json()
+        assert [p["code"] for p in body["problems"]] == ["config_unreadable", "disk_full"]
+        assert body["problems"][0]["fallback"] == "defaults"
+        problems.clear("disk_full")
+        async with http.get(base + "/healthz") as response:
+            assert response.status == 200
+            assert await response.json() == {"ok": True}
+        async with http.post(base + "/api/session/stop") as response:
+            assert [p["code"] for p in (await response.json())["problems"]] == ["config_unreadable"]

@@ -1,0 +1,177 @@
+"""install-kit.sh and install-server.sh against a scratch root (``ROOT=…``, which also makes
+them print instead of run apt-get, useradd, chown and systemctl).
+
+Run twice, the tree is byte for byte the same; run with a newer version, the virtualenv is
+upgraded while the admin's configuration and the kit's credential stay as they were. The kit
+really enrolls, on a real provisioning server. What cannot be checked here (real users, real
+systemctl, cage on a seat) is listed in docs/systemd.md."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+TREE_PARTS = ("agent", "kiosk", "provisioning", "kitsys", "systemd", "pyproject.toml", "README.md")
+
+pytestmark = pytest.mark.slow
+
+
+def provisioning(data: Path, *args: str) -> str:
+    command = [str(VENV_BIN / "kit-provisioning"), *args, "--data-dir", str(data)]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+    """A provisioning server and an enrollment code good for one kit."""
+    data = tmp_path_factory.mktemp("provisioning")
+    provisioning(data, "school", "add", "0751234A", "--name", "École", "--departement", "75")
+    code = provisioning(data, "enrollment-code", "create", "--school", "0751234A")
+    process = subprocess.Popen(
+        [str(VENV_BIN / "kit-provisioning"), "serve", "--http", "127.0.0.1:0", "--data-dir", data],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[1].removesuffix("/admin/")
+        yield url, code, data
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def source_tree(target: Path, version: str | None = None) -> Path:
+    """A copy of the project to install from, at another ``version`` if given."""
+    for part in TREE_PARTS:
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, target / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target / part)
+    if version is not None:
+        pyproject = target / "pyproject.toml"
+        text = pyproject.read_text(encoding="utf-8")
+        pyproject.write_text(text.replace('version = "0.1.0"', f'version = "{version}"', 1))
+    return target
+
+
+def install(tree: Path, script: str, root: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "ROOT": str(root),
+        "KIT_PYTHON": sys.executable,
+        "KIT_PIP_OPTS": "--no-deps",  # the dependencies would take minutes to download
+        "KIT_ENROLL_AGENT": str(VENV_BIN / "kit-agent"),  # hence enroll with the test's agent
+    }
+    result = subprocess.run(
+        ["sh", str(tree / "systemd" / script), *args],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stderr
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file, link and directory under ``root``: its mode and content digest."""
+    tree: dict[str, tuple[int, str]] = {}
+    for path in sorted(root.rglob("*")):
+        mode = path.lstat().st_mode
+        if path.is_symlink():
+            digest = "-> " + os.readlink(path)
+        elif path.is_file():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            digest = "dir"
+        tree[str(path.relative_to(root))] = (mode, digest)
+    return tree
+
+
+def installed_version(venv: Path) -> str:
+    code = "import importlib.metadata as m; print(m.version('hybrid-classroom'))"
+    return subprocess.run(
+        [str(venv / "bin/python"), "-I", "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_kit_install_is_idempotent_and_upgrades_in_place(
+    server: tuple[str, str, Path], tmp_path: Path
+) -> None:
+    url, code, data = server
+    root = tmp_path / "root"
+    tree = source_tree(tmp_path / "src")
+    log = install(tree, "install-kit.sh", root, url, code, "Salle 12")
+    credential = root / "var/lib/kit/server-link.json"
+    config = root / "etc/kit/agent.toml"
+    assert credential.exists() and config.exists()
+    [kit] = json.loads(provisioning(data, "kits", "--json"))
+    assert kit["name"] == "Salle 12"
+    written = load_config(config)  # the default configuration is valid as it is
+    assert (written.state_dir, written.camera.device) == ("/var/lib/kit", "/dev/video0")
+    assert (root / "etc/systemd/system/kit-agent.service").read_bytes() == (
+        REPO / "systemd/kit-agent.service"
+    ).read_bytes()
+    assert (root / "etc/systemd/system/kit-kiosk.service").exists()
+    assert installed_version(root / "opt/kit/venv") == "0.1.0"
+    for planned in (
+        "[dry run] useradd --system --user-group --home-dir /var/lib/kit",
+        "[dry run] chown -R kit:kit",
+        "[dry run] systemctl enable kit-agent.service kit-kiosk.service",
+        "[dry run] systemctl restart kit-agent.service kit-kiosk.service",
+    ):
+        assert planned in log or planned.replace("useradd", "usermod") in log, log
+
+    first = snapshot(root)
+    log = install(tree, "install-kit.sh", root, url, code, "Salle 12")
+    assert snapshot(root) == first, "a second run changed the installed tree"
+    assert "already enrolled" in log and "already installed" in log
+    assert "[dry run] systemctl start kit-agent.service kit-kiosk.service" in log
+    assert "systemctl restart" not in log  # nothing changed: a class in progress goes on
+
+    # An admin edits the configuration; a new version is installed without a code.
+    config.write_text(config.read_text(encoding="utf-8") + "# edited by the admin\n")
+    edited, enrolled = config.read_bytes(), credential.read_bytes()
+    newer = source_tree(tmp_path / "src-0.1.1", version="0.1.1")
+    log = install(newer, "install-kit.sh", root)
+    assert installed_version(root / "opt/kit/venv") == "0.1.1", log
+    assert config.read_bytes() == edited
+    assert credential.read_bytes() == enrolled
+    assert "[dry run] systemctl restart kit-agent.service kit-kiosk.service" in log
+
+
+def test_kit_install_without_a_code_refuses_to_guess(tmp_path: Path) -> None:
+    tree = source_tree(tmp_path / "src")
+    env = {**os.environ, "ROOT": str(tmp_path / "root"), "KIT_PYTHON": sys.executable}
+    env["KIT_PIP_OPTS"] = "--no-deps"
+    result = subprocess.run(
+        ["sh", str(tree / "systemd/install-kit.sh")], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "ENROLLMENT_CODE" in result.stderr
+
+
+def test_server_install_is_idempotent_and_keeps_its_options(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    tree = source_tree(tmp_path / "src")
+    log = install(tree, "install-server.sh", root, "https://provisioning.example.fr")
+    assert "[dry run] systemctl restart kit-provisioning.service" in log
+    options = root / "etc/kit-provisioning/provisioning.env"
+    assert "--public-url https://provisioning.example.fr" in options.read_text(encoding="utf-8")
+    assert (root / "etc/systemd/system/kit-provisioning.service").exists()
+    assert installed_version(root / "opt/kit-provisioning/venv") == "0.1.0"
+    first = snapshot(root)
+    install(tree, "install-server.sh", root, "https://elsewhere.example.fr")
+    assert snapshot(root) == first  # the options written the first time are kept

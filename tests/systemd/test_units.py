@@ -1,0 +1,79 @@
+"""The unit files: ``systemd-analyze verify`` finds nothing to say, and the services' exposure
+(``systemd-analyze security``) stays rated OK or better."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import HttpConfig, parse_host_port
+from tests.systemd.units import (
+    GOOD_RATINGS,
+    UNITS,
+    UNITS_DIR,
+    analyze,
+    exec_paths,
+    exposure,
+    scratch_root,
+)
+
+
+def our_units() -> dict[str, str]:
+    return {name: (UNITS_DIR / name).read_text(encoding="utf-8") for name in UNITS}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return scratch_root(tmp_path_factory.mktemp("root"), our_units())
+
+
+def test_all_three_units_are_there() -> None:
+    assert UNITS == ["kit-agent.service", "kit-kiosk.service", "kit-provisioning.service"]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_verify_is_silent(root: Path, unit: str) -> None:
+    result = analyze("verify", f"--root={root}", unit)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""
+
+
+def test_verify_would_catch_a_mistake(tmp_path: Path) -> None:
+    units = our_units()
+    units["kit-agent.service"] = units["kit-agent.service"].replace(
+        "ProtectSystem=strict", "ProtectSytem=strict"
+    )
+    root = scratch_root(tmp_path, units)
+    result = analyze("verify", f"--root={root}", "kit-agent.service")
+    assert "Unknown key 'ProtectSytem'" in result.stderr
+
+
+@pytest.mark.parametrize("unit", ["kit-agent.service", "kit-provisioning.service"])
+def test_exposure_is_ok_or_better(root: Path, unit: str) -> None:
+    level, rating = exposure(root, unit)
+    assert rating in GOOD_RATINGS, f"{unit}: exposure {level} {rating}"
+    assert level <= 2.0, f"{unit}: exposure {level} (was 1.5 and 1.2: see docs/systemd.md)"
+
+
+def test_exposure_measures_the_hardening(tmp_path: Path) -> None:
+    """Without its hardening section the agent's unit rates far worse: the check is real."""
+    units = our_units()
+    text = units["kit-agent.service"]
+    units["kit-agent.service"] = text[: text.index("# -- hardening")] + "\n[Install]\n"
+    level, rating = exposure(scratch_root(tmp_path, units), "kit-agent.service")
+    assert level > 5.0 and rating not in GOOD_RATINGS
+
+
+def test_the_services_run_what_the_installers_install() -> None:
+    units = our_units()
+    assert exec_paths(units["kit-agent.service"]) == ["/opt/kit/venv/bin/kit-agent"]
+    assert exec_paths(units["kit-provisioning.service"]) == [
+        "/opt/kit-provisioning/venv/bin/kit-provisioning"
+    ]
+    assert exec_paths(units["kit-kiosk.service"]) == ["/usr/bin/cage"]
+
+
+def test_the_kiosk_opens_the_agents_kiosk_page() -> None:
+    _, port = parse_host_port(HttpConfig().listen)
+    assert f"--app=http://127.0.0.1:{port}/ " in our_units()["kit-kiosk.service"]
