@@ -26,6 +26,7 @@ from .config import AgentConfig, config_from_dict, load_config, parse_host_port
 from .errors import ConfigError
 from .http.app import make_app
 from .link import Uplink
+from .resume import SessionPersistence
 from .session import ClassSession
 from .webrtc.ice import restrict_host_addresses
 
@@ -61,6 +62,8 @@ async def serve(config: AgentConfig, start_now: bool) -> None:
         "",
         on_live=lambda s: print(f"join: {s.join_url}", flush=True),
     )
+    persistence = SessionPersistence.attach(app_session, config.state_dir)
+    saved = persistence.load()  # the class a crash interrupted, if any (docs/recovery.md)
     runner = web.AppRunner(make_app(app_session), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -78,12 +81,14 @@ async def serve(config: AgentConfig, start_now: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        if start_now:
+        if not await persistence.resume(saved) and start_now:
             await app_session.start()
+        persistence.start_heartbeat()
         await stop.wait()
     finally:
         if uplink is not None:
             await uplink.close()
+        await persistence.close()
         await app_session.stop()
         await runner.cleanup()
 
