@@ -22,6 +22,7 @@ state_dir = "{state_dir}"
 
 [http]
 listen = "{listen}"
+public_url = "{public_url}"
 
 [webrtc]
 host_addresses = [{addresses}]
@@ -34,6 +35,7 @@ fps = 30
 bitrate_kbps = 800
 
 [document]
+device = "{document}"
 width = 800
 height = 600
 fps = 15
@@ -57,11 +59,20 @@ def write_config(
     listen: str,
     addresses: list[str] | None = None,
     camera: str = "synthetic",
+    public_url: str = "",
+    document: str = "synthetic",
 ) -> Path:
+    """A small config (sources as in tests.conftest); ``document=""`` disables that camera."""
     quoted = ", ".join(f'"{a}"' for a in (addresses or ["127.0.0.1"]))
-    path.write_text(
-        SMALL_CONFIG.format(state_dir=state_dir, listen=listen, addresses=quoted, camera=camera)
+    text = SMALL_CONFIG.format(
+        state_dir=state_dir,
+        listen=listen,
+        public_url=public_url,
+        addresses=quoted,
+        camera=camera,
+        document=document,
     )
+    path.write_text(text)
     return path
 
 
