@@ -92,6 +92,9 @@ class ClassSession:
             if self.state == SessionState.LIVE:
                 return
             self.state = SessionState.STARTING
+            # A resumed class has its token from the start: the server link's hello, sent while
+            # the devices open, then routes pupils here rather than calling their link expired.
+            self.token = resume_token
             loop = asyncio.get_running_loop()
             pipeline = self._pipeline_factory(self.config, MediaClock(), loop)
             try:
@@ -99,7 +102,7 @@ class ClassSession:
             except Exception:
                 log.exception("could not start the media pipeline")
                 await pipeline.stop()
-                self.state = SessionState.IDLE
+                self.state, self.token = SessionState.IDLE, None
                 raise
             self.pipeline = pipeline
             self.muted = pipeline.muted = False

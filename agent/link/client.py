@@ -73,7 +73,8 @@ def backoff_delay(attempt: int, low: float, high: float, rng: Callable[[], float
 
 
 def session_info(session: ClassSession) -> SessionInfo:
-    if session.state == SessionState.LIVE and session.token:
+    """Live once the class is, or already while a class resumed after a crash is starting."""
+    if session.state in (SessionState.LIVE, SessionState.STARTING) and session.token:
         return SessionInfo(state="live", token_sha256=token_digest(session.token))
     return SessionInfo(state="idle")
 

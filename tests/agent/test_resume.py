@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from agent.link.client import session_info
 from agent.resume import STATE_FILE, SavedSession, SessionPersistence, read_state
 from agent.session import SessionState, _digest
+from provisioning.protocol import SessionInfo, token_digest
 from tests.agentproc import AgentProcess, free_port, write_config
 from tests.chromium import BROWSER_MARKS, STATS_JS, open_pupil_page
 from tests.conftest import LiveAgent, agent_config, run_agent
@@ -122,6 +124,28 @@ async def test_an_old_or_stopped_class_is_not_resumed(agent: LiveAgent, tmp_path
     stopped = SavedSession("idle", None, None, False, now[0], [])
     assert not await persistence.resume(stopped)
     assert agent.session.state == SessionState.IDLE
+
+
+async def test_a_resuming_class_is_live_for_the_server_link_at_once(
+    agent: LiveAgent, tmp_path: Path
+) -> None:
+    """The link's hello may leave while the devices open: it must carry the resumed token, or
+    the server would call the pupils' links expired."""
+    session = agent.session
+    seen: list[tuple[SessionState, SessionInfo]] = []
+    make_pipeline = session._pipeline_factory
+
+    def opening_devices(*args: Any) -> Any:  # what the link would say at that moment
+        seen.append((session.state, session_info(session)))
+        return make_pipeline(*args)
+
+    session._pipeline_factory = opening_devices
+    persistence = persisted(agent, tmp_path)
+    now = time.time()
+    assert await persistence.resume(SavedSession("live", "R" * 32, now - 60, False, now - 2, []))
+    digest = token_digest("R" * 32)
+    assert seen == [(SessionState.STARTING, SessionInfo(state="live", token_sha256=digest))]
+    assert session.started_at == now - 60
 
 
 async def test_without_state_dir_nothing_is_written(agent: LiveAgent, tmp_path: Path) -> None:
