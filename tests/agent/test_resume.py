@@ -3,7 +3,6 @@ process with a real Chromium pupil that must find its class again on its own."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ from agent.resume import STATE_FILE, SavedSession, SessionPersistence, read_stat
 from agent.session import SessionState, _digest
 from provisioning.protocol import SessionInfo, token_digest
 from tests.agentproc import AgentProcess, free_port, write_config
-from tests.chromium import BROWSER_MARKS, STATS_JS, open_pupil_page
+from tests.chromium import BROWSER_MARKS, open_pupil_page, until_playing
 from tests.conftest import LiveAgent, agent_config, run_agent
 
 
@@ -155,21 +154,6 @@ async def test_without_state_dir_nothing_is_written(agent: LiveAgent, tmp_path: 
     assert persistence.load() is None and not os.listdir(tmp_path)
 
 
-PUPIL_JS = "() => (typeof session !== 'undefined' && session) ? session.resource : null"
-
-
-async def camera_frames(page: Any) -> tuple[str | None, int, str]:
-    try:
-        stats = await page.evaluate(STATS_JS)
-        resource = await page.evaluate(PUPIL_JS)
-    except Exception:  # the page dropped its session while the script ran
-        return None, 0, ""
-    if not stats:
-        return resource, 0, ""
-    camera = [t for t in stats["tracks"].values() if t["kind"] == "video"]
-    return resource, camera[0]["frames"] if camera else 0, stats["state"]
-
-
 @pytest.mark.slow
 @BROWSER_MARKS[0]
 @BROWSER_MARKS[1]
@@ -183,7 +167,7 @@ async def test_kill_9_mid_class_pupils_are_back_within_5_s(browser: Any, tmp_pat
         join_url = status["session"]["join_url"]
         assert join_url.startswith(f"http://127.0.0.1:{port}/join/")
         page = await open_pupil_page(browser, join_url)
-        before = await _until_frames(page, None, 10, 20.0)
+        before = await until_playing(page, None, 10, 20.0)
 
         await kit.kill(signal.SIGKILL)
         killed = time.monotonic()
@@ -191,7 +175,7 @@ async def test_kill_9_mid_class_pupils_are_back_within_5_s(browser: Any, tmp_pat
         ready = time.monotonic()
         status = await kit.api("GET", "/api/status")
         assert status["session"]["state"] == "live" and status["session"]["join_url"] == join_url
-        await _until_frames(page, before, 5, 15.0)
+        await until_playing(page, before, 5, 15.0)
         back = time.monotonic()
     finally:
         await kit.close()
@@ -203,15 +187,3 @@ async def test_kill_9_mid_class_pupils_are_back_within_5_s(browser: Any, tmp_pat
     assert back - launched <= 5.0
     saved = json.loads((tmp_path / "state" / STATE_FILE).read_text())
     assert saved["state"] == "idle"  # SIGTERM at the end: a clean stop is saved as such
-
-
-async def _until_frames(page: Any, old_resource: str | None, count: int, timeout: float) -> str:
-    """Wait until the page plays ``count`` camera frames on a session other than ``old``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        resource, frames, state = last = await camera_frames(page)
-        if resource and resource != old_resource and state == "connected" and frames >= count:
-            return resource
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the pupil did not get pictures again: {last}")

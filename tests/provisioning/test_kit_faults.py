@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,9 +17,12 @@ from typing import Any
 import av
 import pytest
 
+from agent.link.credential import enroll, save_credential
 from bench.whep_receiver import luma_plane
 from provisioning import store
 from tests.agent.sources.test_camera import write_clip
+from tests.agentproc import AgentProcess, free_port, write_config
+from tests.chromium import BROWSER_MARKS, open_pupil_page, until_playing
 from tests.conftest import until
 
 from .conftest import AgentMaker, LiveServer, start_server, stop_server
@@ -174,3 +178,42 @@ async def test_a_long_outage_keeps_the_newest_reports_and_counts_the_rest(
     assert len(outage) in (3, 4), outage  # the 3 queued (and maybe the first live one)
     # the newest were kept: the first kept one was made after the dropped ones (0.3 s apart)
     assert outage[0] > down_wall + 0.3 * (fleet.backlog_dropped - 1), (outage, down_wall)
+
+
+@BROWSER_MARKS[0]
+@BROWSER_MARKS[1]
+async def test_kill_9_with_pupils_joined_through_the_server(
+    live_server: LiveServer, browser: Any, tmp_path: Path
+) -> None:
+    """The relayed case of tests/agent/test_resume.py: the pupil's page comes from the server,
+    which must keep routing the same link to the kit once it is back and linked again."""
+    await live_server.school("0751234A")
+    credential = await enroll(live_server.url, await live_server.code("0751234A"), "Salle 4")
+    save_credential(tmp_path / "state", credential)
+    port = free_port()
+    config = write_config(tmp_path / "agent.toml", tmp_path / "state", f"127.0.0.1:{port}")
+    kit = AgentProcess(config, tmp_path / "agent.log", f"http://127.0.0.1:{port}")
+    fleet = live_server.server.fleet
+    await kit.start()
+    try:
+        await until(lambda: fleet.kits[credential.kit_id].online, 10, "linked")
+        status = await kit.api("POST", "/api/session/start")
+        join_url = status["session"]["join_url"]
+        assert join_url.startswith(live_server.url + "/join/")
+        await until(lambda: fleet.kits[credential.kit_id].token is not None, 5, "routed")
+        page = await open_pupil_page(browser, join_url)
+        before = await until_playing(page, None, 10, 20.0)
+
+        await kit.kill(signal.SIGKILL)
+        killed = time.monotonic()
+        launched = await kit.start()
+        await until_playing(page, before, 5, 15.0)
+        back = time.monotonic()
+        assert (await kit.api("GET", "/api/status"))["session"]["join_url"] == join_url
+    finally:
+        await kit.close()
+    print(
+        f"\nkill -9, pupil through the server: frames again {back - killed:.2f} s after the "
+        f"kill, {back - launched:.2f} s after the restart"
+    )
+    assert back - launched <= 5.0

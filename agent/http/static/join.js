@@ -133,12 +133,15 @@ async function probe(current, lost) {
 }
 
 // The kit sends all the time (a "camera unavailable" card, silence): a second without any
-// packet means the kit or the path is gone, long before ICE says "disconnected" (~5 s).
+// packet means the kit or the path is gone, before ICE says "disconnected" (~3 s, then the
+// 2.5 s grace below). Then the kit is asked (probe); after STALL_LOST_MS without a packet the
+// page reconnects whatever the answer (a relay that cannot tell, a path that is gone).
 const STALL_MS = 1000;
+const STALL_LOST_MS = 2500;
 
-function watchPackets(current, onStall) {
-  // The newest packet time per receiver, compared with its previous value only (its time base
-  // differs between browsers).
+function watchPackets(current, onStall, onLost) {
+  // The newest packet time over the receivers, compared with its previous value only (its
+  // time base differs between browsers).
   let newest = -1, changedAt = performance.now(), probedAt = 0;
   const timer = setInterval(() => {
     const now = performance.now();
@@ -146,10 +149,12 @@ function watchPackets(current, onStall) {
     for (const receiver of current.pc.getReceivers()) {
       for (const source of receiver.getSynchronizationSources()) latest = Math.max(latest, source.timestamp);
     }
-    if (latest !== newest || current.pc.connectionState !== "connected") {
+    const state = current.pc.connectionState;
+    if (latest !== newest || (state !== "connected" && state !== "disconnected")) {
       newest = latest; changedAt = now; return;
     }
-    if (now - changedAt > STALL_MS && now - probedAt > STALL_MS) { probedAt = now; onStall(); }
+    if (now - changedAt > STALL_LOST_MS) onLost();
+    else if (now - changedAt > STALL_MS && now - probedAt > STALL_MS) { probedAt = now; onStall(); }
   }, 250);
   return () => clearInterval(timer);
 }
@@ -165,7 +170,7 @@ function watch(current, mine) {
     stopStats();
     retryLater();
   };
-  stopWatching = watchPackets(current, () => probe(current, lost));
+  stopWatching = watchPackets(current, () => probe(current, lost), lost);
   pc.addEventListener("connectionstatechange", () => {
     const state = pc.connectionState;
     clearTimeout(disconnectTimer);
