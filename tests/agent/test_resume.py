@@ -3,6 +3,7 @@ process with a real Chromium pupil that must find its class again on its own."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from agent.session import SessionState, _digest
 from provisioning.protocol import SessionInfo, token_digest
 from tests.agentproc import AgentProcess, free_port, write_config
 from tests.chromium import BROWSER_MARKS, open_pupil_page, until_playing
-from tests.conftest import LiveAgent, agent_config, run_agent
+from tests.conftest import LiveAgent, agent_config, run_agent, until
 
 
 def persisted(live: LiveAgent, state_dir: Path, **kwargs: Any) -> SessionPersistence:
@@ -145,6 +146,41 @@ async def test_a_resuming_class_is_live_for_the_server_link_at_once(
     digest = token_digest("R" * 32)
     assert seen == [(SessionState.STARTING, SessionInfo(state="live", token_sha256=digest))]
     assert session.started_at == now - 60
+
+
+async def test_a_failed_write_is_logged_and_the_class_goes_on(
+    agent: LiveAgent, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    persisted(agent, blocked)  # mkdir/mkstemp inside a file fail
+    with caplog.at_level(logging.ERROR, "agent.resume"):
+        await agent.start()
+    assert agent.session.state == SessionState.LIVE
+    assert "cannot save the session state" in caplog.text
+
+
+async def test_the_heartbeat_keeps_alive_at_fresh_while_live(
+    agent: LiveAgent, tmp_path: Path
+) -> None:
+    now = [1_000.0]
+    persistence = persisted(agent, tmp_path, clock=lambda: now[0], heartbeat_s=0.05)
+    persistence.start_heartbeat()
+    try:
+        await agent.start()
+        now[0] = 2_000.0
+        await until(lambda: _alive_at(tmp_path) == 2_000.0, 2, "a heartbeat write")
+        await agent.stop()
+        now[0] = 3_000.0
+        await asyncio.sleep(0.2)
+        assert _alive_at(tmp_path) == 2_000.0  # idle: no more writes
+    finally:
+        await persistence.close()
+
+
+def _alive_at(state_dir: Path) -> float | None:
+    saved = read_state(state_dir / STATE_FILE)
+    return saved.alive_at if saved else None
 
 
 async def test_without_state_dir_nothing_is_written(agent: LiveAgent, tmp_path: Path) -> None:
