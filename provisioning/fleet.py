@@ -274,7 +274,7 @@ class Fleet:
         report = message.report
         problems = tuple(report.problems())
         at = min(now, max(now - self.settings.history_keep_s, message.sent_at))
-        spaced = at - kit.backlog_at >= self.settings.history_every_s
+        spaced = abs(at - kit.backlog_at) >= self.settings.history_every_s
         if problems != kit.backlog_problems or spaced:
             kit.backlog_at, kit.backlog_problems = at, problems
             self.writer.backlog(kit.id, at, report.model_dump_json())

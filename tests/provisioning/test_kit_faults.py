@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import json
 import signal
 import threading
 import time
@@ -16,16 +17,20 @@ from typing import Any
 
 import av
 import pytest
+from websockets.asyncio.client import connect
 
 from agent.link.credential import enroll, save_credential
 from bench.whep_receiver import luma_plane
 from provisioning import store
+from provisioning.protocol import LINK_PATH, Health, encode
 from tests.agent.sources.test_camera import write_clip
 from tests.agentproc import AgentProcess, free_port, write_config
 from tests.chromium import BROWSER_MARKS, open_pupil_page, until_playing
 from tests.conftest import until
 
 from .conftest import AgentMaker, LiveServer, start_server, stop_server
+from .test_protocol import REPORT
+from .wire import hello_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
 
@@ -217,3 +222,41 @@ async def test_kill_9_with_pupils_joined_through_the_server(
         f"kill, {back - launched:.2f} s after the restart"
     )
     assert back - launched <= 5.0
+
+
+async def test_queued_reports_are_history_at_their_time_never_the_latest(
+    live_server: LiveServer,
+) -> None:
+    """What the server does with a kit's backlog, frame by frame: each queued report goes into
+    the history at its ``sent_at`` (clamped to [now − retention, now]); the latest report and
+    the kit's problems stay those of the live reports."""
+    await live_server.school("0751234A")
+    credential = await enroll(live_server.url, await live_server.code("0751234A"))
+    fleet = live_server.server.fleet
+    now = time.time()
+    live = json.loads(json.dumps(REPORT))
+    live["devices"]["document"] = {"state": "ok", "detail": ""}
+    frames = [
+        Health(seq=0, sent_at=now - 50, report=REPORT, queued=True, dropped=4),
+        Health(seq=1, sent_at=now + 3600, report=REPORT, queued=True),  # a clock ahead
+        Health(seq=2, sent_at=1.0, report=REPORT, queued=True),  # a clock far behind
+        Health(seq=3, sent_at=now, report=live),
+    ]
+    url = live_server.url.replace("http://", "ws://") + LINK_PATH
+    async with connect(url, open_timeout=5, ping_interval=None) as ws:
+        await ws.send(hello_for(credential.kit_id, credential.secret))
+        assert json.loads(await ws.recv())["type"] == "welcome"
+        for frame in frames:
+            await ws.send(encode(frame))
+        await until(lambda: fleet.reports_received >= 4, 5, "received")
+    kit = fleet.kits[credential.kit_id]
+    assert kit.problems == () and json.loads(kit.health or "{}")["devices"] == live["devices"]
+    assert (fleet.backlog_received, fleet.backlog_dropped) == (3, 4)
+    await until(lambda: live_server.server.writer.queued == 0, 5, "written")
+    history = await store.health_history_of(live_server.server.engine, credential.kit_id, 10)
+    times = sorted(h["received_at"] for h in history)
+    keep = live_server.options.fleet.history_keep_s
+    assert len(times) == 4
+    assert abs(times[0] - (now - keep)) < 5  # clamped to the retention window
+    assert abs(times[1] - (now - 50)) < 1e-3  # as the kit made it
+    assert all(now - 1 <= t <= time.time() for t in times[2:])  # clamped to now, and the live one
