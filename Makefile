@@ -12,7 +12,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 fonts-dejavu-core postgresql systemd shellcheck
+DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 nftables fonts-dejavu-core postgresql systemd shellcheck
 DEMO_ARGS ?=
 
 .PHONY: setup demo demo-agent test bench bench-provisioning lint screenshots clean

@@ -36,6 +36,7 @@ from .errors import ConfigError
 from .http.app import make_app
 from .link import Uplink
 from .problems import Problems
+from .resume import SessionPersistence
 from .session import ClassSession
 from .startup import startup_config
 from .statefile import check_free_space
@@ -80,10 +81,16 @@ async def serve(config: AgentConfig, start_now: bool, problems: Problems | None 
         on_live=lambda s: print(f"join: {s.join_url}", flush=True),
     )
     app_session.listeners.append(_journal_session)
+    persistence = SessionPersistence.attach(app_session, config.state_dir)
+    saved = persistence.load()  # the class a crash interrupted, if any (docs/recovery.md)
     runner = web.AppRunner(make_app(app_session, problems), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # address in use, or not an address of this machine
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {config.http.listen}: {exc.strerror}") from None
     bound_port = runner.addresses[0][1] if runner.addresses else port
     app_session.base_url = base_url(config, bound_port)
     if uplink is not None:
@@ -100,8 +107,9 @@ async def serve(config: AgentConfig, start_now: bool, problems: Problems | None 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        if start_now:
+        if not await persistence.resume(saved) and start_now:
             await app_session.start()
+        persistence.start_heartbeat()
         await stop.wait()
     finally:
         notifier.stopping()
@@ -109,6 +117,7 @@ async def serve(config: AgentConfig, start_now: bool, problems: Problems | None 
             task.cancel()
         if uplink is not None:
             await uplink.close()
+        await persistence.close()
         await app_session.stop()
         await runner.cleanup()
 
@@ -208,8 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kit-agent: {exc}", file=sys.stderr)
         return 2
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, args.start, problems))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(config, args.start, problems))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        print(f"kit-agent: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

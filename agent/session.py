@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import enum
 import hashlib
 import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from .clock import MediaClock
@@ -35,6 +36,8 @@ log = logging.getLogger("agent.session")
 TOKEN_BYTES = 24  # 192 bits
 ENDED_FLUSH_S = 0.2
 """At Stop, time given to the "ended" data channel messages to leave before the close."""
+STARTING_WAIT_S = 10.0
+"""A pupil who joins while the class is starting (or resuming) waits this long for it."""
 
 
 class SessionState(enum.StrEnum):
@@ -77,15 +80,21 @@ class ClassSession:
         self.muted = False
         self.listeners: list[Callable[[ClassSession], None]] = []
         """Called (on the loop) after every Start and Stop: the server link reports the state."""
+        self.persist: Callable[[ClassSession], Awaitable[None]] | None = None
+        """Awaited after every Start, Stop and mute change: saves the state (agent/resume.py)."""
 
     # -- Start / Stop ----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Go live (idempotent)."""
+    async def start(self, resume_token: str | None = None, started_at: float | None = None) -> None:
+        """Go live (idempotent). ``resume_token``: the class left live by a previous run of the
+        agent goes on with the same join link (and ``started_at``)."""
         async with self._lock:
             if self.state == SessionState.LIVE:
                 return
             self.state = SessionState.STARTING
+            # A resumed class has its token from the start: the server link's hello, sent while
+            # the devices open, then routes pupils here rather than calling their link expired.
+            self.token = resume_token
             loop = asyncio.get_running_loop()
             pipeline = self._pipeline_factory(self.config, MediaClock(), loop)
             try:
@@ -93,14 +102,15 @@ class ClassSession:
             except Exception:
                 log.exception("could not start the media pipeline")
                 await pipeline.stop()
-                self.state = SessionState.IDLE
+                self.state, self.token = SessionState.IDLE, None
                 raise
             self.pipeline = pipeline
             self.muted = pipeline.muted = False
-            self.token = self._new_token()
-            self.started_at = time.time()
+            self.token = resume_token or self._new_token()
+            self.started_at = started_at if resume_token and started_at else time.time()
             self.state = SessionState.LIVE
             log.info("class is live")
+        await self._persist()
         if self._on_live is not None:
             self._on_live(self)
         self._notify()
@@ -127,7 +137,25 @@ class ClassSession:
             self.started_at = None
             self.state = SessionState.IDLE
             log.info("class ended")
+        await self._persist()
         self._notify()
+
+    async def save_state(self) -> None:
+        """Persist the state now (after a change the teacher made, e.g. mute)."""
+        await self._persist()
+
+    async def _persist(self) -> None:
+        if self.persist is not None:
+            await self.persist(self)
+
+    def expired_digests(self) -> list[bytes]:
+        """SHA-256 digests of ended classes' tokens, oldest first (for persistence)."""
+        return list(self._expired)
+
+    def restore_expired(self, digests: Iterable[bytes]) -> None:
+        """Remember the ended classes of a previous run (their links keep saying "ended")."""
+        known = set(self._expired)
+        self._expired.extend(d for d in digests if d not in known)
 
     def _notify(self) -> None:
         for listener in list(self.listeners):
@@ -152,8 +180,17 @@ class ClassSession:
             raise NotFound("unknown link", "invalid")
         raise Conflict("the class is not live", "waiting")
 
+    async def wait_started(self, timeout: float = STARTING_WAIT_S) -> None:
+        """While the class is starting (e.g. resuming after a restart), wait for it to be live
+        rather than turning pupils away with "not live"."""
+        if self.state == SessionState.STARTING:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout), self._lock:
+                    pass
+
     async def add_viewer(self, token: str, body: bytes) -> tuple[Viewer, str]:
         """WHEP POST: validate, negotiate and return the viewer and the answer SDP."""
+        await self.wait_started()
         self.check_token(token)
         offer = parse_offer(body)
         if len(self.viewers) >= self.config.webrtc.max_viewers:

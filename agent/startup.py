@@ -36,9 +36,11 @@ def startup_config(path: Path, problems: Problems, fallback_state_dir: str = "")
         config = parse_config(text, str(path))
     except (OSError, UnicodeDecodeError, ConfigError) as exc:
         return _fallback(path, exc, problems, fallback_state_dir)
-    state_dir = config.state_dir or fallback_state_dir
-    if state_dir:
-        write_atomic(Path(state_dir) / LAST_GOOD_FILE, text.encode("utf-8"), problems)
+    if not config.state_dir and fallback_state_dir:
+        # Under systemd, StateDirectory= is the state dir unless the file names another.
+        config = config.model_copy(update={"state_dir": fallback_state_dir})
+    if config.state_dir:
+        write_atomic(Path(config.state_dir) / LAST_GOOD_FILE, text.encode("utf-8"), problems)
     return config
 
 

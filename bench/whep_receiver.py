@@ -14,6 +14,7 @@ import contextlib
 import json
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,9 +136,17 @@ class WhepReceiver:
     KINDS = ("video", "video", "audio")
     TRACK_NAMES = ("camera", "document", "microphone")
 
-    def __init__(self, whep_url: str, read_clock: bool = False, data_channel: bool = False) -> None:
+    def __init__(
+        self,
+        whep_url: str,
+        read_clock: bool = False,
+        data_channel: bool = False,
+        on_video: Callable[[str, av.VideoFrame, float], None] | None = None,
+    ) -> None:
         self.whep_url = whep_url
         self.read_clock = read_clock
+        self.on_video = on_video
+        """Called with (track name, decoded frame, monotonic arrival) for every video frame."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.channel: Any = self.pc.createDataChannel("classroom") if data_channel else None
         self.messages: list[Any] = []
@@ -201,10 +210,13 @@ class WhepReceiver:
                 stats.bytes += frame.size
                 if isinstance(frame, IncompleteFrame):
                     stats.incomplete += 1
-            elif isinstance(frame, av.VideoFrame) and self.read_clock:
-                code = read_clock_code(luma_plane(frame))
-                if code is not None:
-                    stats.delays_ms.append(delay_ms(code, wall_ms))
+            elif isinstance(frame, av.VideoFrame):
+                if self.on_video is not None:
+                    self.on_video(self._name(track), frame, now)
+                if self.read_clock:
+                    code = read_clock_code(luma_plane(frame))
+                    if code is not None:
+                        stats.delays_ms.append(delay_ms(code, wall_ms))
             elif isinstance(frame, av.AudioFrame):
                 samples = frame.to_ndarray().astype("float32")
                 stats.energy += float((samples**2).mean())

@@ -167,6 +167,8 @@ async def metrics(request: web.Request) -> web.Response:
         f"provisioning_links_opened_total {fleet.links_opened}",
         f"provisioning_links_rejected_total {server.links.rejected}",
         f"provisioning_reports_received_total {fleet.reports_received}",
+        f"provisioning_reports_backlog_total {fleet.backlog_received}",
+        f"provisioning_reports_dropped_by_kits_total {fleet.backlog_dropped}",
         f"provisioning_reports_stored_total {writer.reports_stored}",
         f"provisioning_write_batches_total {writer.batches}",
         f"provisioning_write_errors_total {writer.errors}",

@@ -72,6 +72,9 @@ class Kit:
     link: Link | None = None
     token: str | None = None
     history_at: float = 0.0
+    backlog_at: float = 0.0
+    """``sent_at`` of the last queued report kept in the history (docs/protocol.md)."""
+    backlog_problems: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -125,6 +128,10 @@ class Fleet:
         self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._subscribers: list[tuple[Scope, asyncio.Queue[dict[str, Any] | None]]] = []
         self.reports_received = 0
+        self.backlog_received = 0
+        """Queued reports kits sent after a link outage."""
+        self.backlog_dropped = 0
+        """Reports kits said they dropped while offline (their queue is bounded)."""
         self.links_opened = 0
 
     async def load(self) -> None:
@@ -235,6 +242,10 @@ class Fleet:
         now = self.clock()
         self.reports_received += 1
         self._mark_seen(kit, now)
+        if message.queued or message.dropped:
+            self._backlog(kit, message, now)
+            if message.queued:
+                return
         report = message.report
         text = report.model_dump_json()
         problems = tuple(report.problems())
@@ -250,6 +261,23 @@ class Fleet:
             self._set_online(kit, True, now)  # publishes
         elif changed:
             self.publish(kit)
+
+    def _backlog(self, kit: Kit, message: Health, now: float) -> None:
+        """A report the kit queued while its link was down: into the history at the time the
+        kit made it (within the retention window, never in the future), not as the latest."""
+        if message.dropped:
+            self.backlog_dropped += message.dropped
+            log.info("kit %s dropped %d health report(s) while offline", kit.id, message.dropped)
+        if not message.queued:
+            return
+        self.backlog_received += 1
+        report = message.report
+        problems = tuple(report.problems())
+        at = min(now, max(now - self.settings.history_keep_s, message.sent_at))
+        spaced = abs(at - kit.backlog_at) >= self.settings.history_every_s
+        if problems != kit.backlog_problems or spaced:
+            kit.backlog_at, kit.backlog_problems = at, problems
+            self.writer.backlog(kit.id, at, report.model_dump_json())
 
     def config_ack(self, kit: Kit, ack: ConfigAck) -> None:
         self._mark_seen(kit, self.clock())

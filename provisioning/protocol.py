@@ -211,8 +211,13 @@ class Health(_Msg):
     type: Literal["health"] = "health"
     seq: Annotated[int, Field(ge=0)]
     sent_at: float
-    """The kit's wall clock (seconds since the epoch) when it sent the report."""
+    """The kit's wall clock (seconds since the epoch) when it made the report."""
     report: HealthReport
+    queued: bool = False
+    """Made while the link was down and sent on reconnection: history at ``sent_at``, not the
+    kit's current state."""
+    dropped: Annotated[int, Field(ge=0, le=10_000_000)] = 0
+    """Reports the kit made but could not keep (its queue is bounded) before this one."""
 
 
 class ConfigAck(_Msg):
@@ -327,7 +332,10 @@ def _describe(exc: ValidationError, known: frozenset[str]) -> str:
 
 
 def encode(message: _Msg) -> str:
-    """The text frame for ``message`` (compact JSON, defaults included)."""
+    """The text frame for ``message`` (compact JSON, defaults included, except a live health
+    report's ``queued``/``dropped``: its frame stays what servers before them accept)."""
+    if isinstance(message, Health) and not message.queued and not message.dropped:
+        return message.model_dump_json(exclude={"queued", "dropped"})
     return message.model_dump_json()
 
 

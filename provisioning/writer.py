@@ -105,6 +105,10 @@ class Writer:
         self.sent_at.append(sent_at)
         self.received_at.append(seen)
 
+    def backlog(self, kit_id: str, at: float, report: str) -> None:
+        """A report a kit queued while offline: history only, at the time the kit made it."""
+        self.history.append({"kit_id": kit_id, "received_at": at, "report": report})
+
     def online(self, kit_id: str, online: bool, offline_since: float | None, seen: float) -> None:
         self.status[kit_id] = {
             "k_id": kit_id,

@@ -188,3 +188,32 @@ async def screenshot(page: Any, name: str, tmp_path: Path) -> Path:
     await page.screenshot(path=str(target))
     assert target.stat().st_size > 5000, f"{name} looks empty"
     return target
+
+
+RESOURCE_JS = "() => (typeof session !== 'undefined' && session) ? session.resource : null"
+
+
+async def room_camera(page: Any) -> tuple[str | None, int, str]:
+    """(the page's WHEP resource, room-camera frames decoded, connection state) right now."""
+    try:
+        stats = await page.evaluate(STATS_JS)
+        resource = await page.evaluate(RESOURCE_JS)
+    except Exception:  # the page dropped its session while the script ran
+        return None, 0, ""
+    if not stats:
+        return resource, 0, ""
+    camera = [t for t in stats["tracks"].values() if t["kind"] == "video"]
+    return resource, camera[0]["frames"] if camera else 0, stats["state"]
+
+
+async def until_playing(page: Any, old_resource: str | None, count: int, timeout: float) -> str:
+    """Wait until the page has decoded ``count`` room-camera frames on a WHEP session other
+    than ``old_resource`` (it reconnected by itself); returns its resource."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        resource, frames, state = last = await room_camera(page)
+        if resource and resource != old_resource and state == "connected" and frames >= count:
+            return resource
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the pupil did not get pictures again: {last}")

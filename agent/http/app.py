@@ -148,6 +148,7 @@ async def post_mute(request: web.Request) -> web.Response:
         raise BadRequest('expected {"muted": true} or {"muted": false}')
     session = request.app[SESSION_KEY]
     session.set_muted(muted)
+    await session.save_state()
     return _status(request)
 
 
@@ -219,6 +220,7 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
 async def post_whep(request: web.Request) -> web.Response:
     session = request.app[SESSION_KEY]
     token = request.match_info["token"]
+    await session.wait_started()  # resuming after a restart: the pupil waits, not refused
     session.check_token(token)
     if request.content_type != "application/sdp":
         raise UnsupportedMediaType("Content-Type must be application/sdp")
@@ -238,8 +240,19 @@ async def delete_whep(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+async def get_whep_resource(request: web.Request) -> web.Response:
+    """Whether this kit still knows the pupil's session: a page whose connection went quiet asks,
+    and reconnects at once if the kit has restarted (404, ``X-Class-State: gone``)."""
+    viewer = request.app[SESSION_KEY].viewers.get(request.match_info["viewer_id"])
+    if viewer is None:
+        raise NotFound("unknown WHEP session", "gone")
+    return web.Response(status=204, headers={"Cache-Control": "no-store"})
+
+
 async def patch_whep(request: web.Request) -> web.Response:
-    return web.Response(status=405, headers={"Allow": "DELETE"}, text="trickle ICE not supported\n")
+    return web.Response(
+        status=405, headers={"Allow": "GET, DELETE"}, text="trickle ICE not supported\n"
+    )
 
 
 async def options_whep(request: web.Request) -> web.Response:
@@ -325,6 +338,7 @@ def make_app(session: ClassSession, problems: Problems | None = None) -> web.App
     app.router.add_post("/whep/{token}", post_whep)
     app.router.add_route("OPTIONS", "/whep/{token}", options_whep)
     app.router.add_delete("/whep/resource/{viewer_id}", delete_whep)
+    app.router.add_get("/whep/resource/{viewer_id}", get_whep_resource)
     app.router.add_patch("/whep/resource/{viewer_id}", patch_whep)
     app.router.add_route("OPTIONS", "/whep/resource/{viewer_id}", options_whep)
     app.on_shutdown.append(_shutdown)

@@ -10,6 +10,7 @@ change by retrying (wrong or revoked credential, unsupported version) stops the 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -50,6 +51,14 @@ from .health import HealthCollector
 
 log = logging.getLogger("agent.link")
 
+DEVICE_CHECK_S = 0.5
+"""How often the live class's device states are compared with the last report's."""
+BACKLOG_MAX = 360
+"""Health reports kept while the link is down (an hour at the default 10 s); the oldest go
+first, and the server is told how many were dropped."""
+DEFAULT_HEALTH_INTERVAL_S = 10.0
+"""Report interval before the first welcome (afterwards: the server's ``health_interval_s``)."""
+
 
 class Refused(Exception):
     def __init__(self, code: int, reason: str) -> None:
@@ -64,7 +73,8 @@ def backoff_delay(attempt: int, low: float, high: float, rng: Callable[[], float
 
 
 def session_info(session: ClassSession) -> SessionInfo:
-    if session.state == SessionState.LIVE and session.token:
+    """Live once the class is, or already while a class resumed after a crash is starting."""
+    if session.state in (SessionState.LIVE, SessionState.STARTING) and session.token:
         return SessionInfo(state="live", token_sha256=token_digest(session.token))
     return SessionInfo(state="idle")
 
@@ -91,9 +101,33 @@ class LinkClient:
         self.connects = 0
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
         self._connected = asyncio.Event()
+        self._ws: ClientConnection | None = None
+        """The link, once welcomed; None while it is down."""
+        self.health_interval_s = DEFAULT_HEALTH_INTERVAL_S
+        self.backlog: collections.deque[Health] = collections.deque(maxlen=BACKLOG_MAX)
+        """Reports made while the link was down, oldest first (sent on reconnection)."""
+        self.backlog_dropped = 0
+        self._seq = 0
+        self._report_now = asyncio.Event()
+        self._reporter: asyncio.Task[None] | None = None
         session.listeners.append(self._session_changed)
 
     async def run(self) -> None:
+        self._ensure_reporter()
+        try:
+            await self._dial_forever()
+        finally:
+            if self._reporter is not None:
+                self._reporter.cancel()
+                await asyncio.gather(self._reporter, return_exceptions=True)
+
+    def _ensure_reporter(self) -> None:
+        """The health task runs for the client's whole life, linked or not (restarted at the
+        next welcome should it ever have ended)."""
+        if self._reporter is None or self._reporter.done():
+            self._reporter = asyncio.create_task(self._report_forever(), name="server-link-health")
+
+    async def _dial_forever(self) -> None:
         attempt = 0
         while True:
             self.state = "connecting"
@@ -122,6 +156,7 @@ class LinkClient:
                 log.warning("the server broke the protocol: %s", exc.reason)
             finally:
                 self._connected.clear()
+                self._ws = None
             self.state = "waiting"
             delay = backoff_delay(
                 attempt, self.options.reconnect_min_s, self.options.reconnect_max_s, self.rng
@@ -152,12 +187,14 @@ class LinkClient:
             raise ProtocolError(4400, "the first message must be welcome")
         self.connects += 1
         self.state = "connected"
-        self._connected.set()
         log.info("linked to %s as %s", self.credential.server, welcome.kit_id)
-        tasks = [
-            asyncio.create_task(self._report(ws, welcome.health_interval_s)),
-            asyncio.create_task(self._send_outbox(ws)),
-        ]
+        self.health_interval_s = welcome.health_interval_s
+        await self._send_backlog(ws)
+        self._ws = ws
+        self._connected.set()
+        self._report_now.set()  # the current state, at once
+        self._ensure_reporter()
+        tasks = [asyncio.create_task(self._send_outbox(ws))]
         try:
             await self._receive(ws)
         finally:
@@ -193,13 +230,64 @@ class LinkClient:
         else:
             raise ProtocolError(4400, "welcome is only the first message")
 
-    async def _report(self, ws: ClientConnection, interval: float) -> None:
-        seq = 0
+    # -- health: made every interval whether linked or not, queued while the link is down ------
+
+    async def _report_forever(self) -> None:
         while True:
-            report = self.collector.report()
-            await ws.send(encode(Health(seq=seq, sent_at=time.time(), report=report)))
-            seq += 1
-            await asyncio.sleep(interval)
+            devices = self.collector.device_states()
+            try:
+                report = self.collector.report()
+            except Exception:  # a bug in a probe must not end the reports
+                log.exception("could not make the health report")
+                await self._wait_next_report(devices)
+                continue
+            health = Health(seq=self._seq, sent_at=time.time(), report=report)
+            self._seq += 1
+            ws = self._ws
+            try:
+                if ws is None:
+                    raise ConnectionError("link down")
+                await ws.send(encode(health))
+            except (ConnectionError, ConnectionClosed):
+                self._queue(health)
+            await self._wait_next_report(devices)
+
+    def _queue(self, health: Health) -> None:
+        if len(self.backlog) == self.backlog.maxlen:
+            self.backlog_dropped += 1  # the deque drops the oldest
+        self.backlog.append(health)
+
+    async def _send_backlog(self, ws: ClientConnection) -> None:
+        """Send what was queued while the link was down, oldest first, each marked ``queued``
+        with the time it was made; the first carries the count of reports dropped."""
+        if not self.backlog and not self.backlog_dropped:
+            return
+        log.info(
+            "sending %d health report(s) queued while the link was down (%d dropped)",
+            len(self.backlog),
+            self.backlog_dropped,
+        )
+        while self.backlog:
+            health = self.backlog[0]
+            update: dict[str, Any] = {"queued": True, "dropped": self.backlog_dropped}
+            await ws.send(encode(health.model_copy(update=update)))
+            self.backlog.popleft()  # only once sent: a link lost meanwhile keeps the rest
+            self.backlog_dropped = 0
+
+    async def _wait_next_report(self, devices: tuple[tuple[str, str, str], ...] | None) -> None:
+        """Sleep the health interval, or less if a device of the live class changed state
+        (checked every ``DEVICE_CHECK_S``: the server hears of an unplugged camera within a
+        second) or the link has just come up."""
+        self._report_now.clear()
+        waited = 0.0
+        while waited < self.health_interval_s:
+            step = min(DEVICE_CHECK_S, self.health_interval_s - waited)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report_now.wait(), step)
+                return
+            waited += step
+            if self.collector.device_states() != devices:
+                return
 
     async def _send_outbox(self, ws: ClientConnection) -> None:
         while True:

@@ -53,6 +53,17 @@ class HealthCollector:
         self._tracks: dict[str, tuple[int, int]] = {}
         psutil.cpu_percent(None)  # the first call only starts the measurement
 
+    def device_states(self) -> tuple[tuple[str, str, str], ...] | None:
+        """(source, state, detail) of the live class's devices, None while idle: a change is
+        reported at once (a camera unplugged mid-class), not at the next periodic report."""
+        pipeline = self.session.pipeline
+        if self.session.state != SessionState.LIVE or pipeline is None:
+            return None
+        return tuple(
+            (str(s["id"]), str(s["state"]), str(s.get("detail", "")))
+            for s in pipeline.source_status()
+        )
+
     def report(self) -> HealthReport:
         status = self.session.status()
         now = self.clock()

@@ -8,7 +8,9 @@ device; it blocks until then, so call it through ``asyncio.to_thread``.
 
 A configured device that is missing or fails does not stop the source: the thread keeps
 delivering a placeholder ("camera unavailable") or silence at the nominal rate, reports
-``missing`` or ``error``, and tries to open the device again every ``retry_interval`` seconds.
+``missing`` or ``error``, and tries to open the device again every ``retry_interval`` seconds
+(a camera whose device node or file has gone is also watched for its return every
+:data:`PRESENCE_POLL_S`, so a replugged camera is back within a fraction of a second).
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from typing import Any
 import numpy as np
 
 from ..clock import MediaClock
+
+DEFAULT_RETRY_INTERVAL = 1.0
+"""Seconds between attempts to open a missing or failed device (docs/recovery.md)."""
+PRESENCE_POLL_S = 0.2
+"""How often a camera that has gone checks whether its device node or file is back."""
 
 
 class SourceState(enum.StrEnum):

@@ -18,7 +18,8 @@ Per-picture cost, measured on the dev VM (2-core AMD EPYC, OpenCV 5.0, one OpenC
 
 A device that is missing or stops delivering is released; the thread then sends a "camera
 unavailable" card at the nominal rate (status ``missing`` or ``error``) and tries to open the
-device again every ``retry_interval`` seconds. The sink stays the same throughout, so pupils
+device again every ``retry_interval`` seconds (1 s by default), or as soon as its device node or
+file is there again (checked every 0.2 s). The sink stays the same throughout, so pupils
 never reconnect. A video file is played in a loop, paced at the configured rate, and reopened
 at each end so that a file that has gone is noticed.
 """
@@ -37,7 +38,15 @@ import numpy as np
 
 from ..clock import MediaClock
 from ..config import VideoSourceConfig
-from .base import RawVideoFrame, SourceState, SourceStatus, VideoSink, VideoSource
+from .base import (
+    DEFAULT_RETRY_INTERVAL,
+    PRESENCE_POLL_S,
+    RawVideoFrame,
+    SourceState,
+    SourceStatus,
+    VideoSink,
+    VideoSource,
+)
 from .placeholder import placeholder_i420
 
 log = logging.getLogger("agent.sources")
@@ -121,7 +130,12 @@ def join_thread(thread: threading.Thread, name: str) -> None:
 
 
 class OpenCVCamera(VideoSource):
-    def __init__(self, source_id: str, cfg: VideoSourceConfig, retry_interval: float = 3.0) -> None:
+    def __init__(
+        self,
+        source_id: str,
+        cfg: VideoSourceConfig,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+    ) -> None:
         self.id = source_id
         self.device = cfg.device
         self.width, self.height, self.fps = cfg.width, cfg.height, cfg.fps
@@ -289,12 +303,22 @@ class OpenCVCamera(VideoSource):
         return False
 
     def _send_placeholders(self, sink: VideoSink, clock: MediaClock, ticker: _Ticker) -> None:
+        """The card at the nominal rate until the next attempt: after ``retry_interval``, or
+        as soon as a device node or file that was missing is there again (replugged)."""
         picture = placeholder_i420(self.width, self.height)
-        end = time.monotonic() + self._retry_interval
-        while time.monotonic() < end:
+        now = time.monotonic()
+        end, poll_at = now + self._retry_interval, now + PRESENCE_POLL_S
+        watch = self._path if self._path is not None and not os.path.exists(self._path) else None
+        while now < end:
             self._deliver(picture, clock.now(), sink, placeholder=True)
             if not ticker.wait():
                 return
+            now = time.monotonic()
+            if watch is not None and now >= poll_at:
+                poll_at = now + PRESENCE_POLL_S
+                if os.path.exists(watch):
+                    log.info("%s: %s is back", self.id, watch)
+                    return
 
     def _deliver(
         self, data: np.ndarray, capture_time: float, sink: VideoSink, placeholder: bool = False

@@ -6,10 +6,10 @@ An empty ``device`` disables that source (``None``).
 from __future__ import annotations
 
 from ..config import SYNTHETIC, MicrophoneConfig, VideoSourceConfig
-from .base import AudioSource, VideoSource
+from .base import DEFAULT_RETRY_INTERVAL, AudioSource, VideoSource
 from .synthetic import SyntheticCamera, SyntheticDocument, SyntheticMicrophone
 
-DEFAULT_RETRY_INTERVAL = 3.0
+__all__ = ["DEFAULT_RETRY_INTERVAL", "make_audio_source", "make_video_source"]
 
 
 def make_video_source(

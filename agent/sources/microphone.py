@@ -27,6 +27,7 @@ from ..config import MicrophoneConfig
 from .base import (
     AUDIO_BLOCK_SAMPLES,
     AUDIO_SAMPLE_RATE,
+    DEFAULT_RETRY_INTERVAL,
     AudioSink,
     AudioSource,
     RawAudioBlock,
@@ -135,7 +136,9 @@ def _join_thread(thread: threading.Thread) -> None:
 class SoundDeviceMicrophone(AudioSource):
     id = "microphone"
 
-    def __init__(self, cfg: MicrophoneConfig, retry_interval: float = 3.0) -> None:
+    def __init__(
+        self, cfg: MicrophoneConfig, retry_interval: float = DEFAULT_RETRY_INTERVAL
+    ) -> None:
         self.device = cfg.device
         self._retry_interval = retry_interval
         self._stop = threading.Event()

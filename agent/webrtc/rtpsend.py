@@ -184,4 +184,5 @@ class LeanRtpLoop:
             self._set("rtx_sequence_number", (rtx_seq + 1) & 0xFFFF)
             data = packet.serialize(ext_map)
         self.retransmitted += 1
+        self._track.retransmitted += 1
         await self._sender.transport._send_rtp(data)

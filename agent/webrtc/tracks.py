@@ -35,6 +35,8 @@ class PacketTrack(MediaStreamTrack):
         self.packets_sent = 0
         self.bytes_sent = 0
         self.keyframe_requests = 0
+        self.retransmitted = 0
+        """Packets sent again on a NACK from this viewer (rtpsend.LeanRtpLoop.retransmit)."""
 
     @property
     def id(self) -> str:
@@ -97,6 +99,7 @@ class PacketTrack(MediaStreamTrack):
             "packets": self.packets_sent,
             "bytes": self.bytes_sent,
             "keyframe_requests": self.keyframe_requests,
+            "retransmitted": self.retransmitted,
         }
         if self._queue is not None:
             out.update(self._queue.stats())

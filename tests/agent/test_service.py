@@ -143,3 +143,20 @@ def test_journal_entries_of_a_class_carry_a_session_digest(tmp_path: Path) -> No
         assert b"SESSION=" not in handler.entry(record)
     finally:
         handler.close()
+
+
+def test_address_in_use_is_a_clear_error_not_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "demo", "--http", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr

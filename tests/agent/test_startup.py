@@ -109,3 +109,17 @@ def test_disk_full_when_saving_the_copy_is_reported_not_fatal(
     assert config.kiosk.language == "en"
     assert [p["code"] for p in problems.as_list()] == ["disk_full"]
     assert not state.exists() or list(state.iterdir()) == []
+
+
+def test_systemd_state_directory_is_the_state_dir_unless_the_file_names_one(
+    tmp_path: Path,
+) -> None:
+    unit_state = tmp_path / "unit-state"
+    plain = tmp_path / "plain.toml"
+    plain.write_text('[kiosk]\nlanguage = "en"\n')
+    config = startup_config(plain, Problems(), str(unit_state))
+    assert config.state_dir == str(unit_state) and config.kiosk.language == "en"
+    assert (unit_state / LAST_GOOD_FILE).read_text() == plain.read_text()
+    named = tmp_path / "named.toml"
+    named.write_text(f'state_dir = "{tmp_path / "own"}"\n')
+    assert startup_config(named, Problems(), str(unit_state)).state_dir == str(tmp_path / "own")

@@ -210,14 +210,16 @@ class LinkedAgent(LiveAgent):
 
 
 async def run_linked_agent(
-    server_url: str, code: str, state_dir: Path, name: str = ""
+    server_url: str, code: str, state_dir: Path, name: str = "", **overrides: Any
 ) -> AsyncIterator[LinkedAgent]:
+    """``overrides``: config sections, as for :func:`tests.conftest.agent_config`."""
     restrict_host_addresses([LOOPBACK])
     credential = await enroll(server_url, code, name)
     save_credential(state_dir, credential)
     config = agent_config(
         state_dir=str(state_dir),
         server={"reconnect_min_s": 0.05, "reconnect_max_s": 1.0, "keepalive_s": 5},
+        **overrides,
     )
     uplink = Uplink.from_config(config)
     assert uplink is not None
@@ -252,12 +254,12 @@ async def linked_agent(live_server: LiveServer, tmp_path: Path) -> AsyncIterator
     counter = iter(range(1000))
     async with contextlib.AsyncExitStack() as stack:
 
-        async def make(school: str = "0751234A", name: str = "") -> LinkedAgent:
+        async def make(school: str = "0751234A", name: str = "", **overrides: Any) -> LinkedAgent:
             if await store.get_school(live_server.server.engine, school) is None:
                 await live_server.school(school)
             code = await live_server.code(school)
             generator = run_linked_agent(
-                live_server.url, code, tmp_path / f"kit{next(counter)}", name
+                live_server.url, code, tmp_path / f"kit{next(counter)}", name, **overrides
             )
             agent = await generator.__anext__()
             stack.push_async_callback(_finish, generator)

@@ -58,6 +58,16 @@ def test_health_round_trip_is_byte_exact() -> None:
     assert isinstance(message, Health)
     assert message.report.problems() == ["document"]
     assert encode(message) == wire
+    assert not message.queued and message.dropped == 0
+
+
+def test_queued_health_carries_its_flags() -> None:
+    """A report queued while the link was down: marked, with the count dropped before it."""
+    wire = json.dumps({"type": "health", "seq": 8, "sent_at": 1700000000.5, "report": REPORT,
+                       "queued": True, "dropped": 3}, separators=(",", ":"))  # fmt: skip
+    message = parse_kit_message(wire.encode())
+    assert isinstance(message, Health) and message.queued and message.dropped == 3
+    assert encode(message) == wire
 
 
 def test_hello_defaults_and_encoding() -> None:

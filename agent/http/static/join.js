@@ -110,27 +110,76 @@ function refused(err) {
   retryLater();
 }
 
+// 0.25 s, 0.5 s, 1 s, then every 2 s (±25 %): back within a second or two of the kit's return.
 function retryLater() {
   failures += 1;
   setState("reconnecting", T.reconnecting);
-  setTimeout(join, Math.min(5000, 500 * 2 ** Math.min(failures, 4)));
+  const delay = Math.min(2000, 250 * 2 ** Math.min(failures - 1, 3));
+  setTimeout(join, delay * (0.75 + Math.random() * 0.5));
+}
+
+// The connection went quiet: ask the kit whether it still knows this session. A kit that has
+// restarted answers 404 "gone" and one that is down does not answer: reconnect now rather than
+// wait for the timer (docs/recovery.md). Anything else (a network blip) leaves ICE to recover.
+async function probe(current, lost) {
+  let response;
+  try {
+    response = await fetch(current.resource, { method: "GET", cache: "no-store" });
+  } catch (err) {
+    lost();
+    return;
+  }
+  if (response.status === 404 && response.headers.get("X-Class-State") === "gone") lost();
+}
+
+// The kit sends all the time (a "camera unavailable" card, silence): a second without any
+// packet means the kit or the path is gone, before ICE says "disconnected" (~3 s, then the
+// 2.5 s grace below). Then the kit is asked (probe); after STALL_LOST_MS without a packet the
+// page reconnects whatever the answer (a relay that cannot tell, a path that is gone).
+const STALL_MS = 1000;
+const STALL_LOST_MS = 2500;
+
+function watchPackets(current, onStall, onLost) {
+  // The newest packet time over the receivers, compared with its previous value only (its
+  // time base differs between browsers).
+  let newest = -1, changedAt = performance.now(), probedAt = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    let latest = 0;
+    for (const receiver of current.pc.getReceivers()) {
+      for (const source of receiver.getSynchronizationSources()) latest = Math.max(latest, source.timestamp);
+    }
+    const state = current.pc.connectionState;
+    if (latest !== newest || (state !== "connected" && state !== "disconnected")) {
+      newest = latest; changedAt = now; return;
+    }
+    if (now - changedAt > STALL_LOST_MS) onLost();
+    else if (now - changedAt > STALL_MS && now - probedAt > STALL_MS) { probedAt = now; onStall(); }
+  }, 250);
+  return () => clearInterval(timer);
 }
 
 function watch(current, mine) {
   const { pc, channel } = current;
   let disconnectTimer = null;
+  let stopWatching = () => {};
   const lost = () => {
     if (mine !== generation || session !== current) return;
+    stopWatching();
     session = null; current.close();  // DELETE: free our place at once
     stopStats();
     retryLater();
   };
+  stopWatching = watchPackets(current, () => probe(current, lost), lost);
   pc.addEventListener("connectionstatechange", () => {
     const state = pc.connectionState;
     clearTimeout(disconnectTimer);
     if (state === "connected") { failures = 0; setState("live", T.live); startStats(current); }
     else if (state === "failed" || state === "closed") lost();
-    else if (state === "disconnected") disconnectTimer = setTimeout(lost, 2500);  // may recover
+    else if (state === "disconnected") {
+      disconnectTimer = setTimeout(lost, 2500);  // may recover
+      probe(current, lost);
+    }
   });
   channel.addEventListener("open", () => {
     if (pupilName) channel.send(JSON.stringify({ type: "name", name: pupilName }));
@@ -140,7 +189,7 @@ function watch(current, mine) {
     let message;
     try { message = JSON.parse(event.data); } catch (err) { return; }
     if (message.type === "ended") {
-      generation += 1; session = null; current.close(); stopStats();
+      generation += 1; session = null; current.close(); stopStats(); stopWatching();
       setState("ended", T.ended);
     } else if (message.type === "hand" && typeof message.raised === "boolean") {
       if (handRaised && !message.raised) $("status").textContent = T.handLowered;

@@ -255,6 +255,18 @@ async def test_delete(agent: LiveAgent) -> None:
         assert_refusal(r.status, await r.text(), r.headers, 404)
 
 
+async def test_get_tells_a_page_whether_the_kit_still_knows_it(agent: LiveAgent) -> None:
+    """What a page whose packets stopped asks: 404 "gone" means the kit restarted (or the
+    session ended) and the page reconnects at once (docs/recovery.md)."""
+    path = path_of(await agent.start())
+    _, _, headers = await post(agent, path, CHROME_OFFER)
+    async with agent.http.get(agent.base_url + headers["Location"]) as r:
+        assert r.status == 204 and r.headers["Cache-Control"] == "no-store"
+    async with agent.http.get(agent.base_url + "/whep/resource/nope") as r:
+        assert_refusal(r.status, await r.text(), r.headers, 404)
+        assert r.headers["X-Class-State"] == "gone"
+
+
 async def test_patch_is_405(agent: LiveAgent) -> None:
     path = path_of(await agent.start())
     _, _, headers = await post(agent, path, CHROME_OFFER)
@@ -266,7 +278,7 @@ async def test_patch_is_405(agent: LiveAgent) -> None:
         ) as r:
             body = await r.text()
             assert_refusal(r.status, body, r.headers, 405)
-            assert r.headers["Allow"] == "DELETE"
+            assert r.headers["Allow"] == "GET, DELETE"
             assert "trickle ICE" in body
     assert len(agent.session.viewers) == 1  # PATCH changed nothing
 

@@ -38,7 +38,8 @@ from agent.config import MicrophoneConfig
 from agent.sources.microphone import SoundDeviceMicrophone
 
 plan = json.loads(sys.argv[1])
-mic = SoundDeviceMicrophone(MicrophoneConfig(device=plan["device"]), retry_interval=0.2)
+retry = {"retry_interval": plan["retry"]} if plan.get("retry") else {}  # else the default
+mic = SoundDeviceMicrophone(MicrophoneConfig(device=plan["device"]), **retry)
 lock = threading.Lock()
 real, silent = [], []
 
@@ -47,6 +48,8 @@ def sink(block):
         if block.silent_placeholder:
             silent.append((time.monotonic(), block.capture_time))
         elif len(real) < 40:
+            if not real:
+                result["first_real_at"] = time.monotonic()
             s = block.samples
             real.append({"samples": s.tolist(), "level": mic.level_dbfs(), "dtype": str(s.dtype),
                          "contiguous": bool(s.flags.c_contiguous), "shape": list(s.shape)})
@@ -62,11 +65,13 @@ def wait(predicate, timeout=5.0):
 
 result = {}
 mic.start(sink, MediaClock())
+
 try:
     if plan.get("plug_in"):
         wait(lambda: len(silent) >= 5)
         result["before"] = mic.status().as_dict()
         Path(plan["plug_in"]["path"]).write_text(plan["plug_in"]["text"])
+        result["plugged_at"] = time.monotonic()
     if plan.get("silent_blocks"):
         wait(lambda: len(silent) >= plan["silent_blocks"])
     else:
@@ -151,7 +156,7 @@ needs_portaudio = pytest.mark.skipif(not _portaudio_available(), reason="no libp
 @needs_portaudio
 def test_tone_from_alsa_file_plugin(tmp_path: Path) -> None:
     (tmp_path / ".asoundrc").write_text(asoundrc(write_tone(tmp_path)))
-    result = capture(tmp_path, {"device": PCM_NAME})
+    result = capture(tmp_path, {"device": PCM_NAME, "retry": 0.2})
     assert result["status"]["state"] == "ok" and result["status"]["detail"] == ""
     assert result["status"]["placeholder"] is False and result["silent"] == 0
     check_tone(result["real"])
@@ -161,7 +166,8 @@ def test_tone_from_alsa_file_plugin(tmp_path: Path) -> None:
 @needs_portaudio
 def test_missing_microphone_sends_silence_at_50_per_second(tmp_path: Path) -> None:
     (tmp_path / ".asoundrc").write_text(asoundrc(write_tone(tmp_path)))
-    result = capture(tmp_path, {"device": "no_such_microphone", "silent_blocks": 60})
+    plan = {"device": "no_such_microphone", "silent_blocks": 60, "retry": 0.2}
+    result = capture(tmp_path, plan)
     assert result["status"]["state"] == "missing"
     assert result["status"]["detail"] == "device not found"
     assert result["status"]["placeholder"] is True
@@ -176,10 +182,13 @@ def test_microphone_plugged_in_later_is_found(tmp_path: Path) -> None:
     rc = tmp_path / ".asoundrc"
     rc.write_text("# no capture device yet\n")
     plug_in = {"path": str(rc), "text": asoundrc(write_tone(tmp_path))}
-    result = capture(tmp_path, {"device": PCM_NAME, "plug_in": plug_in})
+    result = capture(tmp_path, {"device": PCM_NAME, "plug_in": plug_in})  # default retries
     assert result["before"]["state"] == "missing"
     assert result["status"]["state"] == "ok"
     check_tone(result["real"])
+    back = result["first_real_at"] - result["plugged_at"]
+    print(f"\nmicrophone plugged in: sound after {back:.2f} s (silence until then)")
+    assert back <= 3.0
 
 
 class Blocks:
