@@ -43,11 +43,15 @@ mic = SoundDeviceMicrophone(MicrophoneConfig(device=plan["device"]), **retry)
 lock = threading.Lock()
 real, silent = [], []
 
+real_at = []
+
 def sink(block):
     with lock:
         if block.silent_placeholder:
             silent.append((time.monotonic(), block.capture_time))
-        elif len(real) < 40:
+        else:
+            real_at.append(time.monotonic())
+        if not block.silent_placeholder and len(real) < 40:
             if not real:
                 result["first_real_at"] = time.monotonic()
             s = block.samples
@@ -72,6 +76,31 @@ try:
         result["before"] = mic.status().as_dict()
         Path(plan["plug_in"]["path"]).write_text(plan["plug_in"]["text"])
         result["plugged_at"] = time.monotonic()
+    if plan.get("unplug"):
+        # Unplugged mid-stream: ALSA then fails the pending read (-ENODEV), which PortAudio
+        # reports as a host error; no real device can vanish here, so that one error is made
+        # at the PortAudio boundary. The device also leaves the ALSA configuration, and
+        # comes back with it.
+        import sounddevice
+        wait(lambda: len(real) >= 40)
+        original_read = sounddevice.InputStream.read
+        def failing_read(self, frames):
+            raise sounddevice.PortAudioError("Unanticipated host error", -9999)
+        rc = Path(plan["unplug"]["path"])
+        rc.write_text("# unplugged\n")
+        sounddevice.InputStream.read = failing_read
+        with lock:
+            silent_before = len(silent)
+        wait(lambda: len(silent) >= silent_before + 50)
+        result["during"] = mic.status().as_dict()
+        with lock:
+            result["during_silent"] = len(silent) - silent_before
+        sounddevice.InputStream.read = original_read
+        rc.write_text(plan["unplug"]["text"])
+        result["plugged_at"] = time.monotonic()
+        wait(lambda: real_at and real_at[-1] > result["plugged_at"])
+        with lock:
+            result["first_real_at"] = min(t for t in real_at if t > result["plugged_at"])
     if plan.get("silent_blocks"):
         wait(lambda: len(silent) >= plan["silent_blocks"])
     else:
@@ -188,6 +217,21 @@ def test_microphone_plugged_in_later_is_found(tmp_path: Path) -> None:
     check_tone(result["real"])
     back = result["first_real_at"] - result["plugged_at"]
     print(f"\nmicrophone plugged in: sound after {back:.2f} s (silence until then)")
+    assert back <= 3.0
+
+
+@needs_portaudio
+def test_microphone_unplugged_mid_class_gives_silence_then_sound_again(tmp_path: Path) -> None:
+    rc = tmp_path / ".asoundrc"
+    text = asoundrc(write_tone(tmp_path))
+    rc.write_text(text)
+    result = capture(tmp_path, {"device": PCM_NAME, "unplug": {"path": str(rc), "text": text}})
+    during = result["during"]
+    assert during["state"] in ("error", "missing") and during["placeholder"] is True
+    assert result["during_silent"] >= 50  # pupils keep getting (silent) sound, 50 blocks/s
+    assert result["status"]["state"] == "ok"
+    back = result["first_real_at"] - result["plugged_at"]
+    print(f"\nmicrophone plugged back: sound after {back:.2f} s ({during['detail']} meanwhile)")
     assert back <= 3.0
 
 
