@@ -81,7 +81,7 @@ async def serve(config: AgentConfig, start_now: bool, problems: Problems | None 
         on_live=lambda s: print(f"join: {s.join_url}", flush=True),
     )
     app_session.listeners.append(_journal_session)
-    persistence = SessionPersistence.attach(app_session, config.state_dir)
+    persistence = SessionPersistence.attach(app_session, config.state_dir, problems=problems)
     saved = persistence.load()  # the class a crash interrupted, if any (docs/recovery.md)
     runner = web.AppRunner(make_app(app_session, problems), access_log=None, handle_signals=False)
     await runner.setup()

@@ -22,16 +22,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .problems import Problems
 from .session import ClassSession, SessionState
+from .statefile import write_atomic
 
 log = logging.getLogger("agent.resume")
 
@@ -115,27 +115,6 @@ def read_state(path: Path) -> SavedSession | None:
     return SavedSession.from_json(text)
 
 
-def write_state(path: Path, saved: SavedSession) -> None:
-    """Atomically replace ``path`` (blocking: call through ``asyncio.to_thread``)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".session.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(saved.to_json())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
-
-
 class SessionPersistence:
     """Writes the session's state on Start/Stop and while live; resumes it at start-up."""
 
@@ -146,8 +125,11 @@ class SessionPersistence:
         clock: Callable[[], float] = time.time,
         heartbeat_s: float = HEARTBEAT_S,
         resume_window_s: float = RESUME_WINDOW_S,
+        problems: Problems | None = None,
     ) -> None:
         self.session = session
+        self.problems = problems if problems is not None else Problems()
+        """Where a full disk is reported (the kiosk shows it)."""
         self.path = state_dir / STATE_FILE
         self.clock = clock
         self.heartbeat_s = heartbeat_s
@@ -183,10 +165,9 @@ class SessionPersistence:
         """Write the current state now. A failed write is logged: the class goes on."""
         async with self._lock:
             saved = self.snapshot()  # taken under the lock: the last write is the newest state
-            try:
-                await asyncio.to_thread(write_state, self.path, saved)
-            except OSError as exc:
-                log.error("cannot save the session state to %s: %s", self.path, exc)
+            data = saved.to_json().encode("utf-8")
+            if not await asyncio.to_thread(write_atomic, self.path, data, self.problems):
+                log.error("cannot save the session state to %s; the class goes on", self.path)
 
     def load(self) -> SavedSession | None:
         """The saved state, or None (none, disabled, or unusable: logged). Blocking, but one

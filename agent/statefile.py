@@ -39,6 +39,7 @@ def write_atomic(path: Path, data: bytes, problems: Problems, mode: int = 0o600)
             os.fsync(out.fileno())
         os.replace(tmp, path)
         tmp = None
+        _fsync_directory(path.parent)  # the rename itself survives a power cut
     except OSError as exc:
         _failed(path, exc, problems)
         return False
@@ -48,6 +49,14 @@ def write_atomic(path: Path, data: bytes, problems: Problems, mode: int = 0o600)
                 os.unlink(tmp)
     problems.clear(DISK_FULL)
     return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _failed(path: Path, exc: OSError, problems: Problems) -> None:

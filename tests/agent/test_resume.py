@@ -4,10 +4,12 @@ process with a real Chromium pupil that must find its class again on its own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 
 from agent.link.client import session_info
+from agent.problems import Problems
 from agent.resume import STATE_FILE, SavedSession, SessionPersistence, read_state
 from agent.session import SessionState, _digest
 from provisioning.protocol import SessionInfo, token_digest
@@ -158,6 +161,42 @@ async def test_a_failed_write_is_logged_and_the_class_goes_on(
         await agent.start()
     assert agent.session.state == SessionState.LIVE
     assert "cannot save the session state" in caplog.text
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Any:
+    """A real 64 KiB file system (tmpfs) for the state directory: filling it gives ENOSPC."""
+    mountpoint = tmp_path / "state"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+async def test_a_full_disk_is_shown_and_the_class_goes_on(
+    agent: LiveAgent, tiny_disk: Path
+) -> None:
+    problems = Problems()
+    persistence = persisted(agent, tiny_disk, problems=problems)
+    filler = tiny_disk / "filler"
+    with contextlib.suppress(OSError), filler.open("wb") as out:
+        out.write(b"\0" * 128 * 1024)  # more than the file system holds
+    await agent.start()
+    assert agent.session.state == SessionState.LIVE
+    assert "disk_full" in problems
+    assert not [n for n in os.listdir(tiny_disk) if n.startswith(".session")]  # no debris
+    filler.unlink()  # the admin frees space: the next save works and the warning goes
+    await persistence.save()
+    assert "disk_full" not in problems
+    assert read_state(tiny_disk / STATE_FILE).state == "live"  # type: ignore[union-attr]
 
 
 async def test_the_heartbeat_keeps_alive_at_fresh_while_live(
