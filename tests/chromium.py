@@ -20,18 +20,7 @@ from typing import Any
 import aioice.ice
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",  # gather 127.0.0.1, like the agent in tests
-    "--disable-features=WebRtcHideLocalIpsWithMdns",  # real addresses, no mDNS names
-]
+from bench.browser import CHROMIUM, CHROMIUM_ARGS  # one set of Chromium flags for tests and bench
 
 BROWSER_MARKS = [
     pytest.mark.browser,

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from agent.config import AgentConfig, config_from_dict
 from agent.http.app import make_app
+from agent.problems import Problems
 from agent.session import ClassSession
 from agent.webrtc.ice import restrict_host_addresses
 
@@ -202,3 +203,17 @@ async def make_agent() -> AsyncIterator[AgentFactory]:
 async def _finish(generator: AsyncIterator[LiveAgent]) -> None:
     with contextlib.suppress(StopAsyncIteration):
         await generator.__anext__()
+
+
+@pytest.fixture
+async def kit_with_problems() -> AsyncIterator[tuple[str, Problems]]:
+    """An idle agent's HTTP app (no class, no devices opened) and the problems it shows."""
+    problems = Problems()
+    runner = web.AppRunner(make_app(ClassSession(agent_config(), ""), problems))
+    await runner.setup()
+    site = web.TCPSite(runner, LOOPBACK, 0)
+    await site.start()
+    try:
+        yield f"http://{LOOPBACK}:{runner.addresses[0][1]}", problems
+    finally:
+        await runner.cleanup()

@@ -3,39 +3,19 @@ configuration or its disk is full."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-from aiohttp import web
-
-from agent.http.app import make_app
 from agent.problems import Problems
-from agent.session import ClassSession
 from tests.chromium import BROWSER_MARKS, open_kiosk
-from tests.conftest import LOOPBACK, agent_config
 from tests.kiosk.test_kiosk_problems import problems as shown
 
 pytestmark = BROWSER_MARKS
 
 
-@pytest.fixture
-async def kit() -> AsyncIterator[tuple[str, Problems]]:
-    problems = Problems()
-    runner = web.AppRunner(make_app(ClassSession(agent_config(), ""), problems))
-    await runner.setup()
-    site = web.TCPSite(runner, LOOPBACK, 0)
-    await site.start()
-    try:
-        yield f"http://{LOOPBACK}:{runner.addresses[0][1]}", problems
-    finally:
-        await runner.cleanup()
-
-
 async def test_config_and_disk_problems_are_shown_and_cleared(
-    kit: tuple[str, Problems], browser: Any
+    kit_with_problems: tuple[str, Problems], browser: Any
 ) -> None:
-    base, problems = kit
+    base, problems = kit_with_problems
     problems.report(
         "config_unreadable", "/etc/kit/agent.toml is not valid TOML", fallback="defaults"
     )

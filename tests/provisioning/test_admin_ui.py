@@ -8,16 +8,9 @@ from typing import Any
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from .conftest import ADMIN_PASSWORD, AgentMaker, LiveServer
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from .conftest import ADMIN_PASSWORD, AgentMaker, LiveServer
 
 pytestmark = [
     pytest.mark.browser,

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
-import pytest
-from aiohttp import web
 
-from agent.http.app import make_app
 from agent.problems import Problems
-from agent.session import ClassSession
-from tests.conftest import LOOPBACK, agent_config
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[tuple[str, Problems]]:
-    problems = Problems()
-    runner = web.AppRunner(make_app(ClassSession(agent_config(), ""), problems))
-    await runner.setup()
-    site = web.TCPSite(runner, LOOPBACK, 0)
-    await site.start()
-    try:
-        yield f"http://{LOOPBACK}:{runner.addresses[0][1]}", problems
-    finally:
-        await runner.cleanup()
-
-
-async def test_problems_in_status(served: tuple[str, Problems]) -> None:
-    base, problems = served
+async def test_problems_in_status(kit_with_problems: tuple[str, Problems]) -> None:
+    base, problems = kit_with_problems
     async with aiohttp.ClientSession() as http:
         async with http.get(base + "/api/status") as response:
             assert (await response.json())["problems"] == []
