@@ -94,14 +94,27 @@ BODY_MODELS: dict[str, type[BaseModel]] = {
 # -- request helpers -------------------------------------------------------------------------------
 
 
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, refused (413) beyond ``limit`` bytes without reading further. (One
+    ``content.read(n)`` returns what has arrived so far: a body sent in several segments would
+    be cut.)"""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    if len(body) > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    return bytes(body)
+
+
 async def read_json(request: web.Request, model: type[M]) -> M:
     if request.content_type != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise PayloadTooLarge(f"body larger than {MAX_BODY} bytes")
-    body = await request.content.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
-        raise PayloadTooLarge(f"body larger than {MAX_BODY} bytes")
+    body = await read_body(request, MAX_BODY)
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

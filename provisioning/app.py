@@ -22,7 +22,7 @@ from importlib import resources
 from aiohttp import web
 
 from . import api
-from .errors import PayloadTooLarge, RequestError, UnsupportedMediaType
+from .errors import RequestError, UnsupportedMediaType
 from .openapi import openapi_document
 from .protocol import (
     CLOSE_GOING_AWAY,
@@ -206,11 +206,7 @@ async def post_whep(request: web.Request) -> web.Response:
     relay.find_kit(token)  # unknown or expired link: the same answer as the agent's, at once
     if request.content_type != "application/sdp":
         raise UnsupportedMediaType("Content-Type must be application/sdp")
-    if request.content_length is not None and request.content_length > MAX_SDP:
-        raise PayloadTooLarge(f"body larger than {MAX_SDP} bytes")
-    body = await request.content.read(MAX_SDP + 1)
-    if len(body) > MAX_SDP:
-        raise PayloadTooLarge(f"body larger than {MAX_SDP} bytes")
+    body = await api.read_body(request, MAX_SDP)
     try:
         sdp = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+from yarl import URL
 
 from provisioning.protocol import (
     CLOSE_MALFORMED,
@@ -15,7 +17,7 @@ from provisioning.protocol import (
     CLOSE_VERSION,
     MAX_MESSAGE_BYTES,
 )
-from tests.conftest import until
+from tests.conftest import chrome_offer_on_loopback, until
 
 from .conftest import AgentMaker, LiveServer
 from .wire import hello, hello_for, raw_close
@@ -174,3 +176,31 @@ async def test_relay_while_the_kit_is_offline(
     ) as response:
         assert response.status == 503
         assert "not reachable" in await response.text()
+
+
+async def test_an_offer_arriving_in_pieces_is_read_whole(
+    live_server: LiveServer, linked_agent: AgentMaker
+) -> None:
+    """A pupil on a slow link: the offer's bytes come in several segments, with pauses."""
+    agent = await linked_agent()
+    whep = await agent.start()
+    kit = live_server.server.fleet.kits[agent.kit_id]
+    await until(lambda: kit.token is not None, 5, "live")
+    offer = chrome_offer_on_loopback().encode()
+    url = URL(whep)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    head = (
+        f"POST {url.path} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/sdp\r\n"
+        f"Content-Length: {len(offer)}\r\nConnection: close\r\n\r\n"
+    )
+    writer.write(head.encode() + offer[:700])
+    await writer.drain()
+    for start in range(700, len(offer), 1500):
+        await asyncio.sleep(0.1)
+        writer.write(offer[start : start + 1500])
+        await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 15)
+    writer.close()
+    status_line = response.split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 201 Created", response[:300]
+    assert b"\r\n\r\nv=0" in response
