@@ -186,7 +186,7 @@ async def test_an_offer_arriving_in_pieces_is_read_whole(
     whep = await agent.start()
     kit = live_server.server.fleet.kits[agent.kit_id]
     await until(lambda: kit.token is not None, 5, "live")
-    offer = chrome_offer_on_loopback().encode()
+    offer = chrome_offer_on_loopback()
     url = URL(whep)
     reader, writer = await asyncio.open_connection(url.host, url.port)
     head = (
