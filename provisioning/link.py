@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -27,6 +28,7 @@ from .protocol import (
     CLOSE_VERSION,
     HELLO_TIMEOUT_S,
     MAX_MESSAGE_BYTES,
+    MessageBudget,
     VERSION,
     ConfigAck,
     Health,
@@ -98,9 +100,16 @@ def _wrong_version(data: str) -> bool:
 
 class LinkEndpoint:
     def __init__(
-        self, fleet: Fleet, relay: Relay, hello_timeout_s: float = HELLO_TIMEOUT_S
+        self,
+        fleet: Fleet,
+        relay: Relay,
+        hello_timeout_s: float = HELLO_TIMEOUT_S,
+        budget: Callable[[float], MessageBudget] = MessageBudget,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hello_timeout_s = hello_timeout_s
+        self.budget = budget
+        self.clock = clock
         self.fleet = fleet
         self.relay = relay
         self.rejected = 0
@@ -151,8 +160,10 @@ class LinkEndpoint:
         return kit
 
     async def _receive(self, ws: web.WebSocketResponse, kit: Kit) -> None:
+        budget = self.budget(self.clock())
         async for frame in ws:
             if frame.type == WSMsgType.TEXT:
+                budget.spend(len(frame.data), self.clock())
                 self._dispatch(kit, parse_kit_message(frame.data))
             elif frame.type == WSMsgType.BINARY:
                 raise ProtocolError(CLOSE_MALFORMED, "frames must be JSON text")

@@ -24,6 +24,8 @@ ENROLL_PATH = "/api/v1/enroll"
 MAX_MESSAGE_BYTES = 128 * 1024
 """Largest frame either side accepts (an SDP offer is at most 64 KiB, plus the envelope)."""
 HELLO_TIMEOUT_S = 10.0
+BUDGET_UNIT_BYTES = 8 * 1024
+"""A frame costs one unit of its kit's :class:`MessageBudget` per started 8 KiB."""
 
 # WebSocket close codes (RFC 6455 private range 4000-4999 mirrors HTTP status codes).
 CLOSE_NORMAL = 1000
@@ -36,6 +38,7 @@ CLOSE_REVOKED = 4403
 CLOSE_TIMEOUT = 4408
 CLOSE_REPLACED = 4409
 CLOSE_VERSION = 4426
+CLOSE_TOO_FAST = 4429
 
 FINAL_CLOSE_CODES = frozenset({CLOSE_UNAUTHORIZED, CLOSE_REVOKED, CLOSE_VERSION})
 """After these the agent stops dialling: retrying cannot succeed without an admin's action."""
@@ -337,6 +340,35 @@ def encode(message: _Msg) -> str:
     if isinstance(message, Health) and not message.queued and not message.dropped:
         return message.model_dump_json(exclude={"queued", "dropped"})
     return message.model_dump_json()
+
+
+class MessageBudget:
+    """How many frames a kit may send: a token bucket of ``burst`` units refilled at ``rate``
+    units per second, a frame costing one unit per started :data:`BUDGET_UNIT_BYTES`.
+
+    A kit in good health sends a report every 10 s; its largest bursts are the reports queued
+    while the link was down (at most 360, sent at once on reconnect) and one ``whep_answer``
+    per pupil joining. The defaults leave room for both and stop a kit (or a stolen credential)
+    that floods the server, which would otherwise parse and store everything it is sent.
+    Pure logic: the caller passes the clock.
+    """
+
+    __slots__ = ("burst", "rate", "_level", "_at")
+
+    def __init__(self, now: float, burst: float = 600.0, rate: float = 10.0) -> None:
+        self.burst = burst
+        self.rate = rate
+        self._level = burst
+        self._at = now
+
+    def spend(self, size: int, now: float) -> None:
+        """Account for one frame of ``size`` bytes; raises :class:`ProtocolError` when the
+        budget is spent (the link is then closed with :data:`CLOSE_TOO_FAST`)."""
+        self._level = min(self.burst, self._level + (now - self._at) * self.rate)
+        self._at = now
+        self._level -= 1 + size // BUDGET_UNIT_BYTES
+        if self._level < 0:
+            raise ProtocolError(CLOSE_TOO_FAST, "too many messages")
 
 
 def token_digest(token: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from yarl import URL
@@ -13,9 +14,13 @@ from provisioning.protocol import (
     CLOSE_REPLACED,
     CLOSE_TIMEOUT,
     CLOSE_TOO_BIG,
+    CLOSE_TOO_FAST,
     CLOSE_UNAUTHORIZED,
     CLOSE_VERSION,
     MAX_MESSAGE_BYTES,
+    Health,
+    MessageBudget,
+    encode,
 )
 from tests.conftest import chrome_offer_on_loopback, until
 
@@ -74,6 +79,24 @@ async def test_bad_frames_after_hello_and_wrong_secret(
     assert code == CLOSE_MALFORMED
     await until(lambda: agent.link.connects >= 3 and kit.online, 10, "agent reconnected")
     assert live_server.server.links.rejected >= 3
+
+
+async def test_a_flooding_kit_is_closed_and_comes_back(
+    live_server: LiveServer, linked_agent: AgentMaker
+) -> None:
+    """Valid reports, but far too many: the link is closed with 4429, the reports already
+    accepted are kept, and the real kit (same credential) redials and is welcome again."""
+    agent = await linked_agent()
+    kit = live_server.server.fleet.kits[agent.kit_id]
+    links = live_server.server.links
+    links.budget = lambda now: MessageBudget(now, burst=20, rate=1)
+    report = agent.link.collector.report()
+    flood = [encode(Health(seq=n, sent_at=time.time(), report=report)) for n in range(200)]
+    code, reason = await raw_close(live_server, hello(agent), *flood)
+    assert (code, reason) == (CLOSE_TOO_FAST, "too many messages")
+    await until(lambda: agent.link.connects >= 2 and kit.online, 10, "agent reconnected")
+    async with live_server.http.get(live_server.url + "/healthz") as response:
+        assert response.status == 200
 
 
 async def test_second_connection_replaces_the_first(

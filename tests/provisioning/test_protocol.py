@@ -9,8 +9,10 @@ import pytest
 from provisioning.protocol import (
     CLOSE_MALFORMED,
     CLOSE_TOO_BIG,
+    CLOSE_TOO_FAST,
     MAX_MESSAGE_BYTES,
     ConfigAck,
+    MessageBudget,
     Health,
     Hello,
     ProtocolError,
@@ -159,3 +161,39 @@ def test_layers_most_specific_wins_and_version_is_canonical() -> None:
     assert config_version({"a": 1, "b": {"c": 2}}) == config_version({"b": {"c": 2}, "a": 1})
     assert len(config_version({})) == 16
     ConfigAck(version=config_version(merged), status="applied")
+
+
+def test_budget_lets_a_reconnecting_kit_send_its_whole_backlog() -> None:
+    """The largest legitimate burst: 360 queued reports, then 60 pupils' answers, all at once."""
+    budget = MessageBudget(now=0.0)
+    for _ in range(360):
+        budget.spend(1500, now=0.0)
+    for _ in range(60):
+        budget.spend(6000, now=0.0)
+    for second in range(1, 3600):  # then an hour of reports and joins, well within the rate
+        budget.spend(1500, now=float(second))
+
+
+def test_budget_stops_a_flood_and_refills_with_time() -> None:
+    budget = MessageBudget(now=100.0, burst=10, rate=2)
+    for _ in range(10):
+        budget.spend(100, now=100.0)
+    with pytest.raises(ProtocolError) as caught:
+        budget.spend(100, now=100.0)
+    assert caught.value.code == CLOSE_TOO_FAST and caught.value.reason == "too many messages"
+    fresh = MessageBudget(now=0.0, burst=10, rate=2)
+    for _ in range(10):
+        fresh.spend(100, now=0.0)
+    fresh.spend(100, now=0.5)  # one unit back after half a second
+    with pytest.raises(ProtocolError):
+        fresh.spend(100, now=0.5)
+    fresh.spend(100, now=1000.0)  # refilled, but never beyond the burst
+    assert fresh._level <= 10
+
+
+def test_budget_charges_big_frames_by_size() -> None:
+    budget = MessageBudget(now=0.0, burst=40, rate=0)
+    budget.spend(MAX_MESSAGE_BYTES - 1, now=0.0)  # 16 units
+    budget.spend(MAX_MESSAGE_BYTES - 1, now=0.0)  # 32
+    with pytest.raises(ProtocolError):
+        budget.spend(MAX_MESSAGE_BYTES - 1, now=0.0)
