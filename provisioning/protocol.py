@@ -353,7 +353,7 @@ class MessageBudget:
     Pure logic: the caller passes the clock.
     """
 
-    __slots__ = ("burst", "rate", "_level", "_at")
+    __slots__ = ("_at", "_level", "burst", "rate")
 
     def __init__(self, now: float, burst: float = 600.0, rate: float = 10.0) -> None:
         self.burst = burst
