@@ -37,7 +37,7 @@ from .http.app import make_app
 from .link import Uplink
 from .problems import Problems
 from .resume import SessionPersistence
-from .session import ClassSession
+from .session import ClassSession, SessionState
 from .startup import startup_config
 from .statefile import check_free_space
 from .webrtc.ice import restrict_host_addresses
@@ -106,6 +106,7 @@ async def serve(config: AgentConfig, start_now: bool, problems: Problems | None 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, RestartWhenIdle(app_session, stop).ask)
     try:
         if not await persistence.resume(saved) and start_now:
             await app_session.start()
@@ -120,6 +121,32 @@ async def serve(config: AgentConfig, start_now: bool, problems: Problems | None 
         await persistence.close()
         await app_session.stop()
         await runner.cleanup()
+
+
+class RestartWhenIdle:
+    """SIGHUP (``systemctl reload kit-agent``, which install-kit.sh sends after an upgrade and an
+    admin after editing the config): end the process so that systemd starts it again on the new
+    version and config, at once if no class is live, else as soon as it ends. An upgrade never
+    cuts a class short (docs/systemd.md)."""
+
+    def __init__(self, session: ClassSession, stop: asyncio.Event) -> None:
+        self.session = session
+        self.stop = stop
+        self.asked = False
+        session.listeners.append(self._changed)
+
+    def ask(self) -> None:
+        if self.session.state == SessionState.IDLE:
+            log.info("reload asked: restarting now (no class)")
+            self.stop.set()
+        elif not self.asked:
+            log.info("reload asked during a class: restarting when it ends")
+        self.asked = True
+
+    def _changed(self, session: ClassSession) -> None:
+        if self.asked and session.state == SessionState.IDLE:
+            log.info("the class has ended: restarting as asked")
+            self.stop.set()
 
 
 def _journal_session(session: ClassSession) -> None:

@@ -39,7 +39,7 @@ install_venv "$VENV"
 write_once "$CONFIG" 0644 <<'TOML'
 # kit-agent configuration (every key: /opt/kit/venv/…/agent/example-config.toml).
 # Written once by install-kit.sh; upgrades never change it. After an edit:
-#   systemctl restart kit-agent
+#   systemctl reload kit-agent   (restarts it now, or at the end of the class in progress)
 # If this file becomes unreadable the agent runs on its last good copy
 # (/var/lib/kit/last-good-config.toml) and the kiosk says so.
 state_dir = "/var/lib/kit"
@@ -68,9 +68,27 @@ else
 fi
 system chown -R kit:kit "$STATE"
 
-for unit in kit-agent.service kit-kiosk.service; do
-    install_file "$HERE/$unit" "$ROOT/etc/systemd/system/$unit" 0644
-done
+install_file "$HERE/kit-agent.service" "$ROOT/etc/systemd/system/kit-agent.service" 0644
+AGENT_CHANGED="$CHANGED"
+CHANGED=""
+install_file "$HERE/kit-kiosk.service" "$ROOT/etc/systemd/system/kit-kiosk.service" 0644
+KIOSK_CHANGED="$CHANGED"
+CHANGED="$AGENT_CHANGED$KIOSK_CHANGED"
 system systemctl set-default graphical.target
-enable_and_restart kit-agent.service kit-kiosk.service
+system systemctl daemon-reload
+system systemctl enable kit-agent.service kit-kiosk.service
+if [ -n "$AGENT_CHANGED" ]; then
+    # Not "restart": a class may be live. On reload the agent restarts itself on the new
+    # version at once if idle, else when the teacher presses Stop (docs/systemd.md). The kiosk
+    # page reloads by itself when it sees the new version.
+    system systemctl reload-or-restart kit-agent.service
+    say "the agent restarts on the new version now, or at the end of the class in progress"
+else
+    system systemctl start kit-agent.service
+fi
+if [ -n "$KIOSK_CHANGED" ]; then
+    system systemctl restart kit-kiosk.service
+else
+    system systemctl start kit-kiosk.service
+fi
 say "done${CHANGED:+ (updated)}: check with  systemctl status kit-agent kit-kiosk"

@@ -34,6 +34,7 @@ import qrcode
 import qrcode.image.svg
 from aiohttp import web
 
+from .. import __version__
 from ..errors import (
     BadRequest,
     Forbidden,
@@ -114,6 +115,7 @@ def _status(request: web.Request) -> web.Response:
     """The session's status and the kit's own problems (config, disk), for the kiosk."""
     status = request.app[SESSION_KEY].status()
     status["problems"] = request.app[PROBLEMS_KEY].as_list()
+    status["software"] = __version__  # the kiosk page reloads itself when this changes
     return web.json_response(status)
 
 

@@ -75,6 +75,7 @@ let startFailed = false;
 let busy = null;            // "starting" | "stopping" while a request is under way
 let elapsedBase = null;     // [elapsed_s from the agent, performance.now() when read]
 let previewTimer = null;
+let software = null;        // the agent's version when this page loaded
 
 const T = () => STRINGS[lang || (status && status.language) || "fr"] || STRINGS.fr;
 
@@ -107,6 +108,11 @@ async function refresh() {
   try {
     status = await api("/api/status");
     agentDown = false;
+    if (software && status.software !== software) {
+      location.reload();  // the agent was upgraded: take its new page
+      return;
+    }
+    software = status.software;
   } catch (err) {
     agentDown = true;
   }

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.agent.sources.test_camera import write_clip
 from tests.chromium import BROWSER_MARKS, open_kiosk, open_pupil_page, stats_until
 from tests.conftest import AgentFactory, LiveAgent
@@ -99,3 +101,19 @@ async def test_sound_button_when_the_browser_blocks_autoplay(
     await pupil.wait_for_function("!document.getElementById('microphone').paused")
     assert await pupil.locator("#unmute").is_hidden()
     await pupil.context.close()
+
+
+async def test_the_page_reloads_itself_when_the_agent_is_upgraded(
+    agent: LiveAgent, browser: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """install-kit.sh restarts the agent on a new version between classes; the kiosk (Chromium,
+    left running) must then take the new version's page rather than keep the old script."""
+    kiosk = await open_kiosk(browser, agent.base_url)
+    await kiosk.wait_for_selector("body[data-view=idle]")
+    await kiosk.evaluate("window.sameDocument = true")
+    await kiosk.wait_for_timeout(1500)  # a few refreshes on the same version: no reload
+    assert await kiosk.evaluate("window.sameDocument === true")
+    monkeypatch.setattr("agent.http.app.__version__", "99.0.0")
+    await kiosk.wait_for_function("window.sameDocument === undefined", timeout=5_000)
+    await kiosk.wait_for_selector("body[data-view=idle]")
+    await kiosk.context.close()

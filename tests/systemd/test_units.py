@@ -67,7 +67,7 @@ def test_exposure_measures_the_hardening(tmp_path: Path) -> None:
 
 def test_the_services_run_what_the_installers_install() -> None:
     units = our_units()
-    assert exec_paths(units["kit-agent.service"]) == ["/opt/kit/venv/bin/kit-agent"]
+    assert exec_paths(units["kit-agent.service"]) == ["/opt/kit/venv/bin/kit-agent", "/bin/kill"]
     assert exec_paths(units["kit-provisioning.service"]) == [
         "/opt/kit-provisioning/venv/bin/kit-provisioning"
     ]

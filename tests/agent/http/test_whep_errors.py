@@ -408,6 +408,7 @@ async def test_status_shape(agent: LiveAgent) -> None:
         "pupils",
         "language",
         "problems",
+        "software",
     }
     session = idle["session"]
     assert {"state", "join_url", "whep_url", "viewers"} <= set(session)
