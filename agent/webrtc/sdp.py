@@ -26,6 +26,8 @@ class Offer:
     sdp: str
     kinds: tuple[str, ...]
     """Kind of every m-line in order: ``audio``, ``video`` or ``application``."""
+    mdns_candidates: tuple[tuple[str, str], ...] = ()
+    """``(mid, candidate)`` of the candidates named ``….local``, taken out of :attr:`sdp`."""
 
     @property
     def video_count(self) -> int:
@@ -57,6 +59,7 @@ def parse_offer(body: bytes) -> Offer:
             raise BadRequest(f"SDP line {number} is not of the form x=value")
     if not any(line.startswith("m=") for line in lines):
         raise BadRequest("SDP offer has no media section (m=)")
+    lines, mdns = _take_mdns_candidates(lines)
     normalized = "\r\n".join(lines) + "\r\n"
     try:
         description = aiortc_sdp.SessionDescription.parse(normalized)
@@ -68,7 +71,35 @@ def parse_offer(body: bytes) -> Offer:
         wanted += _check_media(index, media)
     if wanted == 0:
         raise BadRequest("SDP offer asks for no audio or video (recvonly/sendrecv m-line)")
-    return Offer(normalized, kinds)
+    mids = [media.rtp.muxId for media in description.media]
+    return Offer(normalized, kinds, tuple((mids[index], value) for index, value in mdns))
+
+
+def _take_mdns_candidates(lines: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
+    """Take the mDNS candidates (``….local``: a browser hiding the pupil's addresses) and, if
+    there were any, ``a=end-of-candidates`` out of the offer; returns the other lines and
+    ``(m-line index, candidate)`` of those taken.
+
+    aiortc resolves them inside ``setRemoteDescription``, which would hold every such pupil's
+    answer for the resolver's timeout (1 s) when the name cannot be resolved, as it never can
+    for a pupil at home. The viewer adds them once it has answered; without end-of-candidates
+    the kit keeps listening for the pupil's own checks, which is how it learns the pupil's
+    address (peer-reflexive) when the name stays unknown."""
+    kept: list[str] = []
+    taken: list[tuple[int, str]] = []
+    section = -1
+    for line in lines:
+        if line.startswith("m="):
+            section += 1
+        if line.startswith("a=candidate:"):
+            fields = line.split()
+            if len(fields) > 4 and fields[4].lower().endswith(".local"):
+                taken.append((section, line[2:]))
+                continue
+        kept.append(line)
+    if taken:
+        kept = [line for line in kept if line.strip() != "a=end-of-candidates"]
+    return kept, taken
 
 
 def _check_media(index: int, media: aiortc_sdp.MediaDescription) -> int:

@@ -75,6 +75,7 @@ class Viewer:
         self.connected_at: float | None = None
         self._closing = False
         self._timeout_task: asyncio.Task[None] | None = None
+        self._mdns_tasks: list[asyncio.Task[None]] = []
         self.pc.on("connectionstatechange", self._on_state)
         self.pc.on("datachannel", self._on_datachannel)
 
@@ -98,7 +99,23 @@ class Viewer:
         mids = [media.rtp.muxId for media in aiortc_sdp.SessionDescription.parse(answer).media]
         self._bind(dict(zip(mids, negotiated_codecs(answer), strict=True)))
         self._timeout_task = asyncio.create_task(self._expire_if_never_connected())
+        self._mdns_tasks = [
+            asyncio.create_task(self._add_mdns_candidate(mid, line))
+            for mid, line in offer.mdns_candidates
+        ]
         return str(answer)
+
+    async def _add_mdns_candidate(self, mid: str, line: str) -> None:
+        """A ``….local`` candidate of the offer, after the answer (see ``sdp.parse_offer``):
+        used if the name resolves; else the pupil's own checks tell the kit its address."""
+        try:
+            candidate = aiortc_sdp.candidate_from_sdp(line.removeprefix("candidate:"))
+            candidate.sdpMid = mid
+            await self.pc.addIceCandidate(candidate)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a malformed line, or the viewer closed meanwhile
+            log.debug("viewer %s: mDNS candidate not used: %s", self.id, exc)
 
     def _add_transceivers(self, offer: Offer) -> None:
         videos = iter(VIDEO_TRACK_IDS)
@@ -193,6 +210,8 @@ class Viewer:
         self._closing = True
         if self._timeout_task is not None and self._timeout_task is not asyncio.current_task():
             self._timeout_task.cancel()
+        for task in self._mdns_tasks:
+            task.cancel()
         for track in self.tracks:
             track.stop()
         try:

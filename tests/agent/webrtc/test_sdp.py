@@ -42,21 +42,45 @@ def refusal(body: bytes) -> str:
 # -- accepted ---------------------------------------------------------------------------------
 
 
+MDNS_NAME = "4f2a9c1e-7b3d-4e8a-9c61-2d5f0b8e3a17.local"
+
+
 def test_chrome_offer_two_videos_one_audio(chrome_offer: str) -> None:
     offer = parse_offer(chrome_offer.encode())
     assert isinstance(offer, Offer)
     assert offer.kinds == ("video", "video", "audio")
     assert (offer.video_count, offer.audio_count, offer.has_data_channel) == (2, 1, False)
-    assert offer.sdp == chrome_offer  # already CRLF, nothing dropped
+    # Already CRLF; only the mDNS candidates are taken out, to be added after the answer.
+    assert offer.sdp == without(chrome_offer, "a=candidate:")
+    assert offer.mdns_candidates == tuple(
+        (mid, f"candidate:2804175426 1 udp 2113937151 {MDNS_NAME} {port} typ host generation 0 "
+              "network-cost 999")
+        for mid, port in (("0", 59303), ("1", 44188), ("2", 34950))
+    )  # fmt: skip
+
+
+def test_candidates_with_addresses_stay_in_the_offer(chrome_offer: str) -> None:
+    """Only ``….local`` candidates are taken out, and end-of-candidates only along with them
+    (the kit must keep waiting for the pupil's checks when it cannot resolve the names)."""
+    on_loopback = chrome_offer.replace(MDNS_NAME, "127.0.0.1")
+    ended = on_loopback.replace("a=mid:0\r\n", "a=mid:0\r\na=end-of-candidates\r\n")
+    offer = parse_offer(ended.encode())
+    assert offer.sdp == ended and offer.mdns_candidates == ()
+    mixed = ended.replace("127.0.0.1 44188", f"{MDNS_NAME.upper()} 44188")
+    offer = parse_offer(mixed.encode())
+    assert "end-of-candidates" not in offer.sdp and MDNS_NAME.upper() not in offer.sdp
+    assert offer.sdp.count("a=candidate:") == 2
+    assert [mid for mid, _ in offer.mdns_candidates] == ["1"]
 
 
 def test_line_ends_are_normalized(chrome_offer: str) -> None:
+    expected = parse_offer(chrome_offer.encode()).sdp
     lf_only = chrome_offer.replace("\r\n", "\n").encode()
-    assert parse_offer(lf_only).sdp == chrome_offer
+    assert parse_offer(lf_only).sdp == expected
     blank_lines = chrome_offer.replace("s=-\r\n", "s=-\r\n\r\n").encode()
-    assert parse_offer(blank_lines).sdp == chrome_offer
+    assert parse_offer(blank_lines).sdp == expected
     no_final_newline = chrome_offer.rstrip("\r\n").encode()
-    assert parse_offer(no_final_newline).sdp == chrome_offer
+    assert parse_offer(no_final_newline).sdp == expected
 
 
 def test_data_channel_and_unwanted_sections_are_allowed(chrome_offer: str) -> None:
