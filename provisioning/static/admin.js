@@ -36,7 +36,7 @@ function when(seconds) {
 }
 
 function show(view) {
-  for (const id of ["login-view", "dashboard-view", "kit-view"]) $(id).hidden = id !== view;
+  for (const id of ["login-view", "dashboard-view", "kit-view", "config-view"]) $(id).hidden = id !== view;
 }
 
 // -- sign-in -----------------------------------------------------------------------------------
@@ -72,6 +72,8 @@ function signedIn(me) {
   state.csrf = me.csrf;
   $("who-email").textContent = `${me.email} (${me.role}${me.scope ? " " + me.scope : ""})`;
   $("who").hidden = false;
+  $("fleet-config").hidden = me.role !== "national";
+  $("school-panel").hidden = me.role === "school";
   loadKits().then(route);
   listen();
 }
@@ -119,6 +121,10 @@ function kitRow(kit, latest) {
 function renderDashboard() {
   const latest = latestSoftware();
   const byDep = new Map();
+  for (const school of state.schools) {  // a school without kits yet is listed too
+    if (!byDep.has(school.departement)) byDep.set(school.departement, new Map());
+    byDep.get(school.departement).set(school.id, []);
+  }
   for (const kit of state.kits.values()) {
     if (!byDep.has(kit.departement)) byDep.set(kit.departement, new Map());
     const schools = byDep.get(kit.departement);
@@ -135,8 +141,11 @@ function renderDashboard() {
       ...[...schools.keys()].sort().map((school) => {
         const list = schools.get(school).sort((a, b) => a.name.localeCompare(b.name));
         return el("div", { class: "school", dataset: { school } },
-          el("h3", { textContent: `${names.get(school) || school} (${school})` }),
-          el("table", {}, el("tbody", {}, ...list.map((k) => kitRow(k, latest)))));
+          el("h3", {}, `${names.get(school) || school} (${school}) `,
+            el("a", { class: "settings", href: `#/config/school/${encodeURIComponent(school)}`, textContent: "réglages" })),
+          list.length
+            ? el("table", {}, el("tbody", {}, ...list.map((k) => kitRow(k, latest))))
+            : el("p", { class: "empty", textContent: "Aucun kit enrôlé." }));
       }));
   });
   $("groups").replaceChildren(...groups);
@@ -182,6 +191,47 @@ $("code-form").addEventListener("submit", async (event) => {
     $("code-output").textContent = result.code;
   } catch (error) {
     $("code-output").textContent = error.message;
+  }
+});
+
+$("school-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const school = { id: $("school-id").value.trim(), name: $("school-name").value.trim(), departement: $("school-dep").value.trim().toUpperCase() };
+  try {
+    await api("POST", "/api/v1/schools", school);
+    $("school-output").textContent = `École ${school.id} ajoutée.`;
+    $("school-form").reset();
+    await loadKits();
+  } catch (error) {
+    $("school-output").textContent = error.message;
+  }
+});
+
+// -- configuration of the fleet or of a school -------------------------------------------------
+
+let currentScope = null;  // [level, id]
+
+async function renderScopeConfig(level, id) {
+  const name = state.schools.find((s) => s.id === id)?.name;
+  $("config-title").textContent = level === "fleet" ? "Réglages de tout le parc" : `Réglages de l'école ${name ? name + " " : ""}(${id})`;
+  $("scope-config-output").textContent = "";
+  $("scope-config-error").textContent = "";
+  const layer = await api("GET", `/api/v1/config/${level}/${encodeURIComponent(id)}`);
+  $("scope-config-json").value = JSON.stringify(layer, null, 2);
+}
+
+$("scope-config-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("scope-config-error").textContent = "";
+  $("scope-config-output").textContent = "";
+  let body;
+  try { body = JSON.parse($("scope-config-json").value || "{}"); } catch { $("scope-config-error").textContent = "JSON invalide"; return; }
+  const [level, id] = currentScope;
+  try {
+    const result = await api("PUT", `/api/v1/config/${level}/${encodeURIComponent(id)}`, body);
+    $("scope-config-output").textContent = `Enregistré ; envoyé à ${result.pushed_to} kit(s) en ligne.`;
+  } catch (error) {
+    $("scope-config-error").textContent = error.message;
   }
 });
 
@@ -271,7 +321,13 @@ $("config-form").addEventListener("submit", async (event) => {
 function route() {
   if (!state.me) return;
   const match = location.hash.match(/^#\/kit\/(.+)$/);
-  if (match) {
+  const scope = location.hash.match(/^#\/config\/(fleet|school)\/(.+)$/);
+  if (scope) {
+    currentKit = null;
+    currentScope = [scope[1], decodeURIComponent(scope[2])];
+    show("config-view");
+    renderScopeConfig(...currentScope).catch((error) => { $("scope-config-error").textContent = error.message; });
+  } else if (match) {
     currentKit = decodeURIComponent(match[1]);
     show("kit-view");
     renderKit(currentKit).catch((error) => { $("kit-title").textContent = error.message; });

@@ -79,3 +79,87 @@ async def test_login_dashboard_and_kit_going_offline_live(
     await page.click("#rename-form button")
     await expect(page.locator("#kit-title")).to_contain_text("Salle 303")
     assert not errors, errors
+
+
+async def sign_in(page: Any, live_server: LiveServer, email: str) -> None:
+    await page.goto(live_server.url + "/")
+    await page.fill("#login-email", email)
+    await page.fill("#login-password", ADMIN_PASSWORD)
+    await page.click("#login-form button")
+    await expect(page.locator("#live-state")).to_have_text("mises à jour en direct")
+
+
+async def test_a_new_school_and_its_settings_reach_its_kits(
+    live_server: LiveServer, linked_agent: AgentMaker, page: Any
+) -> None:
+    """A national admin adds a school from the dashboard, enrolls nothing yet, sets the whole
+    fleet's and a school's settings from the UI; the school's kit gets them pushed."""
+    await live_server.school("0751234A", "75")
+    kit = await linked_agent(school="0751234A", name="Salle 101")
+    await live_server.admin("root@example.fr")
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await sign_in(page, live_server, "root@example.fr")
+
+    await page.click("#school-panel summary")
+    await page.fill("#school-id", "0693333C")
+    await page.fill("#school-name", "Collège des Canuts")
+    await page.fill("#school-dep", "69")
+    await page.click("#school-form button")
+    await expect(page.locator("#school-output")).to_have_text("École 0693333C ajoutée.")
+    new = page.locator('.school[data-school="0693333C"]')
+    await expect(new).to_contain_text("Collège des Canuts (0693333C)")
+    await expect(new).to_contain_text("Aucun kit enrôlé.")
+    await page.fill("#school-id", "0693333C")
+    await page.fill("#school-name", "Doublon")
+    await page.fill("#school-dep", "69")
+    await page.click("#school-form button")
+    await expect(page.locator("#school-output")).to_contain_text("exists")
+    assert await page.locator("#code-school option").count() == 2  # enrollment codes for it
+
+    # The school's settings: a bad JSON and an unknown key are refused, a good one is pushed.
+    await page.click('.school[data-school="0751234A"] a.settings')
+    await expect(page.locator("#config-title")).to_have_text(
+        "Réglages de l'école École 0751234A (0751234A)"
+    )
+    await expect(page.locator("#scope-config-json")).to_have_value("{}")
+    await page.fill("#scope-config-json", "{nope")
+    await page.click("#scope-config-form button")
+    await expect(page.locator("#scope-config-error")).to_have_text("JSON invalide")
+    await page.fill("#scope-config-json", '{"kiosk": {"colour": "red"}}')
+    await page.click("#scope-config-form button")
+    await expect(page.locator("#scope-config-error")).to_contain_text("colour")
+    await page.fill("#scope-config-json", '{"kiosk": {"language": "en"}}')
+    await page.click("#scope-config-form button")
+    await expect(page.locator("#scope-config-output")).to_have_text(
+        "Enregistré ; envoyé à 1 kit(s) en ligne."
+    )
+    fleet = live_server.server.fleet
+    assert fleet.layers[("school", "0751234A")] == {"kiosk": {"language": "en"}}
+    agent_kit = fleet.kits[kit.kit_id]
+    await expect(page.locator("#scope-config-error")).to_have_text("")
+
+    # The whole fleet's settings, then back to the dashboard.
+    await page.goto(live_server.url + "/admin/#/")
+    await page.click("#fleet-config a")
+    await expect(page.locator("#config-title")).to_have_text("Réglages de tout le parc")
+    await page.fill("#scope-config-json", '{"kiosk": {"language": "fr"}}')
+    await page.click("#scope-config-form button")
+    await expect(page.locator("#scope-config-output")).to_contain_text("Enregistré")
+    assert fleet.layers[("fleet", "")] == {"kiosk": {"language": "fr"}}
+    assert agent_kit.desired["kiosk"]["language"] == "en"  # the school's is more specific
+    assert not errors, errors
+
+
+async def test_a_school_technician_sees_no_fleet_settings_and_cannot_add_schools(
+    live_server: LiveServer, page: Any
+) -> None:
+    await live_server.school("0751234A", "75")
+    await live_server.admin("tech@example.fr", role="school", scope="0751234A")
+    await sign_in(page, live_server, "tech@example.fr")
+    assert await page.locator("#fleet-config").is_hidden()
+    assert await page.locator("#school-panel").is_hidden()
+    await page.click('.school[data-school="0751234A"] a.settings')  # read only for them
+    await page.fill("#scope-config-json", '{"kiosk": {"language": "en"}}')
+    await page.click("#scope-config-form button")
+    await expect(page.locator("#scope-config-error")).to_contain_text("technician")
