@@ -58,7 +58,8 @@ class WatchdogPinger:
             self.skipped += 1
             return False
         try:
-            healthy = await asyncio.wait_for(self.probe(), timeout=self.period_s)
+            async with asyncio.timeout(self.period_s):
+                healthy = await self.probe()
         except (TimeoutError, OSError) as exc:
             log.warning("health probe failed (%s): watchdog not pinged", exc or type(exc).__name__)
             healthy = False

@@ -398,7 +398,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         await response.write(b"retry: 2000\n\n")
         while True:
             try:
-                event = await asyncio.wait_for(queue.get(), 15.0)
+                async with asyncio.timeout(15.0):
+                    event = await queue.get()
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue

@@ -101,7 +101,8 @@ class Relay:
                 await kit.link.send(encode(message))
             except (ConnectionError, RuntimeError):
                 raise ServiceUnavailable("the classroom is not reachable right now") from None
-            return await asyncio.wait_for(future, self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                return await future
         except TimeoutError:
             raise GatewayTimeout("the classroom did not answer in time") from None
         finally:

@@ -157,7 +157,8 @@ class Writer:
                 await asyncio.sleep(1.0)
             wait = max(0.005, self.interval_s - (time.monotonic() - started))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def flush(self) -> None:
         if not self.queued:

@@ -179,7 +179,9 @@ class LinkClient:
         )
         await ws.send(encode(hello))
         try:
-            welcome = parse_server_message(await asyncio.wait_for(ws.recv(), 20))
+            async with asyncio.timeout(20):
+                frame = await ws.recv()
+            welcome = parse_server_message(frame)
         except ConnectionClosed as exc:
             self._raise_if_final(exc)
             raise
@@ -283,7 +285,8 @@ class LinkClient:
         while waited < self.health_interval_s:
             step = min(DEVICE_CHECK_S, self.health_interval_s - waited)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._report_now.wait(), step)
+                async with asyncio.timeout(step):
+                    await self._report_now.wait()
                 return
             waited += step
             if self.collector.device_states() != devices:
