@@ -111,14 +111,18 @@ write_once() {
     fi
 }
 
-# enable_and_restart UNIT…: enabled at boot, and running the installed version: restarted if
-# anything changed (new version, new unit files), else only started if they are not running.
-enable_and_restart() {
+# enable_units UNIT…: the unit files as installed, enabled at boot.
+enable_units() {
     system systemctl daemon-reload
     system systemctl enable "$@"
-    if [ -n "$CHANGED" ]; then
-        system systemctl restart "$@"
+}
+
+# refresh UNIT VERB CHANGED: UNIT runs the installed version: "systemctl VERB UNIT" if CHANGED
+# is set (new version, new unit file), else only started if it is not running.
+refresh() {
+    if [ -n "$3" ]; then
+        system systemctl "$2" "$1"
     else
-        system systemctl start "$@"
+        system systemctl start "$1"
     fi
 }

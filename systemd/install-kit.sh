@@ -75,20 +75,11 @@ install_file "$HERE/kit-kiosk.service" "$ROOT/etc/systemd/system/kit-kiosk.servi
 KIOSK_CHANGED="$CHANGED"
 CHANGED="$AGENT_CHANGED$KIOSK_CHANGED"
 system systemctl set-default graphical.target
-system systemctl daemon-reload
-system systemctl enable kit-agent.service kit-kiosk.service
-if [ -n "$AGENT_CHANGED" ]; then
-    # Not "restart": a class may be live. On reload the agent restarts itself on the new
-    # version at once if idle, else when the teacher presses Stop (docs/systemd.md). The kiosk
-    # page reloads by itself when it sees the new version.
-    system systemctl reload-or-restart kit-agent.service
-    say "the agent restarts on the new version now, or at the end of the class in progress"
-else
-    system systemctl start kit-agent.service
-fi
-if [ -n "$KIOSK_CHANGED" ]; then
-    system systemctl restart kit-kiosk.service
-else
-    system systemctl start kit-kiosk.service
-fi
+enable_units kit-agent.service kit-kiosk.service
+# Not "restart": a class may be live. On reload the agent restarts itself on the new version at
+# once if idle, else when the teacher presses Stop (docs/systemd.md). The kiosk page reloads by
+# itself when it sees the new version, so Chromium restarts only for a new kiosk unit.
+refresh kit-agent.service reload-or-restart "$AGENT_CHANGED"
+[ -z "$AGENT_CHANGED" ] || say "the agent restarts on the new version now, or at the end of the class in progress"
+refresh kit-kiosk.service restart "$KIOSK_CHANGED"
 say "done${CHANGED:+ (updated)}: check with  systemctl status kit-agent kit-kiosk"

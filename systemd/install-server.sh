@@ -45,5 +45,6 @@ system chown -R kit-provisioning:kit-provisioning "$STATE"
 
 install_file "$HERE/kit-provisioning.service" \
     "$ROOT/etc/systemd/system/kit-provisioning.service" 0644
-enable_and_restart kit-provisioning.service
+enable_units kit-provisioning.service
+refresh kit-provisioning.service restart "$CHANGED"
 say "done${CHANGED:+ (updated)}: check with  systemctl status kit-provisioning"
