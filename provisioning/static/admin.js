@@ -121,16 +121,14 @@ function kitRow(kit, latest) {
 function renderDashboard() {
   const latest = latestSoftware();
   const byDep = new Map();
-  for (const school of state.schools) {  // a school without kits yet is listed too
-    if (!byDep.has(school.departement)) byDep.set(school.departement, new Map());
-    byDep.get(school.departement).set(school.id, []);
-  }
-  for (const kit of state.kits.values()) {
-    if (!byDep.has(kit.departement)) byDep.set(kit.departement, new Map());
-    const schools = byDep.get(kit.departement);
-    if (!schools.has(kit.school)) schools.set(kit.school, []);
-    schools.get(kit.school).push(kit);
-  }
+  const kitsOf = (dep, school) => {
+    if (!byDep.has(dep)) byDep.set(dep, new Map());
+    const schools = byDep.get(dep);
+    if (!schools.has(school)) schools.set(school, []);
+    return schools.get(school);
+  };
+  for (const school of state.schools) kitsOf(school.departement, school.id);  // even with no kit yet
+  for (const kit of state.kits.values()) kitsOf(kit.departement, kit.school).push(kit);
   const names = new Map(state.schools.map((s) => [s.id, s.name]));
   const groups = [...byDep.keys()].sort().map((dep) => {
     const schools = byDep.get(dep);
@@ -220,19 +218,25 @@ async function renderScopeConfig(level, id) {
   $("scope-config-json").value = JSON.stringify(layer, null, 2);
 }
 
+// PUT one configuration layer from its JSON text; the server's answer, or null once the reason
+// is shown in errorBox.
+async function saveLayer(level, id, text, errorBox) {
+  errorBox.textContent = "";
+  let body;
+  try { body = JSON.parse(text || "{}"); } catch { errorBox.textContent = "JSON invalide"; return null; }
+  try {
+    return await api("PUT", `/api/v1/config/${level}/${encodeURIComponent(id)}`, body);
+  } catch (error) {
+    errorBox.textContent = error.message;
+    return null;
+  }
+}
+
 $("scope-config-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  $("scope-config-error").textContent = "";
   $("scope-config-output").textContent = "";
-  let body;
-  try { body = JSON.parse($("scope-config-json").value || "{}"); } catch { $("scope-config-error").textContent = "JSON invalide"; return; }
-  const [level, id] = currentScope;
-  try {
-    const result = await api("PUT", `/api/v1/config/${level}/${encodeURIComponent(id)}`, body);
-    $("scope-config-output").textContent = `Enregistré ; envoyé à ${result.pushed_to} kit(s) en ligne.`;
-  } catch (error) {
-    $("scope-config-error").textContent = error.message;
-  }
+  const result = await saveLayer(...currentScope, $("scope-config-json").value, $("scope-config-error"));
+  if (result) $("scope-config-output").textContent = `Enregistré ; envoyé à ${result.pushed_to} kit(s) en ligne.`;
 });
 
 // -- kit page ----------------------------------------------------------------------------------
@@ -305,15 +309,7 @@ $("revoke").addEventListener("click", async () => {
 
 $("config-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  $("config-error").textContent = "";
-  let body;
-  try { body = JSON.parse($("config-json").value || "{}"); } catch { $("config-error").textContent = "JSON invalide"; return; }
-  try {
-    await api("PUT", `/api/v1/config/kit/${encodeURIComponent(currentKit)}`, body);
-    renderKit(currentKit);
-  } catch (error) {
-    $("config-error").textContent = error.message;
-  }
+  if (await saveLayer("kit", currentKit, $("config-json").value, $("config-error"))) renderKit(currentKit);
 });
 
 // -- routing -----------------------------------------------------------------------------------
