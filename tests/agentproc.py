@@ -87,6 +87,13 @@ class AgentProcess:
         self.lines: list[str] = []
         self._reader: asyncio.Task[None] | None = None
 
+    @classmethod
+    def on_loopback(cls, directory: Path) -> AgentProcess:
+        """The small config on 127.0.0.1 (a free port), state in ``directory/state``."""
+        port = free_port()
+        config = write_config(directory / "agent.toml", directory / "state", f"127.0.0.1:{port}")
+        return cls(config, directory / "agent.log", f"http://127.0.0.1:{port}")
+
     async def start(self, timeout: float = 20.0) -> float:
         """Launch it and wait for its kiosk line; returns the monotonic launch time."""
         launched = time.monotonic()

@@ -11,7 +11,7 @@ import pytest
 
 from agent.cli import RestartWhenIdle
 from bench.whep_receiver import WhepReceiver
-from tests.agentproc import AgentProcess, free_port, write_config
+from tests.agentproc import AgentProcess
 from tests.conftest import LiveAgent
 
 
@@ -43,9 +43,7 @@ async def test_a_class_that_starts_after_is_not_affected(agent: LiveAgent) -> No
 
 @pytest.mark.slow
 async def test_sighup_to_the_real_process_mid_class(tmp_path: Path) -> None:
-    port = free_port()
-    config = write_config(tmp_path / "agent.toml", tmp_path / "state", f"127.0.0.1:{port}")
-    kit = AgentProcess(config, tmp_path / "agent.log", f"http://127.0.0.1:{port}")
+    kit = AgentProcess.on_loopback(tmp_path)
     await kit.start()
     pupil: WhepReceiver | None = None
     try:

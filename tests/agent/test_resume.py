@@ -21,7 +21,7 @@ from agent.problems import Problems
 from agent.resume import STATE_FILE, SavedSession, SessionPersistence, read_state
 from agent.session import SessionState, _digest
 from provisioning.protocol import SessionInfo, token_digest
-from tests.agentproc import AgentProcess, free_port, write_config
+from tests.agentproc import AgentProcess
 from tests.chromium import BROWSER_MARKS, open_pupil_page, until_playing
 from tests.conftest import LiveAgent, agent_config, run_agent, until
 
@@ -233,14 +233,12 @@ async def test_without_state_dir_nothing_is_written(agent: LiveAgent, tmp_path: 
 @BROWSER_MARKS[0]
 @BROWSER_MARKS[1]
 async def test_kill_9_mid_class_pupils_are_back_within_5_s(browser: Any, tmp_path: Path) -> None:
-    port = free_port()
-    config = write_config(tmp_path / "agent.toml", tmp_path / "state", f"127.0.0.1:{port}")
-    kit = AgentProcess(config, tmp_path / "agent.log", f"http://127.0.0.1:{port}")
+    kit = AgentProcess.on_loopback(tmp_path)
     await kit.start()
     try:
         status = await kit.api("POST", "/api/session/start")
         join_url = status["session"]["join_url"]
-        assert join_url.startswith(f"http://127.0.0.1:{port}/join/")
+        assert join_url.startswith(kit.base_url + "/join/")
         page = await open_pupil_page(browser, join_url)
         before = await until_playing(page, None, 10, 20.0)
 

@@ -24,7 +24,7 @@ from bench.whep_receiver import luma_plane
 from provisioning import store
 from provisioning.protocol import LINK_PATH, Health, encode
 from tests.agent.sources.test_camera import write_clip
-from tests.agentproc import AgentProcess, free_port, write_config
+from tests.agentproc import AgentProcess
 from tests.chromium import BROWSER_MARKS, open_pupil_page, until_playing
 from tests.conftest import until
 
@@ -195,9 +195,7 @@ async def test_kill_9_with_pupils_joined_through_the_server(
     await live_server.school("0751234A")
     credential = await enroll(live_server.url, await live_server.code("0751234A"), "Salle 4")
     save_credential(tmp_path / "state", credential)
-    port = free_port()
-    config = write_config(tmp_path / "agent.toml", tmp_path / "state", f"127.0.0.1:{port}")
-    kit = AgentProcess(config, tmp_path / "agent.log", f"http://127.0.0.1:{port}")
+    kit = AgentProcess.on_loopback(tmp_path)
     fleet = live_server.server.fleet
     await kit.start()
     try:
