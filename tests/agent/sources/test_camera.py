@@ -230,7 +230,7 @@ def test_stop_is_prompt_releases_the_device_and_ends_the_thread(
     finally:
         began = time.monotonic()
         source.stop()
-    assert time.monotonic() - began < 0.5
+    assert time.monotonic() - began < 1.0  # not the 3 s retry wait, nor a hung read
     assert not device_threads()
     assert spy.opened and all(capture.released for capture in spy.opened)
     source.stop()  # idempotent

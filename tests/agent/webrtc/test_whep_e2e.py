@@ -198,10 +198,12 @@ async def test_pli_forces_a_rate_limited_keyframe(agent: LiveAgent) -> None:
         3,
         "the five PLIs reached the viewer's sender",
     )
-    await until(lambda: forced() >= 1, 1, "first keyframe")
-    await until(lambda: forced() >= 2, 2, "deferred keyframe")
-    assert forced_times[0] - sent < 0.3
-    assert 0.4 < forced_times[1] - forced_times[0] < 0.9, forced_times
+    await until(lambda: forced() >= 1, 2, "first keyframe")
+    await until(lambda: forced() >= 2, 3, "deferred keyframe")
+    # Times are seen by polling every 20 ms on a shared runner: the bounds leave room for
+    # a stalled poll while still telling "at once, then one deferred" from "five at once".
+    assert forced_times[0] - sent < 1.0
+    assert 0.3 < forced_times[1] - forced_times[0] < 1.5, forced_times
     # Nothing more comes of those five requests.
     await until(lambda: time.monotonic() > forced_times[1] + 0.7)
     assert forced() == 2
