@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import re
 import time
 from typing import Annotated, TypeVar
 
@@ -19,7 +20,13 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import store
-from .auth import Admin, check_new_user, hash_password, verify_password_off_loop
+from .auth import (
+    Admin,
+    check_new_user,
+    check_password,
+    hash_password,
+    verify_password_off_loop,
+)
 from .errors import (
     BadRequest,
     Conflict,
@@ -40,6 +47,7 @@ UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 M = TypeVar("M", bound=BaseModel)
 
 SchoolId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+DEPARTEMENT = re.compile(r"^[0-9AB]{2,3}$")
 
 
 class _Body(BaseModel):
@@ -59,7 +67,7 @@ class KitPatch(_Body):
 class SchoolBody(_Body):
     id: SchoolId
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    departement: Annotated[str, Field(pattern=r"^[0-9AB]{2,3}$")]
+    departement: Annotated[str, Field(pattern=DEPARTEMENT.pattern)]
 
 
 class CodeBody(_Body):
@@ -80,6 +88,11 @@ class UserBody(_Body):
     scope: Annotated[str, Field(max_length=32)] = ""
 
 
+class PasswordBody(_Body):
+    current: Annotated[str, Field(max_length=1000)]
+    new: Annotated[str, Field(max_length=1000)]
+
+
 BODY_MODELS: dict[str, type[BaseModel]] = {
     "Login": LoginBody,
     "KitPatch": KitPatch,
@@ -87,6 +100,7 @@ BODY_MODELS: dict[str, type[BaseModel]] = {
     "EnrollmentCode": CodeBody,
     "Enroll": EnrollBody,
     "User": UserBody,
+    "Password": PasswordBody,
     "Config": PushedConfig,
 }
 
@@ -365,6 +379,10 @@ async def add_user(request: web.Request) -> web.Response:
     body = await read_json(request, UserBody)
     email = body.email.strip().lower()
     check_new_user(email, body.role, body.scope, body.password)
+    if body.role == "departement" and not DEPARTEMENT.match(body.scope):
+        raise BadRequest("a département is two or three characters: 75, 2A, 971")
+    if body.role == "school" and await store.get_school(server.engine, body.scope) is None:
+        raise BadRequest("no school with this id: add the school first")
     if await store.user_by_email(server.engine, email) is not None:
         raise Conflict("an admin with this email exists")
     password_hash = await asyncio.to_thread(hash_password, body.password)
@@ -376,6 +394,39 @@ async def add_user(request: web.Request) -> web.Response:
     )
 
 
+async def remove_user(request: web.Request) -> web.Response:
+    admin = await admin_of(request)
+    admin.require_national()
+    raw = request.match_info["user_id"]
+    if not raw.isdigit() or len(raw) > 9:
+        raise NotFound("no such admin")
+    if int(raw) == admin.id:
+        raise Conflict("an admin cannot remove their own account")
+    if await store.remove_user(server_of(request).engine, int(raw), admin.email) is None:
+        raise NotFound("no such admin")
+    return web.json_response({"ok": True})
+
+
+async def change_password(request: web.Request) -> web.Response:
+    """The signed-in admin's own password; the current one is asked again, rate limited like a
+    sign-in, and every other session of this admin ends."""
+    admin = await admin_of(request)
+    server = server_of(request)
+    body = await read_json(request, PasswordBody)
+    keys = (f"ip:{request.remote}", f"user:{admin.email}")
+    server.login_limiter.check(*keys)
+    user = await store.user_by_email(server.engine, admin.email)
+    if user is None or not await verify_password_off_loop(user["password_hash"], body.current):
+        server.login_limiter.failed(*keys)
+        await store.audit(server.engine, admin.email, "user.password.failed", admin.email, {})
+        raise Forbidden("the current password is wrong")
+    check_password(body.new)
+    password_hash = await asyncio.to_thread(hash_password, body.new)
+    kept = request.cookies.get(COOKIE, "")
+    await store.set_password(server.engine, user, password_hash, kept, admin.email)
+    return web.json_response({"ok": True})
+
+
 async def list_audit(request: web.Request) -> web.Response:
     admin = await admin_of(request)
     limit = _int_query(request, "limit", 100, 1, 1000)
@@ -384,35 +435,47 @@ async def list_audit(request: web.Request) -> web.Response:
     return web.json_response({"entries": entries})
 
 
+SESSION_RECHECK_S = 15.0
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one ``kit`` event per change of a kit in scope (online, offline,
-    problems, session, config); ``resync`` when this client fell behind."""
+    problems, session, config); ``resync`` when this client fell behind; ``signedout`` (and the
+    end of the stream) within ``SESSION_RECHECK_S`` of the session ending: signed out
+    elsewhere, expired, password changed or account removed."""
     admin = await admin_of(request)
-    fleet = server_of(request).fleet
+    server = server_of(request)
+    token = request.cookies.get(COOKIE, "")
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
     )
     await response.prepare(request)
-    queue = fleet.subscribe(admin.sees_kit)
+    queue = server.fleet.subscribe(admin.sees_kit)
+    recheck_at = time.monotonic() + SESSION_RECHECK_S
     try:
         await response.write(b"retry: 2000\n\n")
         while True:
-            try:
-                async with asyncio.timeout(15.0):
+            event: dict[str, object] | bool | None = False  # False: nothing came
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, recheck_at - time.monotonic())):
                     event = await queue.get()
-            except TimeoutError:
+            if time.monotonic() >= recheck_at:
+                if await store.session_user(server.engine, token, time.time()) is None:
+                    await response.write(b"event: signedout\ndata: {}\n\n")
+                    break
+                recheck_at = time.monotonic() + SESSION_RECHECK_S
+            if event is False:
                 await response.write(b": keep-alive\n\n")
-                continue
-            if event is None:
+            elif event is None:
                 await response.write(b"event: resync\ndata: {}\n\n")
-            elif event.get("_close"):
+            elif isinstance(event, dict) and event.get("_close"):
                 break
             else:
                 await response.write(b"event: kit\ndata: " + json.dumps(event).encode() + b"\n\n")
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
-        fleet.unsubscribe(queue)
+        server.fleet.unsubscribe(queue)
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
     return response
@@ -432,6 +495,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/v1/login", login)
     r.add_post("/api/v1/logout", logout)
     r.add_get("/api/v1/me", me)
+    r.add_post("/api/v1/me/password", change_password)
     r.add_get("/api/v1/kits", list_kits)
     r.add_get("/api/v1/kits/{kit_id}", get_kit)
     r.add_patch("/api/v1/kits/{kit_id}", patch_kit)
@@ -444,5 +508,6 @@ def add_routes(app: web.Application) -> None:
     r.add_put("/api/v1/config/{level}/{scope_id}", put_config)
     r.add_get("/api/v1/users", list_users)
     r.add_post("/api/v1/users", add_user)
+    r.add_delete("/api/v1/users/{user_id}", remove_user)
     r.add_get("/api/v1/audit", list_audit)
     r.add_get("/api/v1/events", events)

@@ -41,6 +41,10 @@ def check_new_user(email: str, role: str, scope: str, password: str) -> None:
         raise BadRequest("a national admin has no scope")
     if role != "national" and not SCOPE.match(scope):
         raise BadRequest(f"a {role} admin needs a scope (département code or school id)")
+    check_password(password)
+
+
+def check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise BadRequest(f"the password must have at least {MIN_PASSWORD} characters")
 

@@ -2,6 +2,7 @@
 
 kit-provisioning serve [--http HOST:PORT] [--db URL] [--data-dir DIR] [--public-url URL]
 kit-provisioning user add EMAIL --role ROLE [--scope SCOPE]        (password on stdin)
+kit-provisioning user password EMAIL                               (new password on stdin)
 kit-provisioning school add ID --name NAME --departement CODE
 kit-provisioning enrollment-code create --school SCHOOL [--uses N] [--expires DURATION]
 kit-provisioning kits [--json]
@@ -34,7 +35,7 @@ from kitsys.notify import Notifier
 from kitsys.watchdog import http_probe, start_watchdog
 
 from . import store
-from .auth import check_new_user, hash_password
+from .auth import check_new_user, check_password, hash_password
 from .db import database_url, open_database
 from .errors import ProvisioningError, RequestError
 from .fleet import Settings
@@ -150,6 +151,28 @@ async def user_add(args: argparse.Namespace) -> int:
     return await _with_engine(args, work)
 
 
+async def user_password(args: argparse.Namespace) -> int:
+    """A forgotten password: set a new one (from stdin) and end every session of that admin."""
+    email = args.email.strip().lower()
+    password = sys.stdin.readline().rstrip("\n")
+    check_password(password)
+
+    async def work(engine: Any) -> int:
+        user = await store.user_by_email(engine, email)
+        if user is None:
+            print(f"kit-provisioning: no admin {email}", file=sys.stderr)
+            return 1
+        await store.set_password(engine, user, hash_password(password), "", "cli")
+        print(f"new password for {email}; their sessions are closed")
+        return 0
+
+    return await _with_engine(args, work)
+
+
+async def user_command(args: argparse.Namespace) -> int:
+    return await (user_add(args) if args.action == "add" else user_password(args))
+
+
 async def school_add(args: argparse.Namespace) -> int:
     async def work(engine: Any) -> int:
         if await store.get_school(engine, args.id) is not None:
@@ -246,6 +269,9 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("email")
     add.add_argument("--role", required=True, choices=["national", "departement", "school"])
     add.add_argument("--scope", default="", help="département code or school id")
+    reset = user.add_parser("password", help="set a new password (read from stdin)")
+    _common(reset)
+    reset.add_argument("email")
     school = sub.add_parser("school", help="schools").add_subparsers(dest="action", required=True)
     sadd = school.add_parser("add", help="add a school")
     _common(sadd)
@@ -271,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("kit-provisioning", verbose=args.verbose)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     commands: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
-        "user": user_add,
+        "user": user_command,
         "school": school_add,
         "enrollment-code": code_create,
         "kits": kits,

@@ -103,6 +103,13 @@ def _paths() -> dict[str, Any]:
         "/api/v1/login": {"post": login},
         "/api/v1/logout": {"post": _op("Sign out")},
         "/api/v1/me": {"get": _op("The signed-in admin and the CSRF token")},
+        "/api/v1/me/password": {
+            "post": _op(
+                "Change one's own password (the current one is asked again; every other "
+                "session of this admin ends)",
+                "Password",
+            )
+        },
         "/api/v1/kits": {"get": _op("Kits in the admin's scope, with online state")},
         "/api/v1/kits/{kit_id}": {
             "parameters": _kit_param(),
@@ -129,6 +136,12 @@ def _paths() -> dict[str, Any]:
         "/api/v1/users": {
             "get": _op("Admins (national admins only)"),
             "post": _op("Add an admin (national admins only)", "User", 201),
+        },
+        "/api/v1/users/{user_id}": {
+            "parameters": [
+                {"name": "user_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+            ],
+            "delete": _op("Remove an admin and end its sessions (national admins only)"),
         },
         "/api/v1/audit": {"get": _op("The audit log (newest first; ?limit=N)")},
         "/api/v1/events": {"get": _op("Server-sent events: kit changes in scope")},

@@ -292,6 +292,38 @@ async def list_users(engine: AsyncEngine) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
+async def set_password(
+    engine: AsyncEngine, user: dict[str, Any], password_hash: str, kept_session: str, actor: str
+) -> None:
+    """A new password for ``user`` (a row of ``users``); every session of that admin but
+    ``kept_session`` ends (a stolen one among them)."""
+    user_id = user["id"]
+    async with engine.begin() as conn:
+        await conn.execute(
+            users.update().where(users.c.id == user_id).values(password_hash=password_hash)
+        )
+        await conn.execute(
+            admin_sessions.delete().where(
+                admin_sessions.c.user_id == user_id,
+                admin_sessions.c.token_hash != sha256_hex(kept_session),
+            )
+        )
+        await _audit(conn, time.time(), actor, "user.password", user["email"], {})
+
+
+async def remove_user(engine: AsyncEngine, user_id: int, actor: str) -> str | None:
+    """Delete an admin and end its sessions at once; returns its email, None if unknown."""
+    async with engine.begin() as conn:
+        query = sa.select(users.c.email).where(users.c.id == user_id)
+        email = (await conn.execute(query)).scalar_one_or_none()
+        if email is None:
+            return None
+        await conn.execute(admin_sessions.delete().where(admin_sessions.c.user_id == user_id))
+        await conn.execute(users.delete().where(users.c.id == user_id))
+        await _audit(conn, time.time(), actor, "user.remove", email, {})
+    return str(email)
+
+
 async def create_session(
     engine: AsyncEngine, user_id: int, lifetime_s: float, now: float
 ) -> tuple[str, str]:

@@ -36,7 +36,7 @@ function when(seconds) {
 }
 
 function show(view) {
-  for (const id of ["login-view", "dashboard-view", "kit-view", "config-view"]) $(id).hidden = id !== view;
+  for (const id of ["login-view", "dashboard-view", "kit-view", "config-view", "account-view"]) $(id).hidden = id !== view;
 }
 
 // -- sign-in -----------------------------------------------------------------------------------
@@ -165,6 +165,7 @@ function listen() {
     scheduleRender(kit.id);
   });
   events.addEventListener("resync", () => loadKits());
+  events.addEventListener("signedout", () => showLogin());  // signed out elsewhere, or removed
 }
 
 let renderPending = false;
@@ -237,6 +238,90 @@ $("scope-config-form").addEventListener("submit", async (event) => {
   $("scope-config-output").textContent = "";
   const result = await saveLayer(...currentScope, $("scope-config-json").value, $("scope-config-error"));
   if (result) $("scope-config-output").textContent = `Enregistré ; envoyé à ${result.pushed_to} kit(s) en ligne.`;
+});
+
+// -- account: own password, admins (national admins), audit log ------------------------------
+
+const ROLE_WORDS = { national: "administrateur national", departement: "administrateur de département", school: "technicien d'école" };
+const SCOPE_WORDS = { departement: "Périmètre : numéro du département", school: "Périmètre : code UAI de l'école" };
+
+async function renderAccount() {
+  const national = state.me.role === "national";
+  $("admins-part").hidden = !national;
+  $("audit-title").textContent = national ? "Journal des actions" : "Journal de mes actions";
+  const [{ entries }, users] = await Promise.all([
+    api("GET", "/api/v1/audit?limit=200"),
+    national ? api("GET", "/api/v1/users") : Promise.resolve({ users: [] }),
+  ]);
+  $("admins").tBodies[0].replaceChildren(...users.users.map((user) => el("tr", { dataset: { admin: user.email } },
+    el("td", { textContent: user.email }),
+    el("td", { textContent: ROLE_WORDS[user.role] ?? user.role }),
+    el("td", { textContent: user.scope || "toute la France" }),
+    el("td", { textContent: when(user.created_at) }),
+    el("td", {}, user.id === state.me.id ? "vous" : el("button", {
+      type: "button", class: "danger", textContent: "Retirer",
+      ariaLabel: `Retirer ${user.email}`, onclick: () => removeAdmin(user),
+    })))));
+  $("audit").tBodies[0].replaceChildren(...entries.map((entry) => el("tr", {},
+    el("td", { textContent: when(entry.at) }),
+    el("td", { textContent: entry.actor }),
+    el("td", { textContent: entry.action }),
+    el("td", { textContent: entry.target }),
+    el("td", { textContent: Object.keys(entry.detail).length ? JSON.stringify(entry.detail) : "" }))));
+}
+
+async function removeAdmin(user) {
+  if (!confirm(`Retirer le compte ${user.email} ? Ses sessions se terminent aussitôt.`)) return;
+  try {
+    await api("DELETE", `/api/v1/users/${user.id}`);
+    $("admin-output").textContent = `Compte ${user.email} retiré.`;
+  } catch (error) {
+    $("admin-error").textContent = error.message;
+  }
+  await renderAccount();
+}
+
+function showScopeField() {
+  const role = $("admin-role").value;
+  $("admin-scope-label").hidden = role === "national";
+  $("admin-scope").required = role !== "national";
+  $("admin-scope-words").textContent = SCOPE_WORDS[role] ?? "";
+}
+$("admin-role").addEventListener("change", showScopeField);
+showScopeField();
+
+$("admin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("admin-output").textContent = "";
+  $("admin-error").textContent = "";
+  const role = $("admin-role").value;
+  const user = {
+    email: $("admin-email").value.trim(), role, password: $("admin-password").value,
+    scope: role === "national" ? "" : role === "departement" ? $("admin-scope").value.trim().toUpperCase() : $("admin-scope").value.trim(),
+  };
+  try {
+    await api("POST", "/api/v1/users", user);
+    $("admin-form").reset();
+    showScopeField();
+    $("admin-output").textContent = `Compte ${user.email.toLowerCase()} créé.`;
+    await renderAccount();
+  } catch (error) {
+    $("admin-error").textContent = error.message;
+  }
+});
+
+$("password-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("password-output").textContent = "";
+  $("password-error").textContent = "";
+  try {
+    await api("POST", "/api/v1/me/password", { current: $("password-current").value, new: $("password-new").value });
+    $("password-form").reset();
+    $("password-output").textContent = "Mot de passe changé ; vos autres sessions sont fermées.";
+    await renderAccount();
+  } catch (error) {
+    $("password-error").textContent = error.message;
+  }
 });
 
 // -- kit page ----------------------------------------------------------------------------------
@@ -318,7 +403,11 @@ function route() {
   if (!state.me) return;
   const match = location.hash.match(/^#\/kit\/(.+)$/);
   const scope = location.hash.match(/^#\/config\/(fleet|school)\/(.+)$/);
-  if (scope) {
+  if (location.hash === "#/account") {
+    currentKit = null;
+    show("account-view");
+    renderAccount().catch((error) => { $("password-error").textContent = error.message; });
+  } else if (scope) {
     currentKit = null;
     currentScope = [scope[1], decodeURIComponent(scope[2])];
     show("config-view");

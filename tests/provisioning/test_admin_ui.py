@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from playwright.async_api import async_playwright, expect
 
+from provisioning import api
 from tests.chromium import CHROMIUM, CHROMIUM_ARGS
+from tests.kiosk.test_accessibility import violations
 
 from .conftest import ADMIN_PASSWORD, AgentMaker, LiveServer
 
@@ -45,6 +47,7 @@ async def test_login_dashboard_and_kit_going_offline_live(
     await page.fill("#login-password", "wrong password!")
     await page.click("#login-form button")
     await expect(page.locator("#login-error")).to_contain_text("wrong email or password")
+    assert await violations(page) == []
     await page.fill("#login-password", ADMIN_PASSWORD)
     await page.click("#login-form button")
 
@@ -68,6 +71,7 @@ async def test_login_dashboard_and_kit_going_offline_live(
     await expect(page.locator("#kit-title")).to_contain_text("Salle 101")
     await expect(page.locator("#history tbody tr").first).to_contain_text("idle")
     await expect(page.locator("#kit-config")).to_contain_text("appliquée")
+    assert await violations(page) == []
 
     # Move the kit to the other school (with a confirmation), then rename it.
     page.once("dialog", lambda dialog: dialog.accept())
@@ -126,6 +130,7 @@ async def test_a_new_school_and_its_settings_reach_its_kits(
     await page.fill("#scope-config-json", "{nope")
     await page.click("#scope-config-form button")
     await expect(page.locator("#scope-config-error")).to_have_text("JSON invalide")
+    assert await violations(page) == []
     await page.fill("#scope-config-json", '{"kiosk": {"colour": "red"}}')
     await page.click("#scope-config-form button")
     await expect(page.locator("#scope-config-error")).to_contain_text("colour")
@@ -163,3 +168,67 @@ async def test_a_school_technician_sees_no_fleet_settings_and_cannot_add_schools
     await page.fill("#scope-config-json", '{"kiosk": {"language": "en"}}')
     await page.click("#scope-config-form button")
     await expect(page.locator("#scope-config-error")).to_contain_text("technician")
+
+
+async def test_admins_are_added_and_removed_and_passwords_changed_from_the_ui(
+    live_server: LiveServer, page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A national admin adds a school technician, who signs in elsewhere; removing that
+    account sends the technician's open page back to the sign-in form."""
+    monkeypatch.setattr(api, "SESSION_RECHECK_S", 0.5)
+    await live_server.school("0751234A", "75")
+    await live_server.admin("root@example.fr")
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await sign_in(page, live_server, "root@example.fr")
+    await page.click("#account-link")
+    await expect(page.locator("#admins tbody tr")).to_have_count(1)
+    await expect(page.locator("#admins tbody tr")).to_contain_text("vous")
+
+    await page.fill("#admin-email", "Tech@Example.fr")
+    await page.select_option("#admin-role", "school")
+    await page.fill("#admin-scope", "0759999Z")  # no such school: refused, nothing created
+    await page.fill("#admin-password", "a long first password")
+    await page.click("#admin-form button")
+    await expect(page.locator("#admin-error")).to_contain_text("no school")
+    await page.fill("#admin-scope", "0751234A")
+    await page.click("#admin-form button")
+    await expect(page.locator("#admin-output")).to_have_text("Compte tech@example.fr créé.")
+    row = page.locator('#admins tr[data-admin="tech@example.fr"]')
+    await expect(row).to_contain_text("technicien d'école")
+    await expect(row).to_contain_text("0751234A")
+    await page.select_option("#admin-role", "national")
+    assert await page.locator("#admin-scope-label").is_hidden()
+    assert await violations(page) == []
+
+    # The technician signs in in another browser and looks at their own journal.
+    tech = await page.context.browser.new_context(locale="fr-FR")
+    tech_page = await tech.new_page()
+    await tech_page.goto(live_server.url + "/")
+    await tech_page.fill("#login-email", "tech@example.fr")
+    await tech_page.fill("#login-password", "a long first password")
+    await tech_page.click("#login-form button")
+    await expect(tech_page.locator("#live-state")).to_have_text("mises à jour en direct")
+    await tech_page.click("#account-link")
+    await expect(tech_page.locator("#audit-title")).to_have_text("Journal de mes actions")
+    assert await tech_page.locator("#admins-part").is_hidden()
+    await expect(tech_page.locator("#audit tbody tr").first).to_contain_text("login")
+    await tech_page.fill("#password-current", "not it at all")
+    await tech_page.fill("#password-new", "an even longer password")
+    await tech_page.click("#password-form button")
+    await expect(tech_page.locator("#password-error")).to_contain_text("current password")
+    await tech_page.fill("#password-current", "a long first password")
+    await tech_page.click("#password-form button")
+    await expect(tech_page.locator("#password-output")).to_contain_text("Mot de passe changé")
+    await tech_page.click('#account-view a[href="#/"]')
+    assert await violations(tech_page) == []  # the dashboard
+
+    # Removed by the national admin: the technician's page is signed out within seconds.
+    page.once("dialog", lambda dialog: dialog.accept())
+    await row.get_by_role("button", name="Retirer tech@example.fr").click()
+    await expect(page.locator("#admin-output")).to_have_text("Compte tech@example.fr retiré.")
+    await expect(row).to_have_count(0)
+    await expect(tech_page.locator("#login-view")).to_be_visible(timeout=5000)
+    await expect(page.locator("#audit tbody tr").first).to_contain_text("user.remove")
+    await tech.close()
+    assert not errors, errors

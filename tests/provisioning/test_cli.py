@@ -7,13 +7,17 @@ import io
 import json
 import stat
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from agent.cli import main as agent_main
 from agent.link.credential import CREDENTIAL_FILE, load_credential
+from provisioning import store
+from provisioning.auth import verify_password
 from provisioning.cli import main, parse_duration
+from provisioning.db import database_url, open_database
 
 from .conftest import LiveServer
 
@@ -100,3 +104,39 @@ async def test_agent_enroll_command_and_kits_listing(
     assert [(r["id"], r["name"], r["online"]) for r in rows] == [
         (credential.kit_id, "Salle 7", False)
     ]
+
+
+def test_a_forgotten_password_is_reset_and_sessions_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    reset = ["user", "password", "A@b.fr", *data]
+    code, out = run(reset, capsys, "a new long password\n")
+    assert code == 1 and "no admin a@b.fr" in out
+    run(["user", "add", "a@b.fr", "--role", "national", *data], capsys, "long password!\n")
+
+    async def open_session() -> str:
+        engine = await open_database(database_url("", tmp_path))
+        try:
+            user = await store.user_by_email(engine, "a@b.fr")
+            assert user is not None
+            return (await store.create_session(engine, user["id"], 3600, time.time()))[0]
+        finally:
+            await engine.dispose()
+
+    async def state(token: str) -> tuple[bool, bool]:
+        engine = await open_database(database_url("", tmp_path))
+        try:
+            user = await store.user_by_email(engine, "a@b.fr")
+            assert user is not None
+            signed_in = await store.session_user(engine, token, time.time()) is not None
+            return signed_in, verify_password(user["password_hash"], "a new long password")
+        finally:
+            await engine.dispose()
+
+    token = asyncio.run(open_session())
+    assert run(reset, capsys, "short\n")[0] == 2
+    assert asyncio.run(state(token)) == (True, False)
+    code, out = run(reset, capsys, "a new long password\n")
+    assert code == 0 and "sessions are closed" in out
+    assert asyncio.run(state(token)) == (False, True)
