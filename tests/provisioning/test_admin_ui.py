@@ -85,11 +85,18 @@ async def test_login_dashboard_and_kit_going_offline_live(
     assert not errors, errors
 
 
-async def sign_in(page: Any, live_server: LiveServer, email: str) -> None:
+async def submit(page: Any, form: str, fields: dict[str, str]) -> None:
+    """Fill a form's fields (selector → text) and press its button."""
+    for selector, value in fields.items():
+        await page.fill(selector, value)
+    await page.click(f"{form} button")
+
+
+async def sign_in(
+    page: Any, live_server: LiveServer, email: str, password: str = ADMIN_PASSWORD
+) -> None:
     await page.goto(live_server.url + "/")
-    await page.fill("#login-email", email)
-    await page.fill("#login-password", ADMIN_PASSWORD)
-    await page.click("#login-form button")
+    await submit(page, "#login-form", {"#login-email": email, "#login-password": password})
     await expect(page.locator("#live-state")).to_have_text("mises à jour en direct")
 
 
@@ -106,18 +113,13 @@ async def test_a_new_school_and_its_settings_reach_its_kits(
     await sign_in(page, live_server, "root@example.fr")
 
     await page.click("#school-panel summary")
-    await page.fill("#school-id", "0693333C")
-    await page.fill("#school-name", "Collège des Canuts")
-    await page.fill("#school-dep", "69")
-    await page.click("#school-form button")
+    school = {"#school-id": "0693333C", "#school-name": "Collège des Canuts", "#school-dep": "69"}
+    await submit(page, "#school-form", school)
     await expect(page.locator("#school-output")).to_have_text("École 0693333C ajoutée.")
     new = page.locator('.school[data-school="0693333C"]')
     await expect(new).to_contain_text("Collège des Canuts (0693333C)")
     await expect(new).to_contain_text("Aucun kit enrôlé.")
-    await page.fill("#school-id", "0693333C")
-    await page.fill("#school-name", "Doublon")
-    await page.fill("#school-dep", "69")
-    await page.click("#school-form button")
+    await submit(page, "#school-form", {**school, "#school-name": "Doublon"})
     await expect(page.locator("#school-output")).to_contain_text("exists")
     assert await page.locator("#code-school option").count() == 2  # enrollment codes for it
 
@@ -185,14 +187,11 @@ async def test_admins_are_added_and_removed_and_passwords_changed_from_the_ui(
     await expect(page.locator("#admins tbody tr")).to_have_count(1)
     await expect(page.locator("#admins tbody tr")).to_contain_text("vous")
 
-    await page.fill("#admin-email", "Tech@Example.fr")
     await page.select_option("#admin-role", "school")
-    await page.fill("#admin-scope", "0759999Z")  # no such school: refused, nothing created
-    await page.fill("#admin-password", "a long first password")
-    await page.click("#admin-form button")
+    tech = {"#admin-email": "Tech@Example.fr", "#admin-password": "a long first password"}
+    await submit(page, "#admin-form", {**tech, "#admin-scope": "0759999Z"})  # no such school
     await expect(page.locator("#admin-error")).to_contain_text("no school")
-    await page.fill("#admin-scope", "0751234A")
-    await page.click("#admin-form button")
+    await submit(page, "#admin-form", {"#admin-scope": "0751234A"})
     await expect(page.locator("#admin-output")).to_have_text("Compte tech@example.fr créé.")
     row = page.locator('#admins tr[data-admin="tech@example.fr"]')
     await expect(row).to_contain_text("technicien d'école")
@@ -202,23 +201,18 @@ async def test_admins_are_added_and_removed_and_passwords_changed_from_the_ui(
     assert await violations(page) == []
 
     # The technician signs in in another browser and looks at their own journal.
-    tech = await page.context.browser.new_context(locale="fr-FR")
-    tech_page = await tech.new_page()
-    await tech_page.goto(live_server.url + "/")
-    await tech_page.fill("#login-email", "tech@example.fr")
-    await tech_page.fill("#login-password", "a long first password")
-    await tech_page.click("#login-form button")
-    await expect(tech_page.locator("#live-state")).to_have_text("mises à jour en direct")
+    elsewhere = await page.context.browser.new_context(locale="fr-FR")
+    tech_page = await elsewhere.new_page()
+    await sign_in(tech_page, live_server, "tech@example.fr", "a long first password")
     await tech_page.click("#account-link")
     await expect(tech_page.locator("#audit-title")).to_have_text("Journal de mes actions")
     assert await tech_page.locator("#admins-part").is_hidden()
     await expect(tech_page.locator("#audit tbody tr").first).to_contain_text("login")
-    await tech_page.fill("#password-current", "not it at all")
-    await tech_page.fill("#password-new", "an even longer password")
-    await tech_page.click("#password-form button")
+    change = {"#password-current": "not it at all", "#password-new": "an even longer password"}
+    await submit(tech_page, "#password-form", change)
     await expect(tech_page.locator("#password-error")).to_contain_text("current password")
-    await tech_page.fill("#password-current", "a long first password")
-    await tech_page.click("#password-form button")
+    change["#password-current"] = "a long first password"
+    await submit(tech_page, "#password-form", change)
     await expect(tech_page.locator("#password-output")).to_contain_text("Mot de passe changé")
     await tech_page.click('#account-view a[href="#/"]')
     assert await violations(tech_page) == []  # the dashboard
@@ -230,5 +224,5 @@ async def test_admins_are_added_and_removed_and_passwords_changed_from_the_ui(
     await expect(row).to_have_count(0)
     await expect(tech_page.locator("#login-view")).to_be_visible(timeout=5000)
     await expect(page.locator("#audit tbody tr").first).to_contain_text("user.remove")
-    await tech.close()
+    await elsewhere.close()
     assert not errors, errors
