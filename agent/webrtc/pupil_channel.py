@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import ProtocolError
@@ -86,9 +87,11 @@ def _dump(message: dict[str, object]) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
-def welcome_message() -> str:
-    """Sent when the channel opens: the protocol version the kit speaks."""
-    return _dump({"type": "welcome", "version": PROTOCOL_VERSION})
+def welcome_message(fps: Mapping[str, int]) -> str:
+    """Sent when the channel opens: the protocol version the kit speaks and the frame rate each
+    camera is sent at (``{"camera": 30, "document": 15}``), against which the page judges the
+    rate it receives."""
+    return _dump({"type": "welcome", "version": PROTOCOL_VERSION, "fps": dict(fps)})
 
 
 def hand_message(raised: bool) -> str:

@@ -169,7 +169,9 @@ class Viewer:
             return
         self.channel = channel
         channel.on("message", self._on_message)
-        self.send(pupil_channel.welcome_message())
+        config = self._pipeline.config
+        fps = {"camera": config.camera.fps, "document": config.document.fps}
+        self.send(pupil_channel.welcome_message(fps))
 
     def _on_message(self, data: str | bytes) -> None:
         try:

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import cv2
 import numpy as np
+from playwright.async_api import expect
 
 from tests.chromium import (
     BROWSER_MARKS,
@@ -23,7 +24,7 @@ from tests.chromium import (
     screenshot,
     stats_until,
 )
-from tests.conftest import LiveAgent, until
+from tests.conftest import SMALL_SOURCES, AgentFactory, LiveAgent, until
 
 pytestmark = BROWSER_MARKS
 
@@ -31,10 +32,14 @@ PHONE = {"width": 360, "height": 740}
 DESKTOP = {"width": 1366, "height": 768}
 
 
+MIDS = {"0": "camera", "1": "document"}
+
+
 def frames(stats: dict[str, Any]) -> dict[str, int]:
-    """Decoded frames per source: the page's offer maps mids 0, 1 to camera, document."""
-    names = {"0": "camera", "1": "document"}
-    return {names[m]: t["frames"] for m, t in stats["tracks"].items() if m in names}
+    """Decoded frames per source: the page's offer maps mids 0, 1 to camera, document. A track
+    Chromium has no inbound stats for yet (connected, no packet yet) counts 0 frames."""
+    tracks = stats["tracks"]
+    return {name: int(tracks.get(mid, {}).get("frames", 0)) for mid, name in MIDS.items()}
 
 
 def audio_energy(stats: dict[str, Any]) -> float:
@@ -264,3 +269,19 @@ async def test_kiosk_is_refused_to_other_origins(agent: LiveAgent) -> None:
     ):
         assert response.status == 403
     assert (await agent.status())["session"]["state"] == "idle"
+
+
+async def test_quality_is_judged_against_the_rate_the_kit_sends(
+    make_agent: AgentFactory, browser: Any
+) -> None:
+    """A school set to 12 fps: on a clean loopback the page says "good", not "fair" forever
+    (it judged 30 fps as the norm before the kit's welcome carried the rate)."""
+    agent = await make_agent(camera={**SMALL_SOURCES["camera"], "fps": 12})
+    await agent.start()
+    assert agent.session.join_url is not None
+    pupil = await open_pupil_page(browser, agent.session.join_url)
+    await stats_until(pupil, lambda s: s["state"] == "connected" and frames(s)["camera"] > 10)
+    quality = pupil.locator("#quality")
+    await expect(quality).to_have_attribute("data-level", "good", timeout=10_000)
+    await expect(pupil.locator("#quality-text")).not_to_be_empty()
+    await pupil.context.close()

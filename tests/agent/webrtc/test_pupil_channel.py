@@ -52,7 +52,9 @@ def test_refused_messages(data: str | bytes, reason: str) -> None:
 
 
 def test_messages_from_the_kit() -> None:
-    assert pc.welcome_message() == '{"type":"welcome","version":1}'
+    assert pc.welcome_message({"camera": 15, "document": 10}) == (
+        '{"type":"welcome","version":1,"fps":{"camera":15,"document":10}}'
+    )
     assert pc.hand_message(False) == '{"type":"hand","raised":false}'
     assert pc.ended_message() == '{"type":"ended"}'
     assert json.loads(pc.error_message("raised must be true or false")) == {

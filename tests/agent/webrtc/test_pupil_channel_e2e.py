@@ -15,7 +15,14 @@ async def joined(agent: LiveAgent) -> object:
     await pupil.connect()
     await until(lambda: pupil.channel.readyState == "open", 10, "channel open")
     await until(lambda: pupil.messages, 5, "welcome")
-    assert pupil.messages[0] == {"type": "welcome", "version": 1}
+    assert pupil.messages[0] == {
+        "type": "welcome",
+        "version": 1,
+        "fps": {
+            "camera": agent.session.config.camera.fps,
+            "document": agent.session.config.document.fps,
+        },
+    }
     return pupil
 
 
