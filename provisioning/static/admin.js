@@ -24,6 +24,7 @@ function el(tag, props = {}, ...children) {
   for (const [key, value] of Object.entries(props)) {
     if (key === "class") node.className = value;
     else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("aria-")) node.setAttribute(key, value);
     else node[key] = value;
   }
   for (const child of children) node.append(child instanceof Node ? child : String(child ?? ""));
@@ -260,7 +261,7 @@ async function renderAccount() {
     el("td", { textContent: when(user.created_at) }),
     el("td", {}, user.id === state.me.id ? "vous" : el("button", {
       type: "button", class: "danger", textContent: "Retirer",
-      ariaLabel: `Retirer ${user.email}`, onclick: () => removeAdmin(user),
+      "aria-label": `Retirer ${user.email}`, onclick: () => removeAdmin(user),
     })))));
   $("audit").tBodies[0].replaceChildren(...entries.map((entry) => el("tr", {},
     el("td", { textContent: when(entry.at) }),
