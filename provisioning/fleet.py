@@ -26,6 +26,7 @@ from .protocol import (
     ConfigAck,
     Health,
     Hello,
+    ProtocolError,
     PushConfig,
     PushedConfig,
     SessionInfo,
@@ -180,6 +181,8 @@ class Fleet:
         return kit
 
     async def attach(self, kit: Kit, link: Link, hello: Hello) -> None:
+        if kit.revoked:  # revoked since its hello was authenticated (the welcome was in flight)
+            raise ProtocolError(CLOSE_REVOKED, "this kit's credential has been revoked")
         old = kit.link
         if old is not None and old is not link:
             old.close_soon(CLOSE_REPLACED, "replaced by a newer connection of this kit")

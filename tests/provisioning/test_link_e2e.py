@@ -8,10 +8,13 @@ import stat
 import time
 from typing import Any
 
+import pytest
+
 from agent.link.credential import CREDENTIAL_FILE
 from provisioning import store
 from provisioning.db import database_url, open_database
-from provisioning.protocol import CLOSE_REVOKED
+from provisioning.fleet import Kit
+from provisioning.protocol import CLOSE_REVOKED, Hello
 from tests.conftest import until
 
 from .conftest import AgentMaker, LiveServer, start_server, stop_server
@@ -83,13 +86,34 @@ async def test_revoke_closes_link_at_once_and_refuses_credential(
         "root@example.fr", "POST", f"/api/v1/kits/{agent.kit_id}/revoke"
     )
     assert status == 200 and body["revoked"] and not body["online"]
-    await until(lambda: agent.link.state == "refused", 3, "agent told it is revoked")
+    await until(lambda: agent.link.state == "refused", 10, "agent told it is revoked")
     assert "4403" in agent.link.refusal
     # The same credential is refused from now on (a fresh dial, not the closed link).
     code, reason = await raw_close(live_server, hello(agent))
     assert (code, reason) == (CLOSE_REVOKED, "this kit's credential has been revoked")
     entries = (await live_server.call("root@example.fr", "GET", "/api/v1/audit"))[1]["entries"]
     assert any(e["action"] == "kit.revoke" and e["target"] == agent.kit_id for e in entries)
+
+
+async def test_a_revoke_landing_while_the_welcome_is_sent_wins(
+    live_server: LiveServer, linked_agent: AgentMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hello authenticated just before the admin's revoke must not be attached after it:
+    the kit would be online again with a revoked credential."""
+    agent = await linked_agent()
+    fleet = live_server.server.fleet
+    kit = fleet.kits[agent.kit_id]
+    attach = fleet.attach
+
+    async def revoke_first(target: Kit, link: Any, greeting: Hello) -> None:
+        await fleet.revoke(target)  # lands between the hello's check and its attach
+        await attach(target, link, greeting)
+
+    monkeypatch.setattr(fleet, "attach", revoke_first)
+    code, reason = await raw_close(live_server, hello(agent))
+    assert (code, reason) == (CLOSE_REVOKED, "this kit's credential has been revoked")
+    assert kit.link is None and not kit.online
+    await until(lambda: agent.link.state == "refused", 5, "the real kit refused too")
 
 
 async def test_config_push_applied_refused_and_deferred(
