@@ -333,8 +333,13 @@ function facts(target, pairs) {
   target.replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })]));
 }
 
+let kitAsked = 0, kitShown = 0;  // a slow answer must not overwrite a newer one
+
 async function renderKit(kitId) {
+  const ticket = ++kitAsked;
   const kit = await api("GET", `/api/v1/kits/${encodeURIComponent(kitId)}?history=60`);
+  if (ticket < kitShown || currentKit !== kitId) return;
+  kitShown = ticket;
   const health = kit.health || {};
   $("kit-title").textContent = `${kit.name} (${kit.id})`;
   facts($("kit-facts"), [
@@ -355,7 +360,7 @@ async function renderKit(kitId) {
   if (document.activeElement !== $("config-json")) {
     $("config-json").value = JSON.stringify(kit.layers.kit, null, 2);
   }
-  $("rename-name").value = kit.name;
+  if (document.activeElement !== $("rename-name")) $("rename-name").value = kit.name;  // typing
   if (document.activeElement !== $("move-school")) {
     $("move-school").replaceChildren(...state.schools.map((s) =>
       el("option", { value: s.id, textContent: `${s.id} — ${s.name}`, selected: s.id === kit.school })));

@@ -80,6 +80,13 @@ async def test_login_dashboard_and_kit_going_offline_live(
     await expect(page.locator("#kit-facts")).to_contain_text("0691111B (département 69)")
     assert live_server.server.fleet.kits[kept.kit_id].school_id == "0691111B"
     await page.fill("#rename-name", "Salle 303")
+    # A live update arrives while the admin is typing (another admin moves the kit back):
+    # the page shows it, and what is being typed stays.
+    moved_back = {"school": "0751234A"}
+    path = f"/api/v1/kits/{kept.kit_id}"
+    assert (await live_server.call("root@example.fr", "PATCH", path, moved_back))[0] == 200
+    await expect(page.locator("#kit-facts")).to_contain_text("0751234A (département 75)")
+    await expect(page.locator("#rename-name")).to_have_value("Salle 303")
     await page.click("#rename-form button")
     await expect(page.locator("#kit-title")).to_contain_text("Salle 303")
     assert not errors, errors
