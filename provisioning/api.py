@@ -12,15 +12,15 @@ import asyncio
 import contextlib
 import hmac
 import json
-import re
 import time
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import store
 from .auth import (
+    DEPARTEMENT,
     Admin,
     check_new_user,
     check_password,
@@ -47,7 +47,6 @@ UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 M = TypeVar("M", bound=BaseModel)
 
 SchoolId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
-DEPARTEMENT = re.compile(r"^[0-9AB]{2,3}$")
 
 
 class _Body(BaseModel):
@@ -167,19 +166,31 @@ def kit_in_scope(request: web.Request, admin: Admin) -> Kit:
 # -- sessions --------------------------------------------------------------------------------------
 
 
+async def _account_if_password(
+    request: web.Request, email: str, password: str
+) -> dict[str, Any] | None:
+    """The admin account ``email`` if ``password`` is its password, else None; rate limited
+    per address and per account (429 once limited), for sign-in and password changes alike."""
+    server = server_of(request)
+    keys = (f"ip:{request.remote}", f"user:{email}")
+    server.login_limiter.check(*keys)
+    user = await store.user_by_email(server.engine, email)
+    ok = await verify_password_off_loop(user["password_hash"] if user else None, password)
+    if not ok or user is None:
+        server.login_limiter.failed(*keys)
+        return None
+    server.login_limiter.succeeded(*keys)
+    return user
+
+
 async def login(request: web.Request) -> web.Response:
     server = server_of(request)
     body = await read_json(request, LoginBody)
     email = body.email.strip().lower()
-    keys = (f"ip:{request.remote}", f"user:{email}")
-    server.login_limiter.check(*keys)
-    user = await store.user_by_email(server.engine, email)
-    ok = await verify_password_off_loop(user["password_hash"] if user else None, body.password)
-    if not ok or user is None:
-        server.login_limiter.failed(*keys)
+    user = await _account_if_password(request, email, body.password)
+    if user is None:
         await store.audit(server.engine, email, "login.failed", "", {"ip": request.remote})
         raise Unauthorized("wrong email or password")
-    server.login_limiter.succeeded(*keys)
     now = time.time()
     token, csrf = await store.create_session(
         server.engine, user["id"], server.options.session_lifetime_s, now
@@ -379,8 +390,6 @@ async def add_user(request: web.Request) -> web.Response:
     body = await read_json(request, UserBody)
     email = body.email.strip().lower()
     check_new_user(email, body.role, body.scope, body.password)
-    if body.role == "departement" and not DEPARTEMENT.match(body.scope):
-        raise BadRequest("a département is two or three characters: 75, 2A, 971")
     if body.role == "school" and await store.get_school(server.engine, body.scope) is None:
         raise BadRequest("no school with this id: add the school first")
     if await store.user_by_email(server.engine, email) is not None:
@@ -413,11 +422,8 @@ async def change_password(request: web.Request) -> web.Response:
     admin = await admin_of(request)
     server = server_of(request)
     body = await read_json(request, PasswordBody)
-    keys = (f"ip:{request.remote}", f"user:{admin.email}")
-    server.login_limiter.check(*keys)
-    user = await store.user_by_email(server.engine, admin.email)
-    if user is None or not await verify_password_off_loop(user["password_hash"], body.current):
-        server.login_limiter.failed(*keys)
+    user = await _account_if_password(request, admin.email, body.current)
+    if user is None:
         await store.audit(server.engine, admin.email, "user.password.failed", admin.email, {})
         raise Forbidden("the current password is wrong")
     check_password(body.new)

@@ -26,6 +26,7 @@ from .fleet import Kit
 ROLES = ("national", "departement", "school")
 EMAIL = re.compile(r"^[^@\s]{1,100}@[^@\s]{1,100}$")
 SCOPE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+DEPARTEMENT = re.compile(r"^[0-9AB]{2,3}$")  # 75, 2A, 971
 MIN_PASSWORD = 10
 
 _hasher = PasswordHasher()
@@ -41,6 +42,8 @@ def check_new_user(email: str, role: str, scope: str, password: str) -> None:
         raise BadRequest("a national admin has no scope")
     if role != "national" and not SCOPE.match(scope):
         raise BadRequest(f"a {role} admin needs a scope (département code or school id)")
+    if role == "departement" and not DEPARTEMENT.match(scope):
+        raise BadRequest("a département is two or three characters: 75, 2A, 971")
     check_password(password)
 
 

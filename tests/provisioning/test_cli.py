@@ -51,6 +51,12 @@ def test_admin_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         ["user", "add", "s@b.fr", "--role", "school", "--scope", "X1", *data], capsys, "short\n"
     )
     assert code == 2 and "at least 10" in out
+    code, out = run(
+        ["user", "add", "d@b.fr", "--role", "departement", "--scope", "Paris", *data],
+        capsys,
+        "long password!\n",
+    )
+    assert code == 2 and "département" in out  # the same rule as the API's
     code, out = run(["enrollment-code", "create", "--school", "NOPE", *data], capsys)
     assert code == 1 and "no school" in out
     assert (
