@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hmac
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +40,18 @@ from .writer import Writer
 log = logging.getLogger("provisioning.fleet")
 
 LEVELS = ("fleet", "school", "kit")
+
+ENDED_TOKENS_KEPT = 100_000
+"""Ended classes remembered in memory (their links answer "ended", no kit may claim them)."""
+ENDED_TOKENS_KEEP_S = 7 * 86400.0
+"""How long the database keeps an ended class's binding."""
+CLAIM_BURST = 10.0
+CLAIM_REFILL_PER_S = 1 / 120
+"""New classes a kit may open: 10 at once, then one every 2 minutes (a teacher's Start/Stop
+never comes near; a stolen credential cannot fill the server with bindings)."""
+CONTESTED_REPLACEMENTS = 5
+CONTESTED_WINDOW_S = 600.0
+"""Two processes using one kit credential replace each other's link over and over."""
 
 
 class Link(Protocol):
@@ -76,6 +89,12 @@ class Kit:
     backlog_at: float = 0.0
     """``sent_at`` of the last queued report kept in the history (docs/protocol.md)."""
     backlog_problems: tuple[str, ...] = ()
+    claim_budget: float = CLAIM_BURST
+    claim_budget_at: float = 0.0
+    refused_digests: tuple[str, ...] = ()
+    """The last digests this kit was refused (each is audited once)."""
+    replacements: tuple[float, ...] = ()
+    contested_at: float | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -124,7 +143,9 @@ class Fleet:
         self.clock = clock
         self.kits: dict[str, Kit] = {}
         self.by_token: dict[str, Kit] = {}
-        self.expired_tokens: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.expired_tokens: collections.OrderedDict[str, str] = collections.OrderedDict()
+        """Digests of ended classes → the kit that created each."""
+        self.claims_refused = 0
         self.layers: dict[tuple[str, str], dict[str, Any]] = {}
         self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._subscribers: list[tuple[Scope, asyncio.Queue[dict[str, Any] | None]]] = []
@@ -157,6 +178,18 @@ class Fleet:
             )
             self._compute_desired(kit)
             self.kits[kit.id] = kit
+        for row in await store.load_class_tokens(self.engine, now - ENDED_TOKENS_KEEP_S):
+            self._restore_token(row)
+
+    def _restore_token(self, row: dict[str, Any]) -> None:
+        kit = self.kits.get(row["kit_id"])
+        if row["ended_at"] is not None or kit is None or kit.revoked:
+            self._remember_ended(row["digest"], row["kit_id"])
+            return
+        if kit.token is not None:
+            self._remember_ended(kit.token, kit.id)
+        kit.token = row["digest"]
+        self.by_token[kit.token] = kit
 
     def add(self, row: dict[str, Any]) -> Kit:
         kit = Kit(
@@ -184,10 +217,11 @@ class Fleet:
         if kit.revoked:  # revoked since its hello was authenticated (the welcome was in flight)
             raise ProtocolError(CLOSE_REVOKED, "this kit's credential has been revoked")
         old = kit.link
+        now = self.clock()
         if old is not None and old is not link:
             old.close_soon(CLOSE_REPLACED, "replaced by a newer connection of this kit")
+            self._replaced(kit, now)
         kit.link = link
-        now = self.clock()
         self.links_opened += 1
         kit.software = hello.software
         kit.applied_config = hello.config_version
@@ -203,6 +237,22 @@ class Fleet:
         kit.link = None
         self._seen.pop(kit.id, None)
         self._set_online(kit, False, self.clock())
+
+    def _replaced(self, kit: Kit, now: float) -> None:
+        """A kit's link replaced by another: normal after a network change, but over and over
+        it means two machines hold one credential (a stolen or copied kit): audit it."""
+        recent = tuple(t for t in kit.replacements if now - t < CONTESTED_WINDOW_S)
+        kit.replacements = (*recent, now)[-CONTESTED_REPLACEMENTS:]
+        if len(kit.replacements) < CONTESTED_REPLACEMENTS:
+            return
+        if kit.contested_at is not None and now - kit.contested_at < CONTESTED_WINDOW_S:
+            return
+        kit.contested_at = now
+        log.warning("kit %s: its credential is used by two connections at once", kit.id)
+        self._audit(kit, "kit.link.contested", kit.id, {"replacements": len(kit.replacements)})
+
+    def _audit(self, kit: Kit, action: str, target: str, detail: dict[str, Any]) -> None:
+        self.writer.audit(self.clock(), f"kit:{kit.id}", action, target, json.dumps(detail))
 
     def _mark_seen(self, kit: Kit, now: float) -> None:
         kit.last_seen = now
@@ -293,18 +343,69 @@ class Fleet:
             log.warning("kit %s refused config %s: %s", kit.id, ack.version, ack.reason)
         self.publish(kit)
 
+    # -- class tokens: the server owns which kit created which class --------------------------
+
+    def owner(self, digest: str) -> str | None:
+        """The kit that created the class with this token digest, live or ended."""
+        live = self.by_token.get(digest)
+        return live.id if live is not None else self.expired_tokens.get(digest)
+
     def set_session(self, kit: Kit, info: SessionInfo) -> None:
-        if kit.token is not None and kit.token != info.token_sha256:
-            self.by_token.pop(kit.token, None)
-            self.expired_tokens[kit.token] = None
-            while len(self.expired_tokens) > 100_000:
-                self.expired_tokens.popitem(last=False)
-        kit.token = info.token_sha256 if info.state == "live" else None
-        if kit.token is not None:
-            self.by_token[kit.token] = kit
+        """A kit's session state: it may open a class under a new token, re-claim its own
+        after a reconnect, and end only its own. A digest bound to another kit is refused
+        (and audited): the kit keeps its link but gets no pupils under that token."""
+        digest = info.token_sha256 if info.state == "live" else None
+        if digest is not None and digest != kit.token and not self._may_claim(kit, digest):
+            digest = None
+        if kit.token is not None and kit.token != digest:
+            self._end_token(kit)
+        if digest is not None and digest != kit.token:
+            kit.token = digest
+            self.by_token[digest] = kit
+            self.expired_tokens.pop(digest, None)  # its own class, resumed after a restart
+            self.writer.token(digest, kit.id, self.clock(), None)
         if kit.session != info.state:
             kit.session = info.state
             self.publish(kit)
+
+    def _may_claim(self, kit: Kit, digest: str) -> bool:
+        owner = self.owner(digest)
+        if owner == kit.id:
+            return True
+        if owner is not None:
+            self._refuse_claim(kit, digest, "class-of-another-kit", owner)
+            return False
+        now = time.monotonic()
+        refill = (now - kit.claim_budget_at) * CLAIM_REFILL_PER_S
+        kit.claim_budget = min(CLAIM_BURST, kit.claim_budget + refill)
+        kit.claim_budget_at = now
+        if kit.claim_budget < 1:
+            self._refuse_claim(kit, digest, "too-many-classes", "")
+            return False
+        kit.claim_budget -= 1
+        return True
+
+    def _refuse_claim(self, kit: Kit, digest: str, reason: str, owner: str) -> None:
+        self.claims_refused += 1
+        if digest in kit.refused_digests:
+            return
+        kit.refused_digests = (*kit.refused_digests, digest)[-16:]
+        log.warning("kit %s claimed a class it may not open (%s)", kit.id, reason)
+        detail = {"reason": reason, "digest": digest[:16], "owner": owner}
+        self._audit(kit, "class.claim.refused", owner or kit.id, detail)
+
+    def _end_token(self, kit: Kit) -> None:
+        assert kit.token is not None
+        self.by_token.pop(kit.token, None)
+        self._remember_ended(kit.token, kit.id)
+        self.writer.token(kit.token, kit.id, self.clock(), self.clock())
+        kit.token = None
+
+    def _remember_ended(self, digest: str, kit_id: str) -> None:
+        self.expired_tokens[digest] = kit_id
+        self.expired_tokens.move_to_end(digest)
+        while len(self.expired_tokens) > ENDED_TOKENS_KEPT:
+            self.expired_tokens.popitem(last=False)
 
     # -- admin actions --------------------------------------------------------------------------
 
@@ -315,8 +416,7 @@ class Fleet:
             kit.link.close_soon(CLOSE_REVOKED, "this kit's credential has been revoked")
             self.detach(kit, kit.link)
         if kit.token is not None:
-            self.by_token.pop(kit.token, None)
-            kit.token = None
+            self._end_token(kit)
         self.publish(kit)
 
     async def change(self, kit: Kit, name: str | None, school: dict[str, Any] | None) -> None:

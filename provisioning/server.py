@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import store
 from .auth import LoginLimiter
 from .db import checkpoint, database_url, open_database
-from .fleet import Fleet, Settings
+from .fleet import ENDED_TOKENS_KEEP_S, Fleet, Settings
 from .link import LinkEndpoint
 from .relay import Relay
 from .writer import Writer
@@ -137,6 +137,8 @@ class Server:
                 removed = await store.prune_history(self.engine, cutoff)
                 if removed:
                     log.info("pruned %d health reports older than the history window", removed)
+                ended = time.time() - ENDED_TOKENS_KEEP_S
+                await store.prune_class_tokens(self.engine, ended)
             except Exception:
                 log.exception("pruning the health history failed")
             await asyncio.sleep(600)

@@ -11,11 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .tables import (
     admin_sessions,
     audit_log,
+    class_tokens,
     config_layers,
     enrollment_codes,
     health_history,
@@ -150,10 +153,12 @@ async def write_batch(
     history: Sequence[dict[str, Any]],
     status: Sequence[dict[str, Any]],
     config: Sequence[dict[str, Any]] = (),
+    tokens: Sequence[dict[str, Any]] = (),
+    audits: Sequence[dict[str, Any]] = (),
 ) -> None:
     """One transaction for everything the link accumulated since the last flush."""
     async with engine.begin() as conn:
-        await conn.run_sync(write_rows, latest, history, status, config)
+        await conn.run_sync(write_rows, latest, history, status, config, tokens, audits)
 
 
 def write_rows(
@@ -162,8 +167,13 @@ def write_rows(
     history: Sequence[dict[str, Any]],
     status: Sequence[dict[str, Any]],
     config: Sequence[dict[str, Any]] = (),
+    tokens: Sequence[dict[str, Any]] = (),
+    audits: Sequence[dict[str, Any]] = (),
 ) -> None:
     """The batch's statements on an open transaction (SQLite: multi-row statements)."""
+    _upsert_tokens(conn, tokens)
+    if audits:
+        conn.execute(audit_log.insert(), list(audits))
     if conn.dialect.name == "sqlite":
         _sqlite_update(conn, LATEST_COLUMNS, latest)
         _sqlite_insert_history(conn, history)
@@ -181,6 +191,41 @@ def write_rows(
             conn.execute(statement, list(rows))
     if history:
         conn.execute(health_history.insert(), list(history))
+
+
+def _upsert_tokens(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Class-token bindings (a claim, then its end), one row per digest."""
+    if not rows:
+        return
+    dialect = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    statement = dialect(class_tokens)
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[class_tokens.c.digest],
+            set_={"ended_at": statement.excluded.ended_at},
+        ),
+        list(rows),
+    )
+
+
+async def load_class_tokens(engine: AsyncEngine, ended_since: float) -> list[dict[str, Any]]:
+    """Live bindings and those ended after ``ended_since``, oldest first."""
+    query = (
+        sa.select(class_tokens)
+        .where(sa.or_(class_tokens.c.ended_at.is_(None), class_tokens.c.ended_at >= ended_since))
+        .order_by(class_tokens.c.claimed_at)
+    )
+    async with engine.connect() as conn:
+        rows = await conn.execute(query)
+    return [dict(r._mapping) for r in rows]
+
+
+async def prune_class_tokens(engine: AsyncEngine, ended_before: float) -> int:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            class_tokens.delete().where(class_tokens.c.ended_at < ended_before)
+        )
+    return int(result.rowcount or 0)
 
 
 # SQLite: one multi-row statement per chunk instead of an ``executemany`` (which steps, and

@@ -102,3 +102,14 @@ config_layers = sa.Table(
     sa.Column("updated_at", Time, nullable=False),
     sa.Column("updated_by", sa.String(200), nullable=False),
 )
+
+class_tokens = sa.Table(
+    "class_tokens",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("kit_id", sa.String(32), nullable=False, index=True),
+    sa.Column("claimed_at", Time, nullable=False),
+    sa.Column("ended_at", Time, index=True),
+)
+"""Which kit created each class (the SHA-256 of its join token): the server's binding, so that
+no other kit can claim that class, even across server restarts (docs/security.md)."""

@@ -72,6 +72,8 @@ class Writer:
         self.history: list[dict[str, Any]] = []
         self.status: dict[str, dict[str, Any]] = {}
         self.config: dict[str, dict[str, Any]] = {}
+        self.tokens: dict[str, dict[str, Any]] = {}
+        self.audits: list[dict[str, Any]] = []
         self.sent_at: list[float] = []
         self.received_at: list[float] = []
         self.latency = LatencyHistogram()
@@ -125,10 +127,25 @@ class Writer:
             "k_reason": reason[:500],
         }
 
+    def token(self, digest: str, kit_id: str, claimed_at: float, ended_at: float | None) -> None:
+        """A class-token binding: claimed (``ended_at`` None), then ended."""
+        self.tokens[digest] = {
+            "digest": digest,
+            "kit_id": kit_id,
+            "claimed_at": claimed_at,
+            "ended_at": ended_at,
+        }
+
+    def audit(self, at: float, actor: str, action: str, target: str, detail: str) -> None:
+        """An audit entry seen on a link (``detail``: JSON text)."""
+        self.audits.append(
+            {"at": at, "actor": actor, "action": action, "target": target, "detail": detail}
+        )
+
     @property
     def queued(self) -> int:
         pending = len(self.latest) + len(self.history) + len(self.status) + len(self.config)
-        return pending + self.in_flight
+        return pending + len(self.tokens) + len(self.audits) + self.in_flight
 
     # -- the task ---------------------------------------------------------------------------
 
@@ -165,12 +182,21 @@ class Writer:
             return
         latest, history, status, sent_at = self.latest, self.history, self.status, self.sent_at
         config, received_at = self.config, self.received_at
+        tokens, audits = self.tokens, self.audits
         self.latest, self.history, self.status, self.sent_at = {}, [], {}, []
         self.received_at = []
-        self.config = {}
+        self.config, self.tokens, self.audits = {}, {}, []
         started = time.perf_counter()
         self.in_flight = len(latest) + len(history) + len(status) + len(config)
-        rows = (list(latest.values()), history, list(status.values()), list(config.values()))
+        self.in_flight += len(tokens) + len(audits)
+        rows = (
+            list(latest.values()),
+            history,
+            list(status.values()),
+            list(config.values()),
+            list(tokens.values()),
+            audits,
+        )
         try:
             if self._sqlite is not None:
                 await asyncio.to_thread(self._write_sqlite, *rows)
@@ -181,6 +207,9 @@ class Writer:
             self.received_at[:0] = received_at
             for kit_id, row in config.items():
                 self.config.setdefault(kit_id, row)
+            for digest, row in tokens.items():
+                self.tokens.setdefault(digest, row)
+            self.audits[:0] = audits
             raise
         finally:
             self.in_flight = 0
