@@ -101,6 +101,26 @@ class StreamStats(_Msg):
     loss_percent: Annotated[float, Field(ge=0, le=100)]
 
 
+NetworkReach = Literal["unknown", "udp", "turn-udp", "turn-tcp", "turn-tls", "none"]
+"""The best way out of the school the kit found (docs/protocol.md, "Network"): ``udp`` (plain
+UDP reaches the fleet's STUN/TURN server: pupils connect directly or through their own TURN
+allocation), ``turn-udp`` / ``turn-tcp`` / ``turn-tls`` (only through the fleet's TURN server,
+over that transport), ``none`` (nothing gets out: pupils outside the school cannot reach the
+class), ``unknown`` (not probed yet, or no STUN/TURN server configured)."""
+PupilPath = Annotated[str, Field(pattern=r"^(host|srflx|prflx|relay)/(udp|tcp|tls)$")]
+"""How one pupil's media flows: the kit's selected candidate type / its transport."""
+
+
+class NetworkHealth(_Msg):
+    reach: NetworkReach = "unknown"
+    turn_error: Text = ""
+    """Why the last TURN allocation failed (e.g. ``bad credential``, ``TLS``, ``refused``)."""
+    probed_at: NonNegative = 0
+    """The kit's wall clock at the last probe (0: never)."""
+    paths: Annotated[dict[PupilPath, Annotated[int, Field(ge=0)]], Field(max_length=12)] = {}
+    """Pupils connected, counted by path."""
+
+
 class HealthReport(_Msg):
     software: Annotated[str, Field(max_length=64)]
     uptime_s: NonNegative
@@ -112,6 +132,8 @@ class HealthReport(_Msg):
     devices: Devices
     session: SessionHealth
     streams: Annotated[list[StreamStats], Field(max_length=16)] = []
+    network: NetworkHealth | None = Field(default=None, exclude_if=lambda value: value is None)
+    """Left out of the frame when absent: servers before it accept the report as it was."""
 
     def problems(self) -> list[str]:
         """Devices that are not ``ok`` (``disabled`` is a choice, not a problem)."""
@@ -208,6 +230,11 @@ class Hello(_Msg):
     software: Annotated[str, Field(max_length=64)]
     config_version: ConfigVersion | None = None
     session: SessionInfo = SessionInfo(state="idle")
+    features: Annotated[list[Id], Field(max_length=16)] = Field(
+        default=[], exclude_if=lambda value: not value
+    )
+    """What this kit understands beyond version 1 (``ice_servers``): the server sends only
+    the messages a kit said it knows."""
 
 
 class Health(_Msg):
@@ -274,6 +301,17 @@ class PushConfig(_Msg):
     config: PushedConfig
 
 
+class IceServers(_Msg):
+    """STUN/TURN servers for the kit, with credentials minted for it (coturn's REST scheme):
+    sent after ``welcome`` and when a class starts, renewed before ``expires_at``. The kit
+    uses them instead of any it had; an empty list means none."""
+
+    type: Literal["ice_servers"] = "ice_servers"
+    ice_servers: Annotated[list[PushedIceServer], Field(max_length=8)]
+    expires_at: NonNegative
+    """The server's wall clock when these credentials stop working."""
+
+
 class WhepOffer(_Msg):
     type: Literal["whep_offer"] = "whep_offer"
     req: Id
@@ -288,13 +326,13 @@ class WhepDelete(_Msg):
 
 
 ServerMessage = Annotated[
-    Welcome | PushConfig | WhepOffer | WhepDelete, Field(discriminator="type")
+    Welcome | PushConfig | IceServers | WhepOffer | WhepDelete, Field(discriminator="type")
 ]
 
 _KIT = TypeAdapter(KitMessage)
 _SERVER = TypeAdapter(ServerMessage)
 KIT_TYPES = frozenset({"hello", "health", "config_ack", "session", "whep_answer", "whep_deleted"})
-SERVER_TYPES = frozenset({"welcome", "config", "whep_offer", "whep_delete"})
+SERVER_TYPES = frozenset({"welcome", "config", "ice_servers", "whep_offer", "whep_delete"})
 
 
 def parse_kit_message(
