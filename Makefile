@@ -3,7 +3,9 @@
 #                the tests need (installed when run as root, otherwise listed)
 #   make demo    the provisioning server (SQLite) and one enrolled demo kit on synthetic sources
 #   make demo-agent  the agent alone on synthetic sources (or real devices if configured)
-#   make test    every test (runs setup first)
+#   make test    every test (runs setup first); the fuzz tests with ~150 examples each
+#   make fuzz    the fuzz tests (tests/**/test_*_fuzz.py) with many more examples
+#                (FUZZ_EXAMPLES, default 5000 each), failures kept in .hypothesis/
 #   make bench   the media benchmark; prints a table and writes docs/PERFORMANCE.md
 #   make bench-provisioning  15,000 simulated kits against one provisioning server
 #   make lint    ruff + mypy
@@ -12,10 +14,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 nftables fonts-dejavu-core postgresql systemd shellcheck
+DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 nftables fonts-dejavu-core postgresql systemd shellcheck coturn
+# coturn: the NAT tests run their own turnserver (tests/nat.py); the package's service is disabled.
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-agent test bench bench-provisioning lint screenshots clean
+.PHONY: setup demo demo-agent test fuzz bench bench-provisioning lint screenshots clean
 
 setup: $(VENV)/.installed
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -25,6 +28,7 @@ setup: $(VENV)/.installed
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	    case "$$missing" in *coturn*) systemctl disable coturn.service 2>/dev/null; systemctl stop coturn.service 2>/dev/null; esac; true; \
 	  else \
 	    echo "missing Debian packages (run as root or: sudo apt-get install$$missing)"; \
 	  fi; \
@@ -44,6 +48,10 @@ demo-agent: setup
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider --timeout 0 \
+	  $$(find tests -name 'test_*_fuzz.py' | sort) $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m bench

@@ -2,12 +2,14 @@
 
 kit-agent demo [--http HOST:PORT] [--start] [--config FILE]
     the agent on synthetic sources (or the devices of --config), no server needed
-kit-agent run --config FILE [--state-dir DIR]
+kit-agent run --config FILE [--state-dir DIR] [--print-join-url]
     the agent with a TOML config (see agent/example-config.toml); if the file is missing or
     invalid it runs on the last good copy in the state directory, or the defaults (the kiosk
-    says so)
+    says so). Its output goes to the journal, so a class going live is printed as the digest of
+    its token; the join link itself (a secret: whoever has it joins the class) only with
+    --print-join-url (``make demo``) or in ``demo``
 kit-agent devices               cameras and microphones this machine has
-kit-agent enroll SERVER_URL CODE [--config FILE | --state-dir DIR] [--name NAME]
+kit-agent enroll SERVER_URL CODE [--config FILE | --state-dir DIR] [--name NAME] [--proxy URL]
     exchange an enrollment code for this kit's identity on the provisioning server
 """
 
@@ -27,7 +29,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from kitsys.httpguard import ConnectionGuard, GuardedSite, quiet_accept_errors, runner_options
 from kitsys.journal import set_context, setup_logging
+from kitsys.limits import raise_open_files_limit
 from kitsys.notify import Notifier
 from kitsys.watchdog import http_probe, start_watchdog
 
@@ -41,6 +45,7 @@ from .session import ClassSession, SessionState
 from .startup import startup_config
 from .statefile import check_free_space
 from .webrtc.ice import restrict_host_addresses
+from .webrtc.reach import NetworkMonitor
 
 log = logging.getLogger("agent")
 
@@ -66,10 +71,17 @@ def base_url(config: AgentConfig, port: int) -> str:
     return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
 
 
-async def serve(config: AgentConfig, start_now: bool, problems: Problems | None = None) -> None:
+async def serve(
+    config: AgentConfig,
+    start_now: bool,
+    problems: Problems | None = None,
+    print_join_url: bool = False,
+) -> None:
     """Run the HTTP server until SIGINT/SIGTERM; always end the class and release devices.
 
-    Under systemd: ``READY=1`` once the HTTP server listens, ``WATCHDOG=1`` while it answers."""
+    Under systemd: ``READY=1`` once the HTTP server listens, ``WATCHDOG=1`` while it answers.
+    ``print_join_url``: print the join link when a class goes live (else only its digest:
+    stdout is the journal, readable by more people than the class)."""
     problems = problems if problems is not None else Problems()
     notifier = Notifier()
     restrict_host_addresses(config.webrtc.host_addresses)
@@ -78,19 +90,12 @@ async def serve(config: AgentConfig, start_now: bool, problems: Problems | None 
     app_session = ClassSession(
         uplink.startup_config() if uplink else config,
         "",
-        on_live=lambda s: print(f"join: {s.join_url}", flush=True),
+        on_live=lambda s: print(live_line(s, print_join_url), flush=True),
     )
     app_session.listeners.append(_journal_session)
     persistence = SessionPersistence.attach(app_session, config.state_dir, problems=problems)
     saved = persistence.load()  # the class a crash interrupted, if any (docs/recovery.md)
-    runner = web.AppRunner(make_app(app_session, problems), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except OSError as exc:  # address in use, or not an address of this machine
-        await runner.cleanup()
-        raise ConfigError(f"cannot listen on {config.http.listen}: {exc.strerror}") from None
+    runner = await _listen(config, make_app(app_session, problems), host, port)
     bound_port = runner.addresses[0][1] if runner.addresses else port
     app_session.base_url = base_url(config, bound_port)
     if uplink is not None:
@@ -101,6 +106,9 @@ async def serve(config: AgentConfig, start_now: bool, problems: Problems | None 
     kiosk_host = "127.0.0.1" if host in ("0.0.0.0", "127.0.0.1", "") else host
     print(f"kiosk: http://{kiosk_host}:{bound_port}/", flush=True)
     tasks = _service_tasks(notifier, host, bound_port, config, problems)
+    webrtc = app_session.config.webrtc
+    monitor = NetworkMonitor(app_session.network, webrtc.probe_interval_s, webrtc.probe_timeout_s)
+    tasks.append(asyncio.create_task(monitor.run(), name="network-probe"))
     notifier.ready(f"serving on port {bound_port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -121,6 +129,28 @@ async def serve(config: AgentConfig, start_now: bool, problems: Problems | None 
         await persistence.close()
         await app_session.stop()
         await runner.cleanup()
+
+
+async def _listen(config: AgentConfig, app: web.Application, host: str, port: int) -> web.AppRunner:
+    """The HTTP server behind the connection guard (kitsys/httpguard.py: header, body and idle
+    timeouts, caps per address and in all, accept errors logged once a minute)."""
+    limits = config.http.limits()
+    files = raise_open_files_limit()
+    if limits.max_connections + 256 > files:
+        log.warning(
+            "open-files limit %d is low for max_connections %d", files, limits.max_connections
+        )
+    guard = ConnectionGuard(limits)
+    guard.install(app)
+    quiet_accept_errors(asyncio.get_running_loop(), guard)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner_options(limits))
+    await runner.setup()
+    try:
+        await GuardedSite(runner, guard, host, port).start()
+    except OSError as exc:  # address in use, or not an address of this machine
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {config.http.listen}: {exc.strerror}") from None
+    return runner
 
 
 class RestartWhenIdle:
@@ -149,10 +179,23 @@ class RestartWhenIdle:
             self.stop.set()
 
 
+def token_digest(token: str) -> str:
+    """The short digest a class is known by in the journal (``SESSION=``, the ``live`` line)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def live_line(session: ClassSession, with_url: bool) -> str:
+    """What is printed when a class goes live: the join link is a secret (anyone who has it
+    joins the class), so under systemd, where stdout is the journal, only its digest."""
+    if with_url:
+        return f"join: {session.join_url}"
+    return f"live: class {token_digest(session.token or '')} (join link on the kiosk)"
+
+
 def _journal_session(session: ClassSession) -> None:
     """Every log entry of a class carries ``SESSION=`` (a digest: the token itself is secret)."""
     token = session.token
-    set_context(session=hashlib.sha256(token.encode()).hexdigest()[:12] if token else None)
+    set_context(session=token_digest(token) if token else None)
 
 
 def _service_tasks(
@@ -197,6 +240,12 @@ def _parser() -> argparse.ArgumentParser:
         "(default: $STATE_DIRECTORY, set by systemd)",
     )
     run.add_argument("--start", action="store_true", help="start the class at once")
+    run.add_argument(
+        "--print-join-url",
+        action="store_true",
+        help="print the join link when a class goes live (default: its digest only, since "
+        "stdout goes to the journal)",
+    )
     sub.add_parser("devices", help="list cameras and microphones")
     enroll = sub.add_parser("enroll", help="enroll this kit on a provisioning server")
     enroll.add_argument("server_url", help="e.g. https://provisioning.example.fr")
@@ -204,7 +253,17 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--config", type=Path, help="the kit's config (its state_dir is used)")
     enroll.add_argument("--state-dir", type=Path, help="where to store the credential")
     enroll.add_argument("--name", default="", help="a name for this kit (default: its id)")
+    enroll.add_argument(
+        "--proxy", help="an HTTP proxy, http://HOST:PORT (default: the config's server.proxy)"
+    )
     return parser
+
+
+def _enroll_proxy(given: str | None, config: AgentConfig | None) -> str:
+    """``--proxy`` (checked as ``server.proxy`` is), else the config's."""
+    if given is None:
+        return config.server.proxy if config else ""
+    return config_from_dict({"server": {"proxy": given}}, "--proxy").server.proxy
 
 
 def _enroll(args: argparse.Namespace) -> int:
@@ -212,6 +271,7 @@ def _enroll(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config) if args.config else None
+        proxy = _enroll_proxy(args.proxy, config)
     except ConfigError as exc:
         print(f"kit-agent: {exc}", file=sys.stderr)
         return 2
@@ -220,7 +280,7 @@ def _enroll(args: argparse.Namespace) -> int:
         print("kit-agent: give --state-dir or a --config with state_dir", file=sys.stderr)
         return 2
     try:
-        credential = asyncio.run(enroll(args.server_url, args.code, args.name))
+        credential = asyncio.run(enroll(args.server_url, args.code, args.name, proxy=proxy))
         path = save_credential(state_dir, credential)
     except (LinkError, OSError) as exc:
         print(f"kit-agent: {exc}", file=sys.stderr)
@@ -246,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(config, args.start, problems))
+            show = args.command == "demo" or args.print_join_url
+            asyncio.run(serve(config, args.start, problems, print_join_url=show))
     except ConfigError as exc:
         log.error("%s", exc)
         print(f"kit-agent: {exc}", file=sys.stderr)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kitsys.httpguard import Limits
 
 from .errors import ConfigError
 
@@ -28,6 +31,26 @@ class HttpConfig(_Strict):
     """HOST:PORT the agent's HTTP server binds to (kiosk, API, WHEP, pupil page)."""
     public_url: str = ""
     """Base URL put in join links, e.g. ``http://192.168.1.20:8080``; empty = guessed."""
+    header_timeout_s: Annotated[float, Field(ge=1.0, le=300.0)] = 10.0
+    """A request's headers must be complete within this of the connection or of the previous
+    response (a slowloris sending a byte every few seconds is closed); docs/systemd.md."""
+    body_timeout_s: Annotated[float, Field(ge=1.0, le=300.0)] = 30.0
+    """A request's body (an SDP offer, a kiosk command) must arrive within this."""
+    idle_timeout_s: Annotated[float, Field(ge=1.0, le=3600.0)] = 15.0
+    """A keep-alive connection that sends nothing for this long is closed."""
+    max_connections: Annotated[int, Field(ge=16, le=60_000)] = 512
+    """Open connections from all LAN hosts together (the kit itself is not counted)."""
+    max_connections_per_address: Annotated[int, Field(ge=4, le=60_000)] = 32
+    """Open connections from one address (an IPv6 /64); more are reset at once."""
+
+    def limits(self) -> Limits:
+        return Limits(
+            header_timeout_s=self.header_timeout_s,
+            body_timeout_s=self.body_timeout_s,
+            idle_timeout_s=self.idle_timeout_s,
+            max_connections=self.max_connections,
+            max_per_peer=self.max_connections_per_address,
+        )
 
     @field_validator("listen")
     @classmethod
@@ -98,6 +121,15 @@ class IceServerConfig(_Strict):
         for url in value:
             if not url.startswith(("stun:", "turn:", "turns:")):
                 raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
+            if any(c in url for c in '<>" ') or not url.isprintable():
+                raise ValueError(f"{url!r} has a space, quote or angle bracket")
+        return value
+
+    @field_validator("username", "credential")
+    @classmethod
+    def _check_text(cls, value: str) -> str:
+        if not value.isprintable() or len(value) > 200:
+            raise ValueError("must be printable text of at most 200 characters")
         return value
 
 
@@ -109,7 +141,28 @@ class WebRtcConfig(_Strict):
     max_viewers: Annotated[int, Field(ge=1, le=500)] = 60
     viewer_queue_packets: Annotated[int, Field(ge=4, le=1000)] = 60
     """Bound of each viewer's video queue; on overflow it drops to the next keyframe."""
-    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 30.0
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    """A viewer not connected this long after its answer is dropped. Pupils connect in 1–2 s
+    (through NATs and TURN included, issue 12); 30 s let a burst of offers hold a class."""
+    max_connecting: Annotated[int, Field(ge=1, le=500)] = 10
+    """Viewers answered but not yet connected, at once (half-open). A join over it waits up to
+    3 s for one to connect or go, then gets 503 + ``Retry-After``."""
+    max_connecting_per_address: Annotated[int, Field(ge=1, le=500)] = 3
+    """Half-open viewers from one LAN address (an IPv6 /64); more get 429 at once. The kit
+    itself and pupils relayed by the server are counted in ``max_connecting`` only."""
+    whep_burst: Annotated[int, Field(ge=1, le=1000)] = 10
+    whep_per_minute: Annotated[float, Field(gt=0, le=6000)] = 20.0
+    """``POST /whep`` per LAN address: ``whep_burst`` at once, then this many a minute (a token
+    bucket); more get 429 + ``Retry-After``. The kit itself (loopback) is not limited."""
+    pupil_ice_servers: list[IceServerConfig] = []
+    """STUN/TURN servers handed to pupils in WHEP ``Link: rel="ice-server"`` headers (a LAN-only
+    kit; pupils joining through the server get the server's). Never the kit's own credentials."""
+    probe_interval_s: Annotated[float, Field(ge=30, le=86_400)] = 600.0
+    """How often the kit checks which way out of the school works (docs/protocol.md, "Network");
+    also at start-up, at each link welcome and whenever its ICE servers change."""
+    probe_timeout_s: Annotated[float, Field(ge=0.5, le=30)] = 3.0
+    """Bound of each reachability probe (STUN binding, TURN allocation); all run at once. Also
+    the longest a join made during the first probe of new servers waits for its decision."""
 
     @field_validator("host_addresses")
     @classmethod
@@ -131,6 +184,28 @@ class ServerLinkConfig(_Strict):
     reconnect_max_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
     keepalive_s: Annotated[float, Field(ge=5, le=300)] = 30.0
     """WebSocket ping interval: finds a dead server or NAT mapping between health reports."""
+    proxy: str = ""
+    """An explicit HTTP proxy for the link and enrollment (``http://host:port``, as in
+    ``https_proxy``), for schools that let web traffic out only through one. Empty: direct (the
+    environment's ``https_proxy`` is ignored: the kit contacts only what its config names)."""
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: str) -> str:
+        if not value:
+            return value
+        parsed = urllib.parse.urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("proxy must be http://HOST:PORT or https://HOST:PORT")
+        if parsed.path not in ("", "/") or parsed.query or parsed.fragment:
+            raise ValueError("proxy must be http://HOST:PORT (no path)")
+        try:
+            port = parsed.port
+        except ValueError as exc:
+            raise ValueError(f"proxy port: {exc}") from None
+        if port is None:
+            raise ValueError("proxy must name its port (http://HOST:PORT)")
+        return value.rstrip("/")
 
 
 class KioskConfig(_Strict):

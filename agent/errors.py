@@ -37,12 +37,19 @@ class RequestError(AgentError):
 
     status = 400
 
-    def __init__(self, public_message: str, class_state: str | None = None) -> None:
+    def __init__(
+        self,
+        public_message: str,
+        class_state: str | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
         super().__init__(public_message)
         self.public_message = public_message
         self.class_state = class_state
         """For join-link refusals: ``waiting``, ``ended``, ``invalid`` or ``full``, sent as the
         ``X-Class-State`` header so a page can show the right screen (docs/whep.md)."""
+        self.retry_after_s = retry_after_s
+        """Sent as ``Retry-After`` (seconds) with 429 and 503 refusals."""
 
 
 class BadRequest(RequestError):
@@ -61,12 +68,20 @@ class Conflict(RequestError):
     status = 409
 
 
+class RequestTimeout(RequestError):
+    status = 408
+
+
 class PayloadTooLarge(RequestError):
     status = 413
 
 
 class UnsupportedMediaType(RequestError):
     status = 415
+
+
+class TooManyRequests(RequestError):
+    status = 429
 
 
 class ServiceUnavailable(RequestError):

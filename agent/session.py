@@ -27,7 +27,8 @@ from .errors import Conflict, NotFound, ServiceUnavailable
 from .media.pipeline import MediaPipeline
 from .sources.presence import idle_sources_status
 from .webrtc import pupil_channel
-from .webrtc.ice import rtc_configuration
+from .webrtc.admission import JoinGate
+from .webrtc.reach import IceServerSet
 from .webrtc.sdp import parse_offer
 from .webrtc.viewer import Viewer
 
@@ -69,12 +70,14 @@ class ClassSession:
         self._pipeline_factory = pipeline_factory
         self._new_token = new_token
         self._on_live = on_live
-        self._rtc_config = rtc_configuration(config.webrtc.ice_servers)
+        self.network = IceServerSet(config.webrtc.ice_servers)
+        """The kit's ICE servers (the server's, else its own), probed (webrtc/reach.py)."""
         self.state = SessionState.IDLE
         self.token: str | None = None
         self.started_at: float | None = None
         self.pipeline: MediaPipeline | None = None
         self.viewers: dict[str, Viewer] = {}
+        self._joins = JoinGate()
         self._expired: collections.deque[bytes] = collections.deque(maxlen=1000)
         self._lock = asyncio.Lock()
         self.muted = False
@@ -165,7 +168,7 @@ class ClassSession:
         """Use ``config`` from now on: viewers that join next get its ICE servers and limits;
         the media settings take effect at the next Start (the caller waits for idle)."""
         self.config = config
-        self._rtc_config = rtc_configuration(config.webrtc.ice_servers)
+        self.network.set_configured(config.webrtc.ice_servers)
 
     # -- Viewers (WHEP) ----------------------------------------------------------------------
 
@@ -188,22 +191,43 @@ class ClassSession:
                 async with asyncio.timeout(timeout), self._lock:
                     pass
 
-    async def add_viewer(self, token: str, body: bytes) -> tuple[Viewer, str]:
-        """WHEP POST: validate, negotiate and return the viewer and the answer SDP."""
+    async def add_viewer(
+        self, token: str, body: bytes, peer: str | None = None
+    ) -> tuple[Viewer, str]:
+        """WHEP POST: validate, negotiate and return the viewer and the answer SDP. ``peer``:
+        the LAN address it comes from (``ratelimit.peer_key``), None for the kit or the relay."""
         await self.wait_started()
         self.check_token(token)
         offer = parse_offer(body)
-        if len(self.viewers) >= self.config.webrtc.max_viewers:
+        webrtc = self.config.webrtc
+        if len(self.viewers) >= webrtc.max_viewers:
+            raise ServiceUnavailable("this class is full", "full")
+        await self._joins.admit(
+            self._connecting,
+            peer,
+            webrtc.max_connecting,
+            webrtc.max_connecting_per_address,
+            max_waiting=webrtc.max_viewers,
+        )
+        # A first probe of new ICE servers may be running: wait until it has decided (a few
+        # round trips), rather than gather with a STUN/TURN server that times out (webrtc/reach.py).
+        waited = await self.network.wait_settled(webrtc.probe_timeout_s)
+        if waited >= 0.05:
+            log.info("a join waited %.2f s for the network probe", waited)
+        self.check_token(token)  # the class may have ended while this join waited
+        if len(self.viewers) >= webrtc.max_viewers:
             raise ServiceUnavailable("this class is full", "full")
         assert self.pipeline is not None
         viewer = Viewer(
             secrets.token_urlsafe(16),
             self.pipeline,
-            self._rtc_config,
+            self.network.rtc_configuration(),
             self._viewer_closed,
             self.config.webrtc.connect_timeout_s,
             self._pupil_event,
         )
+        viewer.peer = peer
+        viewer.on_connected = self._viewer_connected
         self.viewers[viewer.id] = viewer
         try:
             answer = await viewer.answer(offer)
@@ -223,6 +247,18 @@ class ClassSession:
 
     def _viewer_closed(self, viewer: Viewer) -> None:
         self.viewers.pop(viewer.id, None)
+        self._joins.changed()
+
+    def _viewer_connected(self, viewer: Viewer) -> None:
+        self._joins.changed()
+
+    def _connecting(self, peer: str | None) -> int:
+        """Half-open viewers (answered, not connected), in all or from ``peer``."""
+        return sum(
+            1
+            for v in self.viewers.values()
+            if v.connected_at is None and (peer is None or v.peer == peer)
+        )
 
     def _pupil_event(self, viewer: Viewer, event: pupil_channel.PupilEvent) -> None:
         if isinstance(event, pupil_channel.SetHand):
@@ -263,6 +299,7 @@ class ClassSession:
                 "name": v.name,
                 "hand_raised_at": v.hand_raised_at,
                 "connected": v.connected_at is not None and v.state == "connected",
+                "path": v.path(),
             }
             for v in sorted(self.viewers.values(), key=lambda v: v.created)
         ]
@@ -276,6 +313,20 @@ class ClassSession:
     @property
     def whep_url(self) -> str | None:
         return f"{self.base_url}/whep/{self.token}" if self.token else None
+
+    def paths(self) -> dict[str, int]:
+        """Connected pupils counted by path (``relay/udp``, ``host/udp``…: health report)."""
+        counts: dict[str, int] = {}
+        for viewer in self.viewers.values():
+            path = viewer.path()
+            if path is not None:
+                counts[path] = counts.get(path, 0) + 1
+        return counts
+
+    def network_status(self) -> dict[str, Any]:
+        """The school's way out and the pupils' paths, for the kiosk (docs/kiosk.md)."""
+        health = self.network.health(self.paths())
+        return {**health.model_dump(), "servers": bool(self.network.endpoints())}
 
     def status(self) -> dict[str, Any]:
         live = self.state == SessionState.LIVE
@@ -299,5 +350,6 @@ class ClassSession:
             "encoders": pipeline.encoder_stats() if pipeline is not None else [],
             "viewers": [v.stats() for v in self.viewers.values()],
             "pupils": self.pupils(),
+            "network": self.network_status(),
             "language": self.config.kiosk.language,
         }

@@ -18,6 +18,8 @@ from typing import Annotated, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kitsys.httpguard import body_timeout_s
+
 from . import store
 from .auth import (
     DEPARTEMENT,
@@ -33,15 +35,19 @@ from .errors import (
     Forbidden,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     Unauthorized,
     UnsupportedMediaType,
 )
 from .fleet import LEVELS, Kit
+from .forwarded import rate_key
 from .protocol import PushedConfig
 from .server import Server
 
 SERVER_KEY = web.AppKey("server", Server)
 COOKIE = "kp_session"
+ANONYMOUS = "anonymous"
+"""The audit actor of what nobody signed in did (failed sign-ins: the e-mail is in detail)."""
 MAX_BODY = 64 * 1024
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 M = TypeVar("M", bound=BaseModel)
@@ -114,11 +120,15 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
     body = bytearray()
-    while len(body) <= limit:
-        chunk = await request.content.read(limit + 1 - len(body))
-        if not chunk:
-            break
-        body += chunk
+    try:  # 408 if it trickles in slower than the connection guard allows (kitsys/httpguard.py)
+        async with asyncio.timeout(body_timeout_s(request)):
+            while len(body) <= limit:
+                chunk = await request.content.read(limit + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
+    except TimeoutError:
+        raise RequestTimeout("the body took too long to arrive") from None
     if len(body) > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
     return bytes(body)
@@ -133,6 +143,8 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
+        # The path may hold a key the client sent (an unknown field): printable, 60 at most.
+        where = "".join(c if c.isprintable() else "?" for c in where[:60])
         if first["type"] == "json_invalid":
             raise BadRequest("the body is not valid JSON") from None
         raise BadRequest(f"{where}: {first['msg']}") from None
@@ -140,6 +152,13 @@ async def read_json(request: web.Request, model: type[M]) -> M:
 
 def server_of(request: web.Request) -> Server:
     return request.app[SERVER_KEY]
+
+
+def client_of(request: web.Request) -> str:
+    """The address this request comes from: the connecting one, or behind a trusted proxy
+    (``--trusted-proxy``) the client's it forwarded. Everything keyed on an address uses this."""
+    addresses = server_of(request).addresses
+    return addresses.of(request.remote, request.headers.getall(addresses.header, []))
 
 
 async def admin_of(request: web.Request) -> Admin:
@@ -169,17 +188,18 @@ def kit_in_scope(request: web.Request, admin: Admin) -> Kit:
 async def _account_if_password(
     request: web.Request, email: str, password: str
 ) -> dict[str, Any] | None:
-    """The admin account ``email`` if ``password`` is its password, else None; rate limited
-    per address and per account (429 once limited), for sign-in and password changes alike."""
+    """The admin account ``email`` if ``password`` is its password, else None; growing
+    delays per account and per client address (429 while one runs), for sign-in and password
+    changes alike (provisioning/limits.py)."""
     server = server_of(request)
-    keys = (f"ip:{request.remote}", f"user:{email}")
-    server.login_limiter.check(*keys)
+    address = rate_key(client_of(request))
+    server.login_limiter.check(email, address)
     user = await store.user_by_email(server.engine, email)
     ok = await verify_password_off_loop(user["password_hash"] if user else None, password)
     if not ok or user is None:
-        server.login_limiter.failed(*keys)
+        server.login_limiter.failed(email, address)
         return None
-    server.login_limiter.succeeded(*keys)
+    server.login_limiter.succeeded(email)
     return user
 
 
@@ -188,14 +208,17 @@ async def login(request: web.Request) -> web.Response:
     body = await read_json(request, LoginBody)
     email = body.email.strip().lower()
     user = await _account_if_password(request, email, body.password)
+    client = client_of(request)
     if user is None:
-        await store.audit(server.engine, email, "login.failed", "", {"ip": request.remote})
+        # An attempt, not an action: the e-mail was typed by whoever tried, so it is no actor.
+        detail = {"email": email, "ip": client}
+        await store.audit(server.engine, ANONYMOUS, "login.failed", "", detail)
         raise Unauthorized("wrong email or password")
     now = time.time()
     token, csrf = await store.create_session(
         server.engine, user["id"], server.options.session_lifetime_s, now
     )
-    await store.audit(server.engine, email, "login", "", {"ip": request.remote})
+    await store.audit(server.engine, user["email"], "login", "", {"ip": client})
     admin = Admin.from_row({**user, "csrf": csrf})
     response = web.json_response({**admin.public(), "csrf": csrf})
     response.set_cookie(
@@ -281,6 +304,13 @@ async def revoke_kit(request: web.Request) -> web.Response:
     return web.json_response(kit.summary())
 
 
+async def turn_settings(request: web.Request) -> web.Response:
+    """The fleet's TURN settings as configured at start-up: URLs, derived STUN URLs, credential
+    lifetimes and whether a secret is set (never the secret)."""
+    await admin_of(request)
+    return web.json_response(server_of(request).ice.public())
+
+
 # -- schools, enrollment ---------------------------------------------------------------------------
 
 
@@ -321,7 +351,7 @@ async def create_code(request: web.Request) -> web.Response:
 async def enroll(request: web.Request) -> web.Response:
     """A kit exchanges an enrollment code for its identity (no admin session)."""
     server = server_of(request)
-    key = f"ip:{request.remote}"
+    key = rate_key(client_of(request))
     server.enroll_limiter.check(key)
     body = await read_json(request, EnrollBody)
     result = await store.enroll(server.engine, body.code, body.name.strip(), time.time())
@@ -506,6 +536,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/kits/{kit_id}", get_kit)
     r.add_patch("/api/v1/kits/{kit_id}", patch_kit)
     r.add_post("/api/v1/kits/{kit_id}/revoke", revoke_kit)
+    r.add_get("/api/v1/turn", turn_settings)
     r.add_get("/api/v1/schools", list_schools)
     r.add_post("/api/v1/schools", add_school)
     r.add_post("/api/v1/enrollment-codes", create_code)

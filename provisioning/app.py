@@ -22,12 +22,14 @@ from importlib import resources
 from aiohttp import web
 
 from . import api
-from .errors import RequestError, UnsupportedMediaType
+from .errors import RequestError, TooManyRequests, UnsupportedMediaType
+from .forwarded import rate_key
 from .openapi import openapi_document
 from .protocol import (
     CLOSE_GOING_AWAY,
     LINK_PATH,
     MAX_SDP,
+    token_digest,
 )
 from .server import Server
 from .writer import LATENCY_BUCKETS_MS, LatencyHistogram
@@ -39,7 +41,9 @@ WHEP_CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
-    "Access-Control-Expose-Headers": "Location, Link, ETag, Accept-Patch, X-Class-State",
+    "Access-Control-Expose-Headers": (
+        "Location, Link, ETag, Accept-Patch, X-Class-State, Retry-After"
+    ),
     "Access-Control-Max-Age": "600",
 }
 ADMIN_HEADERS = {
@@ -50,6 +54,19 @@ ADMIN_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
+PUPIL_CSP = (
+    "default-src 'self'; img-src 'self' data:; media-src 'self' blob: mediastream:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+"""The agent's ``PAGE_CSP`` (agent/http/app.py; a test keeps them equal): the pupil page loads
+nothing from elsewhere and cannot be framed (clickjacking the hand button, say)."""
+PUPIL_HEADERS = {
+    "Content-Security-Policy": PUPIL_CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+"""On every answer under ``/join/`` and ``/static/`` (as ADMIN_HEADERS on the admin's)."""
 STATIC_TYPES = {
     ".js": "text/javascript",
     ".css": "text/css",
@@ -78,6 +95,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         response.headers.update(WHEP_CORS)
     elif request.path.startswith(("/admin", "/api/")):
         for key, value in ADMIN_HEADERS.items():
+            response.headers.setdefault(key, value)
+    elif request.path.startswith(("/join/", "/static/")):
+        for key, value in PUPIL_HEADERS.items():
             response.headers.setdefault(key, value)
     return response
 
@@ -156,7 +176,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    if not _is_loopback(request.remote):
+    if not _is_loopback(api.client_of(request)):  # not a client behind a trusted local proxy
         raise web.HTTPForbidden(text="metrics are only served on loopback\n")
     server = request.app[api.SERVER_KEY]
     fleet, writer = server.fleet, server.writer
@@ -179,6 +199,9 @@ async def metrics(request: web.Request) -> web.Response:
         f"provisioning_gc_pause_seconds_max {server.gc_pause_max:.4f}",
         f"provisioning_gc_full_collections_total {server.gc_full_collections}",
         f"provisioning_relay_offers_total {server.relay.offers}",
+        f"provisioning_turn_kit_sets_total {server.ice.kit_sets}",
+        f"provisioning_turn_pupil_sets_total {server.ice.pupil_sets}",
+        f"provisioning_relay_offers_limited_total {server.relay.offer_limit.refused}",
     ]
     lines += _histogram("provisioning_report_stored_ms", writer.latency)
     lines += _histogram("provisioning_report_received_stored_ms", writer.server_latency)
@@ -201,9 +224,11 @@ def _histogram(name: str, histogram: LatencyHistogram) -> list[str]:
 
 
 async def post_whep(request: web.Request) -> web.Response:
-    relay = request.app[api.SERVER_KEY].relay
+    server = request.app[api.SERVER_KEY]
+    relay = server.relay
+    relay.admit(rate_key(api.client_of(request)))  # 429 beyond a burst per pupil address
     token = request.match_info["token"]
-    relay.find_kit(token)  # unknown or expired link: the same answer as the agent's, at once
+    kit = relay.find_kit(token)  # unknown or expired link: the same answer as the agent's, at once
     if request.content_type != "application/sdp":
         raise UnsupportedMediaType("Content-Type must be application/sdp")
     body = await api.read_body(request, MAX_SDP)
@@ -212,12 +237,14 @@ async def post_whep(request: web.Request) -> web.Response:
     except UnicodeDecodeError:
         return web.Response(status=400, text="the offer is not UTF-8 text\n")
     location, answer = await relay.offer(token, sdp)
-    return web.Response(
+    response = web.Response(
         status=201,
         body=answer.encode(),
         content_type="application/sdp",
         headers={"Location": location},
     )
+    _add_ice_links(response, server.ice.pupil_links(kit.class_started_at))
+    return response
 
 
 async def delete_whep(request: web.Request) -> web.Response:
@@ -230,7 +257,28 @@ async def patch_whep(request: web.Request) -> web.Response:
 
 
 async def options_whep(request: web.Request) -> web.Response:
-    return web.Response(status=204, headers={"Accept-Post": "application/sdp"})
+    """``204`` for any token (a CORS preflight must pass for the POST's refusal to be read).
+    For a live class's token, and unless this is a browser's CORS preflight (whose headers no
+    script can read), the pupil's ICE servers in ``Link`` headers: browsers need them before
+    they make the offer (docs/whep.md)."""
+    response = web.Response(status=204, headers={"Accept-Post": "application/sdp"})
+    token = request.match_info.get("token")
+    if token is not None and "Access-Control-Request-Method" not in request.headers:
+        server = request.app[api.SERVER_KEY]
+        kit = server.fleet.by_token.get(token_digest(token))
+        if kit is not None and not kit.revoked and server.ice.enabled:
+            try:  # one client asking over and over gets no fresh usernames (coturn quotas)
+                server.ice_options_limit.take(rate_key(api.client_of(request)))
+            except TooManyRequests:
+                return response
+            _add_ice_links(response, server.ice.pupil_links(kit.class_started_at))
+    return response
+
+
+def _add_ice_links(response: web.Response, links: list[str]) -> None:
+    """One ``Link`` header per ICE server (RFC 9725 §4.6); none without TURN."""
+    for link in links:
+        response.headers.add("Link", link)
 
 
 # -- the application -----------------------------------------------------------------------------

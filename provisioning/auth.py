@@ -1,4 +1,5 @@
-"""Admin accounts: password hashing (argon2id), login rate limiting, roles and their scopes.
+"""Admin accounts: password hashing (argon2id), roles and their scopes (sign-in delays:
+provisioning/limits.py).
 
 Roles
   ``national``      every kit and school; the only role that edits the fleet default config
@@ -10,17 +11,14 @@ Roles
 from __future__ import annotations
 
 import asyncio
-import collections
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from .errors import BadRequest, Forbidden, TooManyRequests
+from .errors import BadRequest, Forbidden
 from .fleet import Kit
 
 ROLES = ("national", "departement", "school")
@@ -67,48 +65,6 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
 async def verify_password_off_loop(stored_hash: str | None, password: str) -> bool:
     """argon2 takes tens of milliseconds by design: never on the event loop."""
     return await asyncio.to_thread(verify_password, stored_hash, password)
-
-
-class LoginLimiter:
-    """At most ``attempts`` failed logins per ``window_s``, per address and per account."""
-
-    def __init__(
-        self,
-        attempts: int = 5,
-        window_s: float = 900.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.attempts = attempts
-        self.window_s = window_s
-        self.clock = clock
-        self._failures: dict[str, collections.deque[float]] = {}
-
-    def _recent(self, key: str) -> collections.deque[float]:
-        now = self.clock()
-        failures = self._failures.setdefault(key, collections.deque())
-        while failures and failures[0] <= now - self.window_s:
-            failures.popleft()
-        return failures
-
-    def check(self, *keys: str) -> None:
-        for key in keys:
-            failures = self._recent(key)
-            if len(failures) >= self.attempts:
-                retry = int(failures[0] + self.window_s - self.clock()) + 1
-                raise TooManyRequests(
-                    "too many failed attempts; try again later",
-                    headers={"Retry-After": str(retry)},
-                )
-
-    def failed(self, *keys: str) -> None:
-        for key in keys:
-            self._recent(key).append(self.clock())
-        if len(self._failures) > 100_000:  # bounded memory under a spray of addresses
-            self._failures = {k: v for k, v in self._failures.items() if v}
-
-    def succeeded(self, *keys: str) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
 
 
 @dataclass(frozen=True, slots=True)

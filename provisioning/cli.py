@@ -1,6 +1,9 @@
 """``kit-provisioning``: the fleet server and its admin commands.
 
 kit-provisioning serve [--http HOST:PORT] [--db URL] [--data-dir DIR] [--public-url URL]
+                       [--trusted-proxy ADDRESS[/BITS] ...] [--forwarded-header NAME]
+                       [--turn-url URL ... --turn-secret-file PATH]
+                       [--turn-class-length 2h] [--turn-margin 30m]
 kit-provisioning user add EMAIL --role ROLE [--scope SCOPE]        (password on stdin)
 kit-provisioning user password EMAIL                               (new password on stdin)
 kit-provisioning school add ID --name NAME --departement CODE
@@ -20,7 +23,6 @@ import json
 import logging
 import os
 import re
-import resource
 import signal
 import sys
 import time
@@ -30,16 +32,27 @@ from typing import Any
 
 from aiohttp import web
 
+from kitsys.httpguard import (
+    ConnectionGuard,
+    GuardedSite,
+    Limits,
+    quiet_accept_errors,
+    runner_options,
+)
 from kitsys.journal import setup_logging
+from kitsys.limits import raise_open_files_limit
 from kitsys.notify import Notifier
 from kitsys.watchdog import http_probe, start_watchdog
 
 from . import store
 from .auth import check_new_user, check_password, hash_password
 from .db import database_url, open_database
-from .errors import ProvisioningError, RequestError
+from .errors import ConfigError, ProvisioningError, RequestError
 from .fleet import Settings
+from .forwarded import HEADERS, parse_networks
+from .ice import DEFAULT_CLASS_S, DEFAULT_MARGIN_S
 from .server import Server, ServerOptions, tune_gc
+from .turn import parse_turn_url
 
 log = logging.getLogger("provisioning")
 DEFAULT_DATA = os.environ.get("KIT_PROVISIONING_DATA", "var/provisioning")
@@ -62,23 +75,96 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def parse_proxies(text: str) -> tuple[str, ...]:
+    """``127.0.0.1``, ``10.0.0.0/8,::1``: addresses or networks, comma-separated."""
+    try:
+        return tuple(str(network) for network in parse_networks([text]))
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+TURN_URLS_ENV = "KIT_PROVISIONING_TURN_URLS"
+TURN_SECRET_FILE_ENV = "KIT_PROVISIONING_TURN_SECRET_FILE"
+
+
+def parse_turn_arg(text: str) -> str:
+    """A ``--turn-url``, refused at once with the reason (provisioning/turn.py)."""
+    try:
+        return str(parse_turn_url(text))
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def turn_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--turn-url`` and ``--turn-secret-file``, or else ``$KIT_PROVISIONING_TURN_URLS``
+    (URLs separated by spaces or commas) and ``$KIT_PROVISIONING_TURN_SECRET_FILE`` from the
+    environment (the server's env file, docs/provisioning.md): the command line wins."""
+    urls: list[str] = args.turn_url or []
+    if not urls and os.environ.get(TURN_URLS_ENV, "").strip():
+        try:
+            urls = [str(parse_turn_url(u)) for u in re.split(r"[\s,]+", os.environ[TURN_URLS_ENV])
+                    if u]  # fmt: skip
+        except ConfigError as exc:
+            raise ConfigError(f"${TURN_URLS_ENV}: {exc}") from None
+    secret_file = args.turn_secret_file
+    if secret_file is None and os.environ.get(TURN_SECRET_FILE_ENV, "").strip():
+        secret_file = Path(os.environ[TURN_SECRET_FILE_ENV].strip())
+    return {
+        "turn_urls": tuple(urls),
+        "turn_secret_file": secret_file,
+        "turn_class_s": args.turn_class_length,
+        "turn_margin_s": args.turn_margin,
+    }
+
+
 def raise_file_limit() -> int:
     """Each kit holds one socket: lift the soft open-files limit to the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
+    return raise_open_files_limit()
+
+
+def http_limits(args: argparse.Namespace) -> Limits:
+    """The connection guard's limits (kitsys/httpguard.py); trusted proxies are not capped."""
+    proxies = tuple(p for group in getattr(args, "trusted_proxy", []) for p in group)
+    try:
+        return Limits(
+            header_timeout_s=args.header_timeout,
+            body_timeout_s=args.body_timeout,
+            idle_timeout_s=args.idle_timeout,
+            max_connections=args.max_connections,
+            max_per_peer=args.max_connections_per_address,
+            trusted=(*Limits().trusted, *proxies),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"connection limits: {exc}") from None
+
+
+async def listen(app: web.Application, host: str, port: int, limits: Limits) -> web.AppRunner:
+    """Serve ``app`` behind the connection guard: slow or too many connections (a slowloris)
+    cannot exhaust the server's descriptors nor starve its loop (docs/provisioning.md)."""
+    guard = ConnectionGuard(limits)
+    guard.install(app)
+    quiet_accept_errors(asyncio.get_running_loop(), guard)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=5.0, **runner_options(limits)
+    )
+    await runner.setup()
+    await GuardedSite(runner, guard, host, port, backlog=4096).start()
+    return runner
 
 
 # -- serve ---------------------------------------------------------------------------------------
 
 
 async def serve(args: argparse.Namespace) -> None:
+    limits = http_limits(args)
     limit = raise_file_limit()
     options = ServerOptions(
         data_dir=args.data_dir,
         db=args.db or "",
         public_url=(args.public_url or "").rstrip("/"),
+        trusted_proxies=tuple(p for group in args.trusted_proxy for p in group),
+        forwarded_header=args.forwarded_header,
+        **turn_options(args),
         fleet=Settings(
             health_interval_s=args.health_interval,
             offline_after_s=args.offline_after,
@@ -86,16 +172,22 @@ async def serve(args: argparse.Namespace) -> None:
             history_keep_s=args.history_keep,
         ),
     )
-    server = await Server.open(options)
+    server = await Server.open(options)  # a bad TURN setting is a ConfigError here
+    turn = server.ice.public()
+    if turn["configured"]:
+        log.info(
+            "TURN: %s (STUN %s); credentials for classes of %s s + %s s, secret set",
+            " ".join(turn["urls"]),
+            " ".join(turn["stun_urls"]) or "none",
+            f"{turn['class_s']:.0f}",
+            f"{turn['margin_s']:.0f}",
+        )
     tune_gc(server)  # process-wide: only in the server's own process, not where it is embedded
     server.start()
     from .app import make_app
 
     host, port = args.http
-    runner = web.AppRunner(make_app(server), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096, shutdown_timeout=5.0)
-    await site.start()
+    runner = await listen(make_app(server), host, port, limits)
     bound = runner.addresses[0][1] if runner.addresses else port
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     print(
@@ -247,6 +339,61 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA))
 
 
+def _guard_arguments(srv: argparse.ArgumentParser) -> None:
+    """Slow and too many connections (docs/provisioning.md): the defaults hold 15,000 kits."""
+    srv.add_argument(
+        "--header-timeout", type=float, default=10.0, help="seconds for a request's headers"
+    )
+    srv.add_argument("--body-timeout", type=float, default=30.0, help="seconds for its body")
+    srv.add_argument(
+        "--idle-timeout", type=float, default=15.0, help="seconds a keep-alive connection idles"
+    )
+    srv.add_argument("--max-connections", type=int, default=40_000, help="open connections in all")
+    srv.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=1_000,
+        help="open connections from one address or IPv6 /64 (raise it if more kits than this "
+        "share one NAT address); loopback and --trusted-proxy are not counted",
+    )
+
+
+def _turn_arguments(srv: argparse.ArgumentParser) -> None:
+    """The fleet's coturn (docs/provisioning.md, "TURN"); also from the env file."""
+    srv.add_argument(
+        "--turn-url",
+        type=parse_turn_arg,
+        action="append",
+        default=None,
+        metavar="URL",
+        help="a TURN URL of the fleet's coturn, repeatable, in the order to try: "
+        "turn:HOST:3478?transport=udp, turn:HOST:443?transport=tcp, "
+        f"turns:HOST:443?transport=tcp (default ${TURN_URLS_ENV}, space-separated)",
+    )
+    srv.add_argument(
+        "--turn-secret-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"coturn's static-auth-secret, one line, mode 0600 (default ${TURN_SECRET_FILE_ENV})",
+    )
+    srv.add_argument(
+        "--turn-class-length",
+        type=parse_duration,
+        default=DEFAULT_CLASS_S,
+        metavar="DURATION",
+        help="the longest class expected: TURN credentials outlast it (default 2h)",
+    )
+    srv.add_argument(
+        "--turn-margin",
+        type=parse_duration,
+        default=DEFAULT_MARGIN_S,
+        metavar="DURATION",
+        help="slack after a class's expected end; kits' credentials are renewed this often "
+        "(default 30m)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kit-provisioning", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -255,6 +402,23 @@ def _parser() -> argparse.ArgumentParser:
     _common(srv)
     srv.add_argument("--http", type=parse_listen, default=("0.0.0.0", 8443), metavar="HOST:PORT")
     srv.add_argument("--public-url", help="base URL pupils and kits use (for join links)")
+    srv.add_argument(
+        "--trusted-proxy",
+        type=parse_proxies,
+        action="append",
+        default=[],
+        metavar="ADDRESS[/BITS]",
+        help="a reverse proxy whose forwarded header gives the client address (repeatable or "
+        "comma-separated, e.g. 127.0.0.1,::1); default none: the connecting address is used",
+    )
+    srv.add_argument(
+        "--forwarded-header",
+        choices=HEADERS,
+        default="x-forwarded-for",
+        help="the header trusted proxies set (default x-forwarded-for; or RFC 7239 forwarded)",
+    )
+    _guard_arguments(srv)
+    _turn_arguments(srv)
     srv.add_argument("--health-interval", type=float, default=10.0, help="seconds (default 10)")
     srv.add_argument("--offline-after", type=float, default=30.0, help="seconds of silence")
     srv.add_argument(

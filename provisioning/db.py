@@ -3,7 +3,9 @@ bringing its schema up to date with the Alembic migrations shipped in the packag
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -79,7 +81,34 @@ async def migrate(engine: AsyncEngine) -> None:
         raise DatabaseError(f"cannot open or migrate the database: {exc}") from exc
 
 
+SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def private_sqlite_file(url: str) -> None:
+    """The SQLite database file is created 0600 whatever the umask (a hand-run ``serve`` or
+    ``make demo`` under umask 022 made it, and its password and session hashes, readable by
+    every local user); SQLite gives its -wal and -shm files the database file's mode. Files
+    left readable by others by an older version are tightened. Not SQLite: nothing to do."""
+    parsed = sa.engine.make_url(url)
+    path = parsed.database or ""
+    if not parsed.drivername.startswith("sqlite") or path in ("", ":memory:"):
+        return
+    if path.startswith("file:"):  # a URI: SQLite opens it, with the umask in force
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        for suffix in SQLITE_SUFFIXES:
+            with contextlib.suppress(FileNotFoundError):
+                mode = os.stat(path + suffix).st_mode & 0o777
+                if mode & 0o077:
+                    os.chmod(path + suffix, mode & 0o700)
+                    log.warning("%s was readable by others: now %o", path + suffix, mode & 0o700)
+    except OSError as exc:
+        raise DatabaseError(f"cannot create the database file {path}: {exc}") from exc
+
+
 async def open_database(url: str) -> AsyncEngine:
+    private_sqlite_file(url)
     engine = make_engine(url)
     await migrate(engine)
     log.info("database ready (%s)", engine.url.render_as_string(hide_password=True))

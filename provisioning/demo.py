@@ -71,7 +71,7 @@ def _start_kit(args: argparse.Namespace, server_url: str, code: str) -> subproce
         encoding="utf-8",
     )
     return subprocess.Popen(
-        [str(BIN / "kit-agent"), "run", "--config", str(config),
+        [str(BIN / "kit-agent"), "run", "--config", str(config), "--print-join-url",
          *(["--start"] if args.start else [])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

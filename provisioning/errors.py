@@ -55,6 +55,10 @@ class Gone(RequestError):
     status = 410
 
 
+class RequestTimeout(RequestError):
+    status = 408
+
+
 class PayloadTooLarge(RequestError):
     status = 413
 

@@ -17,9 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import store
+from .ice import KitIce
 from .protocol import (
     CLOSE_REPLACED,
     CLOSE_REVOKED,
@@ -27,6 +29,7 @@ from .protocol import (
     ConfigAck,
     Health,
     Hello,
+    NetworkHealth,
     ProtocolError,
     PushConfig,
     PushedConfig,
@@ -95,6 +98,15 @@ class Kit:
     """The last digests this kit was refused (each is audited once)."""
     replacements: tuple[float, ...] = ()
     contested_at: float | None = None
+    class_started_at: float | None = None
+    """When the server saw the live class's claim (pupils' TURN credentials last until its
+    expected end, provisioning/ice.py)."""
+    ice: KitIce | None = None
+    """The kit's current TURN credential set (kits with the ``ice_servers`` feature)."""
+    ice_wake: asyncio.Event | None = None
+    """Set when a class starts: wakes the link's task that sends ``ice_servers``."""
+    network: NetworkHealth | None = None
+    """The network part of the latest report: how the school gets out, pupils by path."""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -109,6 +121,7 @@ class Kit:
             "software": self.software,
             "problems": list(self.problems),
             "session": self.session,
+            "network": self.network.model_dump() if self.network is not None else None,
             "config": {
                 "desired": self.desired_version,
                 "applied": self.applied_config,
@@ -127,6 +140,25 @@ class Settings:
 
 
 Scope = Callable[[Kit], bool]
+
+
+def _network_view(network: NetworkHealth | None) -> tuple[object, ...] | None:
+    """What the dashboard shows of a kit's network (a new probe time alone is no news)."""
+    if network is None:
+        return None
+    return (network.reach, network.turn_error, tuple(sorted(network.paths.items())))
+
+
+def _stored_network(health: str | None) -> NetworkHealth | None:
+    """The network part of a latest report kept in the database (validated when received)."""
+    if not health or '"network"' not in health:
+        return None
+    try:
+        value = json.loads(health).get("network")
+        return NetworkHealth.model_validate(value) if value is not None else None
+    except (ValueError, ValidationError):
+        log.warning("a stored health report has an unreadable network part: ignored")
+        return None
 
 
 class Fleet:
@@ -175,6 +207,7 @@ class Fleet:
                 applied_config=row["applied_config"],
                 config_status=row["config_status"],
                 config_reason=row["config_reason"],
+                network=_stored_network(row["health"]),
             )
             self._compute_desired(kit)
             self.kits[kit.id] = kit
@@ -189,6 +222,7 @@ class Fleet:
         if kit.token is not None:
             self._remember_ended(kit.token, kit.id)
         kit.token = row["digest"]
+        kit.class_started_at = row["claimed_at"]
         self.by_token[kit.token] = kit
 
     def add(self, row: dict[str, Any]) -> Kit:
@@ -306,13 +340,15 @@ class Fleet:
         keep = changed or now - kit.history_at >= self.settings.history_every_s
         if keep:
             kit.history_at = now
+        network_changed = _network_view(report.network) != _network_view(kit.network)
         kit.health = text
         kit.problems = problems
         kit.session = report.session.state
+        kit.network = report.network
         self.writer.health(kit.id, now, text, kit.software, message.sent_at, keep)
         if not kit.online:
             self._set_online(kit, True, now)  # publishes
-        elif changed:
+        elif changed or network_changed:
             self.publish(kit)
 
     def _backlog(self, kit: Kit, message: Health, now: float) -> None:
@@ -361,9 +397,12 @@ class Fleet:
             self._end_token(kit)
         if digest is not None and digest != kit.token:
             kit.token = digest
+            kit.class_started_at = self.clock()
             self.by_token[digest] = kit
             self.expired_tokens.pop(digest, None)  # its own class, resumed after a restart
             self.writer.token(digest, kit.id, self.clock(), None)
+            if kit.ice_wake is not None:  # the class's TURN credentials (provisioning/link.py)
+                kit.ice_wake.set()
         if kit.session != info.state:
             kit.session = info.state
             self.publish(kit)
@@ -400,6 +439,7 @@ class Fleet:
         self._remember_ended(kit.token, kit.id)
         self.writer.token(kit.token, kit.id, self.clock(), self.clock())
         kit.token = None
+        kit.class_started_at = None
 
     def _remember_ended(self, digest: str, kit_id: str) -> None:
         self.expired_tokens[digest] = kit_id

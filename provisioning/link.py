@@ -2,14 +2,17 @@
 validated by :mod:`provisioning.protocol`, state lives in :class:`~provisioning.fleet.Fleet`.
 
 A link starts with the kit's ``hello`` (credential, software, applied config, session); the
-server answers ``welcome`` or closes with a close code from the protocol module. Any frame
-that breaks the protocol closes the link with its code and a short reason, is logged, and
-leaves the server and every other link untouched.
+server answers ``welcome`` or closes with a close code from the protocol module. A kit whose
+``hello`` lists the ``ice_servers`` feature, on a server with TURN configured, then gets its
+TURN credentials from a task of its link (:meth:`LinkEndpoint._push_ice`; one per link, ended
+with it). Any frame that breaks the protocol closes the link with its code and a short reason,
+is logged, and leaves the server and every other link untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -19,6 +22,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .fleet import Fleet, Kit
+from .ice import ICE_FEATURE, IceIssuer, KitIce
 from .protocol import (
     CLOSE_INTERNAL,
     CLOSE_MALFORMED,
@@ -32,6 +36,7 @@ from .protocol import (
     ConfigAck,
     Health,
     Hello,
+    IceServers,
     MessageBudget,
     ProtocolError,
     Session,
@@ -106,7 +111,9 @@ class LinkEndpoint:
         hello_timeout_s: float = HELLO_TIMEOUT_S,
         budget: Callable[[float], MessageBudget] = MessageBudget,
         clock: Callable[[], float] = time.monotonic,
+        ice: IceIssuer | None = None,
     ) -> None:
+        self.ice = ice if ice is not None else IceIssuer(None)
         self.hello_timeout_s = hello_timeout_s
         self.budget = budget
         self.clock = clock
@@ -121,6 +128,7 @@ class LinkEndpoint:
         await ws.prepare(request)
         link = WsLink(ws)
         kit: Kit | None = None
+        ice_task: asyncio.Task[None] | None = None
         try:
             hello = await _read_hello(ws, self.hello_timeout_s)
             kit = self._authenticate(hello)
@@ -132,6 +140,11 @@ class LinkEndpoint:
             )
             await ws.send_str(encode(welcome))
             await self.fleet.attach(kit, link, hello)
+            if ICE_FEATURE in hello.features and self.ice.enabled:
+                ice_task = asyncio.create_task(self._push_ice(kit, link), name=f"ice-{kit.id}")
+            elif ICE_FEATURE in hello.features:  # no TURN here: the kit keeps its own servers,
+                # and knows the server takes its network report (docs/protocol.md)
+                await ws.send_str(encode(IceServers(ice_servers=[], expires_at=0)))
             await self._receive(ws, kit)
         except ProtocolError as exc:
             self.rejected += 1
@@ -145,11 +158,44 @@ class LinkEndpoint:
             log.exception("link handler failed")
             await ws.close(code=CLOSE_INTERNAL, message=b"internal error")
         finally:
+            if ice_task is not None:
+                ice_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ice_task
             if kit is not None:
                 self.fleet.detach(kit, link)
                 if kit.link is None:  # not replaced by a newer link of the same kit
                     self.relay.kit_gone(kit)
         return ws
+
+    async def _push_ice(self, kit: Kit, link: WsLink) -> None:
+        """Send the kit its TURN credentials now, again when a class starts (the fleet sets
+        ``kit.ice_wake``) and before they are due for renewal, until the link ends. The set
+        itself is :meth:`IceIssuer.kit_credential`'s: an unchanged set is not sent twice on one
+        link."""
+        wake = asyncio.Event()
+        kit.ice_wake = wake
+        if kit.ice is None:
+            kit.ice = KitIce()
+        sent = None
+        try:
+            while not link.closing:
+                wake.clear()  # before reading the kit's state: a class start from here on wakes
+                credential = self.ice.kit_credential(kit.ice, kit.id, kit.token)
+                if credential != sent:
+                    await link.send(encode(self.ice.kit_message(credential)))
+                    sent = credential
+                delay = max(1.0, self.ice.renew_at(credential) - self.ice.clock())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await wake.wait()
+        except (ConnectionError, RuntimeError):  # the link closed under the send
+            pass
+        except Exception:
+            log.exception("sending ice_servers to kit %s failed", kit.id)
+        finally:
+            if kit.ice_wake is wake:
+                kit.ice_wake = None
 
     def _authenticate(self, hello: Hello) -> Kit:
         kit = self.fleet.authenticate(hello.kit_id, hello.secret)

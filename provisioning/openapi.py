@@ -110,7 +110,9 @@ def _paths() -> dict[str, Any]:
                 "Password",
             )
         },
-        "/api/v1/kits": {"get": _op("Kits in the admin's scope, with online state")},
+        "/api/v1/kits": {
+            "get": _op("Kits in the admin's scope: online state, network (reach, pupils by path)")
+        },
         "/api/v1/kits/{kit_id}": {
             "parameters": _kit_param(),
             "get": _op("One kit: latest health, history (?history=N), configuration"),
@@ -119,6 +121,12 @@ def _paths() -> dict[str, Any]:
         "/api/v1/kits/{kit_id}/revoke": {
             "parameters": _kit_param(),
             "post": _op("Revoke: closes its link at once and refuses its credential"),
+        },
+        "/api/v1/turn": {
+            "get": _op(
+                "The TURN settings: URLs, derived STUN URLs, credential lifetimes, whether a "
+                "secret is set (never the secret)"
+            )
         },
         "/api/v1/schools": {
             "get": _op("Schools in scope"),

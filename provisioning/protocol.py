@@ -57,11 +57,14 @@ class ProtocolError(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
-        self.reason = reason[:120]  # a close reason must fit in 123 bytes
+        # A close reason must fit in 123 bytes of UTF-8 (it may name a peer's non-ASCII key).
+        self.reason = reason.encode()[:120].decode(errors="ignore")
 
 
 class _Msg(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or ±Infinity (``1e999`` parses as infinity): not JSON, stored as null, and
+    # infinity in a kit's clock poisoned the server's latency figures.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # -- health ------------------------------------------------------------------------------------
@@ -342,7 +345,9 @@ def parse_kit_message(
     return _parse(_KIT, KIT_TYPES, data)  # type: ignore[no-any-return]
 
 
-def parse_server_message(data: str | bytes) -> Welcome | PushConfig | WhepOffer | WhepDelete:
+def parse_server_message(
+    data: str | bytes,
+) -> Welcome | PushConfig | IceServers | WhepOffer | WhepDelete:
     """A frame the agent received; raises :class:`ProtocolError`."""
     return _parse(_SERVER, SERVER_TYPES, data)  # type: ignore[no-any-return]
 

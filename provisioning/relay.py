@@ -4,6 +4,12 @@
 token's SHA-256), sends the offer over its link and answers with the kit's SDP answer. Media
 never flows through this server: the answer carries the kit's own ICE candidates (and TURN, when
 configured). ``Location`` names a server-side resource id mapped to (kit, viewer).
+
+Offers are rate-limited per client address (behind a trusted proxy, the pupil's forwarded
+address): 200 offers in a burst from one client filled a class and refused real pupils for the
+kit's whole connect timeout. A token bucket per address (``ServerOptions.whep_burst``, 20 at
+once, then ``whep_rate_per_s``, 1 a second) answers the rest ``429`` with ``Retry-After``,
+before the token is looked up or the body read; the pupil page retries a 429 like any refusal.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from .errors import (
     ServiceUnavailable,
 )
 from .fleet import Fleet, Kit
+from .limits import RateLimit
 from .protocol import WhepAnswer, WhepDelete, WhepDeleted, WhepOffer, encode, token_digest
 
 log = logging.getLogger("provisioning.relay")
@@ -40,13 +47,20 @@ class Pending:
 
 
 class Relay:
-    def __init__(self, fleet: Fleet, timeout_s: float = 15.0) -> None:
+    def __init__(
+        self, fleet: Fleet, timeout_s: float = 15.0, offer_limit: RateLimit | None = None
+    ) -> None:
         self.fleet = fleet
         self.timeout_s = timeout_s
+        self.offer_limit = offer_limit if offer_limit is not None else RateLimit(20, 1.0)
         self.pending: dict[str, Pending] = {}
         self.resources: dict[str, tuple[str, str]] = {}
         """Server resource id → (kit id, the kit's viewer id)."""
         self.offers = 0
+
+    def admit(self, client_key: str) -> None:
+        """One offer from this client (a :func:`provisioning.forwarded.rate_key`), or 429."""
+        self.offer_limit.take(client_key)
 
     def find_kit(self, token: str) -> Kit:
         digest = token_digest(token)

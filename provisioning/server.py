@@ -16,9 +16,11 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import store
-from .auth import LoginLimiter
 from .db import checkpoint, database_url, open_database
 from .fleet import ENDED_TOKENS_KEEP_S, Fleet, Settings
+from .forwarded import ClientAddresses
+from .ice import DEFAULT_CLASS_S, DEFAULT_MARGIN_S, IceIssuer, load_turn
+from .limits import Backoff, LoginThrottle, RateLimit
 from .link import LinkEndpoint
 from .relay import Relay
 from .writer import Writer
@@ -38,7 +40,24 @@ class ServerOptions:
     relay_timeout_s: float = 15.0
     hello_timeout_s: float = 10.0
     session_lifetime_s: float = 12 * 3600.0
-    login_attempts: int = 5
+    login_free_failures: int = 5
+    """Wrong passwords before sign-in delays start (then 1 s, doubling; provisioning/limits.py)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Reverse proxies (addresses or networks) whose forwarding header gives the client's
+    address (provisioning/forwarded.py); none by default."""
+    forwarded_header: str = "x-forwarded-for"
+    whep_burst: int = 20
+    whep_rate_per_s: float = 1.0
+    """``POST /whep/<token>`` per client address: a burst, then this many a second."""
+    turn_urls: tuple[str, ...] = ()
+    """The fleet's TURN server (``--turn-url``, repeatable): ``turn:HOST:PORT?transport=udp``,
+    ``…?transport=tcp``, ``turns:HOST:PORT?transport=tcp`` (provisioning/turn.py)."""
+    turn_secret_file: Path | None = None
+    """coturn's ``static-auth-secret``, in a file of mode 0600 (``--turn-secret-file``)."""
+    turn_class_s: float = DEFAULT_CLASS_S
+    turn_margin_s: float = DEFAULT_MARGIN_S
+    """The longest class expected and the slack after it: credential lifetimes
+    (provisioning/ice.py)."""
 
 
 GC_YOUNG_THRESHOLD = 50_000
@@ -73,16 +92,32 @@ def tune_gc(server: Server) -> None:
         gc.callbacks.append(timer)
 
 
+def load_ice(options: ServerOptions) -> IceIssuer:
+    """The TURN settings checked (secret file read): raises :class:`ConfigError`."""
+    turn = load_turn(
+        options.turn_urls, options.turn_secret_file, options.turn_class_s, options.turn_margin_s
+    )
+    return IceIssuer(turn)
+
+
 class Server:
-    def __init__(self, options: ServerOptions, engine: AsyncEngine) -> None:
+    def __init__(
+        self, options: ServerOptions, engine: AsyncEngine, ice: IceIssuer | None = None
+    ) -> None:
         self.options = options
+        self.ice = ice if ice is not None else load_ice(options)
         self.engine = engine
         self.writer = Writer(engine, options.flush_interval_s)
         self.fleet = Fleet(engine, options.fleet, self.writer)
-        self.relay = Relay(self.fleet, options.relay_timeout_s)
-        self.links = LinkEndpoint(self.fleet, self.relay, options.hello_timeout_s)
-        self.login_limiter = LoginLimiter(options.login_attempts)
-        self.enroll_limiter = LoginLimiter(attempts=20, window_s=600.0)
+        offers = RateLimit(options.whep_burst, options.whep_rate_per_s)
+        self.relay = Relay(self.fleet, options.relay_timeout_s, offers)
+        self.links = LinkEndpoint(self.fleet, self.relay, options.hello_timeout_s, ice=self.ice)
+        self.ice_options_limit = RateLimit(options.whep_burst, options.whep_rate_per_s)
+        """Pupil credentials minted for ``OPTIONS /whep/<token>`` per client address (the POSTs
+        have the relay's limit): beyond it the answer has no ``Link`` headers."""
+        self.addresses = ClientAddresses(options.trusted_proxies, options.forwarded_header)
+        self.login_limiter = LoginThrottle(options.login_free_failures)
+        self.enroll_limiter = Backoff(free=20, base_s=1.0, cap_s=600.0)
         self.started = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self.gc_pause_max = 0.0
@@ -92,9 +127,10 @@ class Server:
 
     @classmethod
     async def open(cls, options: ServerOptions) -> Server:
+        ice = load_ice(options)  # a bad TURN setting stops the start before the database opens
         options.data_dir.mkdir(parents=True, exist_ok=True)
         engine = await open_database(database_url(options.db, options.data_dir))
-        server = cls(options, engine)
+        server = cls(options, engine, ice)
         await server.fleet.load()
         return server
 

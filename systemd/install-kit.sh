@@ -7,10 +7,10 @@
 # Run from the source tree (or with KIT_WHEEL=hybrid_classroom-X.Y.Z-py3-none-any.whl). It
 # installs the Debian packages the kit needs, creates the users kit (the agent: video, audio)
 # and kit-kiosk (the touch screen), installs the agent in /opt/kit/venv, writes
-# /etc/kit/agent.toml if there is none (an admin's file is never touched), enrolls the kit
-# once (the credential in /var/lib/kit is kept across upgrades), installs the units and
-# (re)starts them. Running it twice changes nothing; running it with a newer version upgrades
-# the agent and restarts it. Options for tests and image builds: see install-common.sh.
+# /etc/kit/agent.toml (0640 root:kit) if there is none (an admin's file is never touched),
+# enrolls the kit once (the credential in /var/lib/kit is kept across upgrades), installs the
+# units and (re)starts them. Running it twice changes nothing; running it with a newer version
+# upgrades the agent and restarts it. Options for tests and image builds: see install-common.sh.
 
 # shellcheck source-path=SCRIPTDIR source=install-common.sh
 . "$(dirname "$0")/install-common.sh"
@@ -36,7 +36,9 @@ chmod 0755 "$ROOT/etc/kit"
 chmod 0700 "$STATE"
 install_venv "$VENV"
 
-write_once "$CONFIG" 0644 <<'TOML'
+# 0640 root:kit: the agent (user kit) reads it, nobody else does (it may hold TURN secrets),
+# and the agent cannot rewrite it. A file from an older install loses its bits for others.
+write_once "$CONFIG" 0640 <<'TOML'
 # kit-agent configuration (every key: /opt/kit/venv/…/agent/example-config.toml).
 # Written once by install-kit.sh; upgrades never change it. After an edit:
 #   systemctl reload kit-agent   (restarts it now, or at the end of the class in progress)
@@ -57,6 +59,8 @@ device = "/dev/video2"
 [microphone]
 device = "default"
 TOML
+chmod o-rwx "$CONFIG"
+system chown root:kit "$CONFIG"
 
 if [ -e "$STATE/server-link.json" ]; then
     say "already enrolled (credential in $STATE/server-link.json kept)"

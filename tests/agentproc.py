@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
 import sys
@@ -94,9 +95,20 @@ class AgentProcess:
         config = write_config(directory / "agent.toml", directory / "state", f"127.0.0.1:{port}")
         return cls(config, directory / "agent.log", f"http://127.0.0.1:{port}")
 
-    async def start(self, timeout: float = 20.0) -> float:
-        """Launch it and wait for its kiosk line; returns the monotonic launch time."""
+    async def start(
+        self, timeout: float = 20.0, env: dict[str, str] | None = None, nofile: int | None = None
+    ) -> float:
+        """Launch it and wait for its kiosk line; returns the monotonic launch time.
+
+        ``env``: more environment (a notify socket); ``nofile``: the soft open-files limit it
+        starts with (systemd's default is 1,024)."""
         launched = time.monotonic()
+
+        def limit_files() -> None:
+            if nofile is not None:
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -106,9 +118,10 @@ class AgentProcess:
                 "--config",
                 str(self.config),
                 cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
+                preexec_fn=limit_files if nofile is not None else None,
             )
         self.lines = []
         self._reader = asyncio.create_task(self._read())

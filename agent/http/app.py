@@ -17,47 +17,60 @@ Routes
   PATCH  /whep/resource/{id}  405: no trickle ICE (every candidate is in the answer)
 
 Refusals are :class:`~agent.errors.RequestError` subclasses; only their public message is sent.
-Control requests must come from the kit itself (loopback) and, when a browser says where it
-comes from (``Origin``), from a page of this server: another site open in the kiosk's browser
-cannot press Stop.
+Control requests must come from the kit itself (loopback), name a loopback host (``Host``:
+127.0.0.0/8, ::1 or localhost, any port) and, when a browser says where it comes from
+(``Origin``), come from a page of this server on such a host: another site open in the kiosk's
+browser cannot press Stop, even by pointing its own name at 127.0.0.1 (DNS rebinding).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
+from urllib.parse import urlsplit
 
 import qrcode
 import qrcode.image.svg
 from aiohttp import web
+from multidict import CIMultiDict
 
-from .. import __version__
+from kitsys.httpguard import body_timeout_s
+from kitsys.ratelimit import TokenBuckets, retry_after
+
+from .. import __version__, boundedjson
 from ..errors import (
     BadRequest,
     Forbidden,
     NotFound,
     PayloadTooLarge,
     RequestError,
+    RequestTimeout,
+    TooManyRequests,
     UnsupportedMediaType,
 )
 from ..problems import Problems
 from ..session import ClassSession
+from ..webrtc.ice import link_headers
 from ..webrtc.sdp import MAX_OFFER_BYTES
+from .ratelimit import peer_key
 
 log = logging.getLogger("agent.http")
 
 SESSION_KEY = web.AppKey("session", ClassSession)
 PROBLEMS_KEY = web.AppKey("problems", Problems)
+LIMITER_KEY = web.AppKey("whep_limiter", TokenBuckets)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 WHEP_CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
-    "Access-Control-Expose-Headers": "Location, Link, ETag, Accept-Patch, X-Class-State",
+    "Access-Control-Expose-Headers": (
+        "Location, Link, ETag, Accept-Patch, X-Class-State, Retry-After"
+    ),
     "Access-Control-Max-Age": "600",
 }
 
@@ -84,6 +97,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = _error(exc.status, exc.public_message, json=not whep)
         if exc.class_state:
             response.headers["X-Class-State"] = exc.class_state
+        if exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(exc.retry_after_s)
     except web.HTTPException:
         raise
     except Exception:
@@ -100,11 +115,31 @@ def _error(status: int, message: str, json: bool) -> web.Response:
     return web.Response(status=status, text=message + "\n", content_type="text/plain")
 
 
+def is_loopback_host(authority: str) -> bool:
+    """Whether a ``Host`` header (or an origin's host and port) names this machine's loopback:
+    ``127.x.x.x``, ``[::1]`` or ``localhost``, with or without a port. A name that merely
+    resolves to 127.0.0.1 is refused: that is what a DNS-rebinding page looks like."""
+    try:
+        parts = urlsplit("//" + authority)
+        parts.port  # noqa: B018  (raises ValueError on a port that is not a number in range)
+    except ValueError:
+        return False
+    host = parts.hostname or ""
+    if parts.username is not None or parts.password is not None or parts.netloc != authority:
+        return False
+    return host == "localhost" or _is_loopback(host)
+
+
 def require_local(request: web.Request) -> None:
+    """A control request: from loopback, to a loopback host, and from the kiosk's own origin if
+    a browser names one (:func:`is_loopback_host`)."""
     if not _is_loopback(request.remote):
         raise Forbidden("control is only accepted from the kit itself")
+    host = request.headers.get("Host")  # absent: an HTTP/1.0 tool; a browser always sends it
+    if host is not None and not is_loopback_host(host):
+        raise Forbidden("control is only accepted on a loopback address")
     origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
+    if origin is not None and origin != f"{request.scheme}://{host}":
         raise Forbidden("control is only accepted from the kiosk page")
 
 
@@ -191,12 +226,17 @@ async def get_qr(request: web.Request) -> web.Response:
     )
 
 
+MAX_JSON_BODY = 4096
+MAX_JSON_DEPTH = 8
+"""Kiosk bodies are flat (``{"muted": true}``); the bound keeps the parser's recursion away."""
+
+
 async def _json_body(request: web.Request) -> dict[str, object]:
-    raw = await read_limited(request, 4096)
+    raw = await read_limited(request, MAX_JSON_BODY)
     try:
-        body = json.loads(raw or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadRequest("the body is not JSON") from None
+        body = boundedjson.loads(raw or b"{}", MAX_JSON_DEPTH)
+    except boundedjson.JsonError:
+        raise BadRequest("the body is not JSON (or is nested too deep)") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
@@ -206,34 +246,59 @@ async def _json_body(request: web.Request) -> dict[str, object]:
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The whole body: 413 beyond ``limit`` bytes, 408 if it takes longer than the connection
+    guard's body timeout (a peer trickling a body must not hold a handler forever)."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
     body = bytearray()
-    while len(body) <= limit:  # read() returns what has arrived so far, not the whole body
-        chunk = await request.content.read(limit + 1 - len(body))
-        if not chunk:
-            break
-        body += chunk
+    try:
+        async with asyncio.timeout(body_timeout_s(request)):
+            while len(body) <= limit:  # read() returns what has arrived so far
+                chunk = await request.content.read(limit + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
+    except TimeoutError:
+        raise RequestTimeout("the body took too long to arrive") from None
     if len(body) > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
     return bytes(body)
 
 
+def _limit_joins(request: web.Request) -> str | None:
+    """Take one join attempt for the request's LAN address (docs/whep.md, "Limits"); returns
+    that address (None: the kit itself) or raises 429 with ``Retry-After``."""
+    peer = peer_key(request.remote)
+    if peer is None:
+        return None
+    webrtc = request.app[SESSION_KEY].config.webrtc
+    now = asyncio.get_running_loop().time()
+    rate = webrtc.whep_per_minute / 60.0
+    wait_s = request.app[LIMITER_KEY].take(peer, now, webrtc.whep_burst, rate)
+    if wait_s:
+        wait = retry_after(wait_s)
+        raise TooManyRequests(
+            f"too many join attempts from this address; try again in {wait} s",
+            retry_after_s=wait,
+        )
+    return peer
+
+
 async def post_whep(request: web.Request) -> web.Response:
     session = request.app[SESSION_KEY]
     token = request.match_info["token"]
+    peer = _limit_joins(request)
     await session.wait_started()  # resuming after a restart: the pupil waits, not refused
     session.check_token(token)
     if request.content_type != "application/sdp":
         raise UnsupportedMediaType("Content-Type must be application/sdp")
     body = await read_limited(request, MAX_OFFER_BYTES)
-    viewer, answer = await session.add_viewer(token, body)
-    location = f"/whep/resource/{viewer.id}"
+    viewer, answer = await session.add_viewer(token, body, peer)
+    headers = CIMultiDict({"Location": f"/whep/resource/{viewer.id}"})
+    for link in link_headers(session.config.webrtc.pupil_ice_servers):
+        headers.add("Link", link)
     return web.Response(
-        status=201,
-        body=answer.encode(),
-        content_type="application/sdp",
-        headers={"Location": location},
+        status=201, body=answer.encode(), content_type="application/sdp", headers=headers
     )
 
 
@@ -258,7 +323,20 @@ async def patch_whep(request: web.Request) -> web.Response:
 
 
 async def options_whep(request: web.Request) -> web.Response:
-    return web.Response(status=204, headers={"Accept-Post": "application/sdp"})
+    """The pupil page asks first, for its ICE servers (``Link``, docs/whep.md): given for a
+    live class's own link only (a LAN-only kit's ``webrtc.pupil_ice_servers``)."""
+    headers = CIMultiDict({"Accept-Post": "application/sdp", "Cache-Control": "no-store"})
+    session = request.app[SESSION_KEY]
+    token = request.match_info.get("token")
+    if token is not None:
+        try:
+            session.check_token(token)
+        except RequestError:
+            pass
+        else:
+            for link in link_headers(session.config.webrtc.pupil_ice_servers):
+                headers.add("Link", link)
+    return web.Response(status=204, headers=headers)
 
 
 # -- pages ------------------------------------------------------------------------------------
@@ -324,6 +402,7 @@ def make_app(session: ClassSession, problems: Problems | None = None) -> web.App
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_OFFER_BYTES * 2)
     app[SESSION_KEY] = session
     app[PROBLEMS_KEY] = problems if problems is not None else Problems()
+    app[LIMITER_KEY] = TokenBuckets()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", kiosk_page)
     app.router.add_get("/kiosk/{name}", kiosk_file)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -27,6 +28,7 @@ from provisioning.protocol import (
     VERSION,
     Health,
     Hello,
+    IceServers,
     ProtocolError,
     PushConfig,
     Session,
@@ -42,7 +44,7 @@ from provisioning.protocol import (
 )
 
 from .. import __version__
-from ..config import ServerLinkConfig
+from ..config import IceServerConfig, ServerLinkConfig
 from ..errors import RequestError
 from ..session import ClassSession, SessionState
 from .apply import PushedConfigs
@@ -58,6 +60,8 @@ BACKLOG_MAX = 360
 first, and the server is told how many were dropped."""
 DEFAULT_HEALTH_INTERVAL_S = 10.0
 """Report interval before the first welcome (afterwards: the server's ``health_interval_s``)."""
+FEATURES = ["ice_servers"]
+"""What this kit understands beyond version 1 (sent in its hello)."""
 
 
 class Refused(Exception):
@@ -110,6 +114,8 @@ class LinkClient:
         self._seq = 0
         self._report_now = asyncio.Event()
         self._reporter: asyncio.Task[None] | None = None
+        self._clock_skew = 0.0
+        """The server's wall clock minus the kit's, at the last welcome."""
         session.listeners.append(self._session_changed)
 
     async def run(self) -> None:
@@ -141,6 +147,7 @@ class LinkClient:
                     close_timeout=5,
                     compression=None,
                     user_agent_header=f"kit-agent/{__version__}",
+                    proxy=self.options.proxy or None,
                 ) as ws:
                     attempt = 0
                     await self._serve(ws)
@@ -176,7 +183,11 @@ class LinkClient:
             software=__version__,
             config_version=self.configs.version,
             session=session_info(self.session),
+            features=FEATURES,
         )
+        # The report's ``network`` only once the server has sent ``ice_servers`` on this link:
+        # a server from before it would refuse the field (and close the link).
+        self.collector.network = False
         await ws.send(encode(hello))
         try:
             async with asyncio.timeout(20):
@@ -191,6 +202,8 @@ class LinkClient:
         self.state = "connected"
         log.info("linked to %s as %s", self.credential.server, welcome.kit_id)
         self.health_interval_s = welcome.health_interval_s
+        self._clock_skew = welcome.server_time - time.time()
+        self.session.network.want_probe()  # what gets out may have changed with the link
         await self._send_backlog(ws)
         self._ws = ws
         self._connected.set()
@@ -229,8 +242,29 @@ class LinkClient:
             asyncio.get_running_loop().create_task(self._whep_offer(message))
         elif isinstance(message, WhepDelete):
             asyncio.get_running_loop().create_task(self._whep_delete(message))
+        elif isinstance(message, IceServers):
+            self._ice_servers(message)
         else:
             raise ProtocolError(4400, "welcome is only the first message")
+
+    def _ice_servers(self, message: IceServers) -> None:
+        """The server's STUN/TURN servers for this kit: they replace the previous ones until
+        ``expires_at`` (the server's clock, corrected by the skew seen at welcome); kept in
+        memory only, and logged without their credentials."""
+        servers = []
+        for given in message.ice_servers:
+            try:
+                servers.append(IceServerConfig.model_validate(given.model_dump()))
+            except ValidationError:
+                log.warning("an ICE server from the server is not a stun:/turn: URL: left out")
+        valid_for = message.expires_at - (time.time() + self._clock_skew)
+        self.collector.network = True
+        if servers and valid_for <= 0:
+            log.warning("the server's ICE servers have already expired: not used")
+        else:
+            urls = [url.split("?")[0] for s in servers for url in s.urls]
+            log.info("ICE servers from the server: %s", ", ".join(urls) or "none")
+        self.session.network.set_given(servers, valid_for)
 
     # -- health: made every interval whether linked or not, queued while the link is down ------
 

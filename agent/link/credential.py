@@ -75,13 +75,18 @@ def save_credential(state_dir: Path, credential: Credential) -> Path:
     return path
 
 
-async def enroll(server_url: str, code: str, name: str = "", timeout_s: float = 20.0) -> Credential:
+async def enroll(
+    server_url: str, code: str, name: str = "", timeout_s: float = 20.0, proxy: str = ""
+) -> Credential:
+    """Exchange ``code`` for this kit's identity; through ``proxy`` (``server.proxy``) if set."""
     server = check_server_url(server_url)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as http,
-            http.post(server + ENROLL_PATH, json={"code": code, "name": name}) as response,
+            http.post(
+                server + ENROLL_PATH, json={"code": code, "name": name}, proxy=proxy or None
+            ) as response,
         ):
             if response.status != 201:
                 raise LinkError(f"the server refused: {await _reason(response)}")

@@ -51,6 +51,8 @@ class HealthCollector:
         self._last_at = clock()
         self._encoders: dict[str, tuple[int, int]] = {}
         self._tracks: dict[str, tuple[int, int]] = {}
+        self.network = False
+        """Include ``network`` (set by the link once the server has shown it knows it)."""
         psutil.cpu_percent(None)  # the first call only starts the measurement
 
     def device_states(self) -> tuple[tuple[str, str, str], ...] | None:
@@ -74,8 +76,10 @@ class HealthCollector:
             disk_free = shutil.disk_usage(self.disk_path).free
         except OSError:
             disk_free = 0
+        network = self.session.network.health(self.session.paths()) if self.network else None
         return HealthReport.model_validate(
             {
+                "network": network,
                 "software": __version__,
                 "uptime_s": round(now - self.started, 1),
                 "cpu_percent": psutil.cpu_percent(None),

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
 
+from kitsys.icelinks import link_header
+
 from ..config import IceServerConfig
 
 _original_get_host_addresses = aioice.ice.get_host_addresses
@@ -33,6 +35,16 @@ def rtc_configuration(servers: Sequence[IceServerConfig]) -> RTCConfiguration:
             for server in servers
         ]
     )
+
+
+def link_headers(servers: Sequence[IceServerConfig]) -> list[str]:
+    """``Link`` header values that hand ``servers`` to a WHEP client: one per URL
+    (:func:`kitsys.icelinks.link_header`)."""
+    return [
+        link_header(url, server.username, server.credential)
+        for server in servers
+        for url in server.urls
+    ]
 
 
 def restrict_host_addresses(addresses: Sequence[str]) -> None:

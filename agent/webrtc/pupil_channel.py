@@ -1,8 +1,9 @@
 """The pupil data channel: hand raising and display names (docs/pupil-channel.md).
 
 A sans-I/O core: :func:`parse_pupil_message` turns one received message into an event or raises
-:class:`~agent.errors.ProtocolError`; the ``*_message`` functions build what the kit sends. The
-viewer (``viewer.py``) does the I/O on the aiortc channel.
+:class:`~agent.errors.ProtocolError`; :class:`MessageBudget` decides, clock injected, which
+messages a pupil may send; the ``*_message`` functions build what the kit sends. The viewer
+(``viewer.py``) does the I/O on the aiortc channel.
 
 The channel is the one data channel the pupil's page opens in its WHEP peer connection, label
 ``classroom``, reliable and ordered. Every message is a UTF-8 JSON object with a ``type``.
@@ -10,17 +11,21 @@ The channel is the one data channel the pupil's page opens in its WHEP peer conn
 
 from __future__ import annotations
 
+import enum
 import json
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .. import boundedjson
 from ..errors import ProtocolError
 
 CHANNEL_LABEL = "classroom"
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 1024
 MAX_NAME_CHARS = 40
+MAX_DEPTH = 4
+"""Messages are flat objects; deeper JSON is refused before the parser recurses into it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +64,8 @@ def parse_pupil_message(data: str | bytes) -> PupilEvent:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message larger than {MAX_MESSAGE_BYTES} bytes")
     try:
-        message = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        message = boundedjson.loads(raw, MAX_DEPTH)
+    except boundedjson.JsonError as exc:
         raise ProtocolError("message is not JSON") from exc
     if not isinstance(message, dict):
         raise ProtocolError("message must be a JSON object")
@@ -80,7 +85,76 @@ def parse_pupil_message(data: str | bytes) -> PupilEvent:
 def _only(message: dict[str, object], allowed: set[str]) -> None:
     unknown = set(message) - allowed
     if unknown:
-        raise ProtocolError(f"unknown field {sorted(unknown)[0]!r}")
+        # Named in the reply and the log: printable and short, whatever the page sent.
+        key = "".join(c if c.isprintable() else "?" for c in sorted(unknown)[0][:40])
+        raise ProtocolError(f"unknown field {key!r}")
+
+
+class Verdict(enum.Enum):
+    """What to do with one received message. Only the verdicts other than ``ACCEPT`` and
+    ``DROP`` are changes of state, and only they are logged."""
+
+    ACCEPT = "accept"
+    RESUME = "resume"
+    """Accepted, after messages were dropped: the pupil is back within the budget."""
+    START_DROPPING = "start-dropping"
+    """The first message dropped: the page is told once (``error``), the log says it once."""
+    DROP = "drop"
+    CLOSE = "close"
+    """Still flooding: the kit closes the channel (once; everything after is dropped)."""
+
+
+class MessageBudget:
+    """How many messages one pupil may send on the channel: a token bucket of ``burst``
+    messages refilled at ``rate`` per second. Pure logic: the caller passes the clock.
+
+    A page sends its name and hand each time the channel opens, then one message per click;
+    a pupil clicking as fast as a hand can (about 8 a second) for a few seconds stays within
+    the defaults. Over the budget a message is dropped unread. Each drop is also a strike,
+    and strikes fade at ``rate`` per second: a page that keeps sending at more than about
+    twice the rate (a script: one pupil sent 1,100 a second, each logged) reaches
+    ``close_after`` strikes and its channel is closed; its video goes on."""
+
+    __slots__ = ("_at", "_level", "_strikes", "burst", "close_after", "closed", "dropping", "rate")
+
+    def __init__(
+        self, now: float, burst: float = 20.0, rate: float = 5.0, close_after: float = 100.0
+    ) -> None:
+        self.burst = burst
+        self.rate = rate
+        self.close_after = close_after
+        self._level = burst
+        self._strikes = 0.0
+        self._at = now
+        self.dropping = False
+        self.closed = False
+
+    def admit(self, now: float) -> Verdict:
+        """The verdict on one message received at ``now``."""
+        elapsed = max(0.0, now - self._at)  # a clock that steps back refills nothing
+        self._at = max(self._at, now)
+        self._level = min(self.burst, self._level + elapsed * self.rate)
+        self._strikes = max(0.0, self._strikes - elapsed * self.rate)
+        if self.closed:
+            return Verdict.DROP
+        if self._level >= 1.0:
+            self._level -= 1.0
+            if self.dropping:
+                self.dropping = False
+                return Verdict.RESUME
+            return Verdict.ACCEPT
+        self._strikes += 1.0
+        if self._strikes >= self.close_after:
+            self.closed = True
+            return Verdict.CLOSE
+        if not self.dropping:
+            self.dropping = True
+            return Verdict.START_DROPPING
+        return Verdict.DROP
+
+
+TOO_MANY_MESSAGES = "too many messages: some were dropped"
+CLOSED_FOR_FLOODING = "too many messages: the channel is closed"
 
 
 def _dump(message: dict[str, object]) -> str:

@@ -18,13 +18,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceTransport,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc import sdp as aiortc_sdp
+from aiortc.sdp import candidate_from_sdp
 
 from ..errors import BadRequest, ProtocolError
 from ..media.pipeline import MediaPipeline
 from . import pupil_channel, rtpsend
-from .sdp import Offer, negotiated_codecs
+from .sdp import MAX_MDNS_NAMES, MAX_REMOTE_CANDIDATES, Offer, is_mdns, negotiated_codecs
 from .tracks import PacketTrack
 
 log = logging.getLogger("agent.webrtc")
@@ -68,11 +75,15 @@ class Viewer:
         self.hand_raised_at: float | None = None
         self.channel: Any = None
         self._bad_messages = 0
+        self._budget = pupil_channel.MessageBudget(time.monotonic())
         self._connect_timeout = connect_timeout
         self.pc = RTCPeerConnection(rtc_config)
         self.tracks: list[PacketTrack] = []
         self.created = time.time()
         self.connected_at: float | None = None
+        self.peer: str | None = None
+        """The LAN address (or IPv6 /64) it joined from; None: the kit itself, or the relay."""
+        self.on_connected: Callable[[Viewer], None] = lambda viewer: None
         self._closing = False
         self._timeout_task: asyncio.Task[None] | None = None
         self._mdns_tasks: list[asyncio.Task[None]] = []
@@ -99,23 +110,48 @@ class Viewer:
         mids = [media.rtp.muxId for media in aiortc_sdp.SessionDescription.parse(answer).media]
         self._bind(dict(zip(mids, negotiated_codecs(answer), strict=True)))
         self._timeout_task = asyncio.create_task(self._expire_if_never_connected())
-        self._mdns_tasks = [
-            asyncio.create_task(self._add_mdns_candidate(mid, line))
-            for mid, line in offer.mdns_candidates
-        ]
+        if offer.dropped_candidates:
+            log.info(
+                "viewer %s: offer had %d candidates over the caps (%d, %d mDNS names): dropped",
+                self.id,
+                offer.dropped_candidates,
+                MAX_REMOTE_CANDIDATES,
+                MAX_MDNS_NAMES,
+            )
+        transports = self._ice_transports()
+        for mid, line in offer.candidates:
+            if is_mdns(line):
+                task = asyncio.create_task(self._add_candidate(transports.get(mid), line))
+                self._mdns_tasks.append(task)
+            else:
+                await self._add_candidate(transports.get(mid), line)
         return str(answer)
 
-    async def _add_mdns_candidate(self, mid: str, line: str) -> None:
-        """A ``….local`` candidate of the offer, after the answer (see ``sdp.parse_offer``):
-        used if the name resolves; else the pupil's own checks tell the kit its address."""
+    def _ice_transports(self) -> dict[str, RTCIceTransport]:
+        """The ICE transport each m-line (by mid) ended up on: one for all once bundled."""
+        transports = {
+            t.mid: t.receiver.transport.transport
+            for t in self.pc.getTransceivers()
+            if t.mid is not None
+        }
+        sctp = self.pc.sctp
+        if sctp is not None and sctp.mid is not None:
+            transports[sctp.mid] = sctp.transport.transport
+        return transports
+
+    async def _add_candidate(self, transport: RTCIceTransport | None, line: str) -> None:
+        """A candidate of the offer, added after the answer (see ``sdp._take_candidates``) to
+        the transport of its m-line; aioice ignores one whose address it already has. A
+        ``….local`` one is used if the name resolves (in the background: the resolver waits up
+        to 1 s); else the pupil's own checks tell the kit its address."""
+        if transport is None:  # an m-line the kit answered without a transport (rejected)
+            return
         try:
-            candidate = aiortc_sdp.candidate_from_sdp(line.removeprefix("candidate:"))
-            candidate.sdpMid = mid
-            await self.pc.addIceCandidate(candidate)
+            await transport.addRemoteCandidate(candidate_from_sdp(line.removeprefix("candidate:")))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a malformed line, or the viewer closed meanwhile
-            log.debug("viewer %s: mDNS candidate not used: %s", self.id, exc)
+        except Exception as exc:  # the viewer closed meanwhile
+            log.debug("viewer %s: candidate not used: %s", self.id, exc)
 
     def _add_transceivers(self, offer: Offer) -> None:
         videos = iter(VIDEO_TRACK_IDS)
@@ -159,6 +195,7 @@ class Viewer:
         log.info("viewer %s: %s", self.id, state)
         if state == "connected" and self.connected_at is None:
             self.connected_at = time.time()
+            self.on_connected(self)
         elif state in ("failed", "closed"):
             await self.close()
 
@@ -174,6 +211,8 @@ class Viewer:
         self.send(pupil_channel.welcome_message(fps))
 
     def _on_message(self, data: str | bytes) -> None:
+        if not self._within_budget():
+            return
         try:
             event = pupil_channel.parse_pupil_message(data)
         except ProtocolError as exc:
@@ -182,13 +221,35 @@ class Viewer:
                 log.info("viewer %s: bad data channel message: %s", self.id, exc)
             self.send(pupil_channel.error_message(str(exc)))
             return
+        before = (self.name, self.hand_raised_at is not None)
         if isinstance(event, pupil_channel.SetName):
             self.name = event.name
         elif event.raised:
             self.hand_raised_at = self.hand_raised_at or time.time()
         else:
             self.hand_raised_at = None
-        self._on_event(self, event)
+        if (self.name, self.hand_raised_at is not None) != before:
+            self._on_event(self, event)  # changes only: a page repeating itself is not news
+
+    def _within_budget(self) -> bool:
+        """Apply the pupil's message budget (``pupil_channel.MessageBudget``); logs and tells
+        the page only when its state changes, so a flood costs neither log nor replies."""
+        verdict = self._budget.admit(time.monotonic())
+        Verdict = pupil_channel.Verdict
+        if verdict is Verdict.ACCEPT:
+            return True
+        if verdict is Verdict.RESUME:
+            log.info("viewer %s: data channel back within its budget", self.id)
+            return True
+        if verdict is Verdict.START_DROPPING:
+            log.info("viewer %s: data channel over its budget, dropping messages", self.id)
+            self.send(pupil_channel.error_message(pupil_channel.TOO_MANY_MESSAGES))
+        elif verdict is Verdict.CLOSE:
+            log.warning("viewer %s: data channel flooded, closing it", self.id)
+            self.send(pupil_channel.error_message(pupil_channel.CLOSED_FOR_FLOODING))
+            if self.channel is not None:
+                self.channel.close()
+        return False
 
     def send(self, message: str) -> None:
         """Send on the pupil channel if it is open (messages to a gone page are dropped)."""
@@ -218,8 +279,49 @@ class Viewer:
             track.stop()
         try:
             await self.pc.close()
+        except Exception as exc:  # aiortc stops half-way after a failed negotiation
+            log.info("viewer %s: peer connection closed with an error: %s", self.id, exc)
+            await self._stop_transports()
         finally:
             self._on_closed(self)
+
+    async def _stop_transports(self) -> None:
+        """What ``RTCPeerConnection.close`` did not reach when it raised: every DTLS and ICE
+        transport, so that no socket outlives the viewer."""
+        dtls = [t.receiver.transport for t in self.pc.getTransceivers()]
+        sctp = self.pc.sctp
+        if sctp is not None:
+            dtls.append(sctp.transport)
+        for transport in dtls:
+            if transport is None:  # an m-line aiortc never bound to a transport
+                continue
+            for stop in (transport.stop, transport.transport.stop):
+                try:
+                    await stop()
+                except Exception as exc:
+                    log.debug("viewer %s: transport not stopped: %s", self.id, exc)
+
+    def path(self) -> str | None:
+        """How this pupil's media flows once connected: ``relay`` when either end relays
+        through a TURN server (over the kit's TURN transport, ``udp``/``tcp``/``tls``, when the
+        kit relays), else the kit's candidate type (``host``, ``srflx``, ``prflx``) over
+        ``udp``; None before the pair is chosen. Read from aioice's nominated pair."""
+        sctp = self.pc.sctp
+        transports = [t.receiver.transport for t in self.pc.getTransceivers()]
+        if sctp is not None:
+            transports.append(sctp.transport)
+        for dtls in transports:
+            connection: Any = getattr(dtls.transport, "_connection", None)
+            pair = getattr(connection, "_nominated", {}).get(1)
+            if connection is None or pair is None:
+                continue
+            local, remote = pair.local_candidate, pair.remote_candidate
+            transport = "udp"
+            if local.type == "relay":
+                transport = "tls" if connection.turn_ssl else str(connection.turn_transport)
+            kind = "relay" if "relay" in (local.type, remote.type) else local.type
+            return f"{kind}/{transport}"
+        return None
 
     def stats(self) -> dict[str, Any]:
         return {

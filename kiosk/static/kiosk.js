@@ -32,7 +32,9 @@ const STRINGS = {
       config_unreadable: (p) => `Le fichier de configuration est illisible : ${p.fallback === "last_good" ? "derniers réglages valides utilisés" : "réglages par défaut utilisés"}. Prévenez l'administrateur.`,
       config_missing: (p) => `Le fichier de configuration est absent : ${p.fallback === "last_good" ? "derniers réglages valides utilisés" : "réglages par défaut utilisés"}. Prévenez l'administrateur.`,
       disk_full: "Le disque du boîtier est plein : les réglages ne sont plus enregistrés. Le cours peut continuer ; prévenez l'administrateur.",
+      network_none: "Les élèves à la maison ne peuvent pas rejoindre le cours : le réseau de l'établissement bloque la connexion. Les élèves dans l'établissement le peuvent. Prévenez l'administrateur.",
     },
+    path: { direct: "direct", relay: "relais" },
   },
   en: {
     title: "Hybrid classroom", onAir: "LIVE", start: "Start the class",
@@ -63,7 +65,9 @@ const STRINGS = {
       config_unreadable: (p) => `The configuration file is unreadable: ${p.fallback === "last_good" ? "last good settings in use" : "default settings in use"}. Tell the administrator.`,
       config_missing: (p) => `The configuration file is missing: ${p.fallback === "last_good" ? "last good settings in use" : "default settings in use"}. Tell the administrator.`,
       disk_full: "The kit's disk is full: settings are no longer saved. The class can go on; tell the administrator.",
+      network_none: "Pupils at home cannot join the class: the school's network blocks the connection. Pupils in the school can. Tell the administrator.",
     },
+    path: { direct: "direct", relay: "relayed" },
   },
 };
 
@@ -149,6 +153,8 @@ function renderProblems(t) {
     const text = t.problems[problem.code];
     messages.push(typeof text === "function" ? text(problem) : text || problem.detail || problem.code);
   }
+  // Nothing gets out of the school to the fleet's STUN/TURN server (docs/kiosk.md, "Network").
+  if (status && status.network && status.network.reach === "none") messages.push(t.problems.network_none);
   if (status && status.session.state === "live") {
     for (const source of status.sources) {
       if (source.state === "missing" || source.state === "error") {
@@ -220,6 +226,11 @@ function pupilRow(p, t) {
     const pending = document.createElement("span");
     pending.className = "pending"; pending.textContent = t.connecting;
     li.append(pending);
+  } else if (p.path) {  // how this pupil's media flows: straight, or through the relay server
+    const path = document.createElement("span");
+    path.className = "path"; path.title = p.path; path.dataset.path = p.path;
+    path.textContent = p.path.startsWith("relay/") ? t.path.relay : t.path.direct;
+    li.append(path);
   }
   if (p.hand_raised_at) {
     li.className = "hand";

@@ -2,7 +2,7 @@
 // No framework, no CDN: every node is built with textContent (nothing from the server is HTML).
 "use strict";
 
-const state = { me: null, csrf: "", kits: new Map(), events: null, schools: [] };
+const state = { me: null, csrf: "", kits: new Map(), events: null, schools: [], turn: null };
 const $ = (id) => document.getElementById(id);
 
 async function api(method, path, body) {
@@ -82,11 +82,13 @@ function signedIn(me) {
 // -- dashboard ---------------------------------------------------------------------------------
 
 async function loadKits() {
-  const [{ kits }, { schools }] = await Promise.all([
-    api("GET", "/api/v1/kits"), api("GET", "/api/v1/schools"),
+  const [{ kits }, { schools }, turn] = await Promise.all([
+    api("GET", "/api/v1/kits"), api("GET", "/api/v1/schools"), api("GET", "/api/v1/turn"),
   ]);
   state.kits = new Map(kits.map((kit) => [kit.id, kit]));
   state.schools = schools;
+  state.turn = turn;
+  renderTurn();
   $("code-school").replaceChildren(
     ...schools.map((s) => el("option", { value: s.id, textContent: `${s.id} — ${s.name}` })));
   renderDashboard();
@@ -105,6 +107,62 @@ function kitState(kit) {
   return ["offline", `hors ligne depuis ${when(kit.offline_since || kit.last_seen)}`];
 }
 
+// -- network: how a school gets out, how pupils reach its kits (the kits' health reports) -----
+
+const REACH_WORDS = {
+  udp: "UDP ouvert (connexion directe possible)",
+  "turn-udp": "par le relais TURN en UDP",
+  "turn-tcp": "par le relais TURN en TCP seulement",
+  "turn-tls": "par le relais TURN en TLS (443) seulement",
+  none: "bloqué : les élèves hors de l'école ne peuvent pas se connecter",
+  unknown: "pas encore testé",
+};
+const REACH_ORDER = ["udp", "turn-udp", "turn-tcp", "turn-tls", "none"];  // most open first
+const PATH_WORDS = { host: "en direct", srflx: "en direct (NAT)", prflx: "en direct (NAT)", relay: "par le relais" };
+
+function reachWords(reach) { return REACH_WORDS[reach] ?? reach; }
+
+// "3 par le relais (TCP), 1 en direct (UDP)", or "" with no pupil.
+function pathWords(paths) {
+  return Object.entries(paths || {}).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1])
+    .map(([path, n]) => {
+      const [kind, transport] = path.split("/");
+      return `${n} ${PATH_WORDS[kind] ?? kind} (${transport.toUpperCase()})`;
+    }).join(", ");
+}
+
+// A school's network class: the most restrictive one its kits found ("" if none tested).
+function schoolReach(kits) {
+  const found = kits.map((k) => k.network?.reach).filter((r) => REACH_ORDER.includes(r));
+  return found.sort((a, b) => REACH_ORDER.indexOf(b) - REACH_ORDER.indexOf(a))[0] ?? "";
+}
+
+function kitNetwork(kit) {
+  if (!kit.network) return "";
+  const pupils = pathWords(kit.network.paths);
+  return `réseau : ${reachWords(kit.network.reach)}${pupils ? " · élèves : " + pupils : ""}`;
+}
+
+function duration(seconds) {
+  const h = Math.floor(seconds / 3600), m = Math.round((seconds % 3600) / 60);
+  return h ? `${h} h${m ? " " + String(m).padStart(2, "0") : ""}` : `${m} min`;
+}
+
+function renderTurn() {
+  const turn = state.turn;
+  if (!turn) return;
+  $("turn-state").textContent = turn.configured ? "configuré" : "aucun";
+  facts($("turn-facts"), turn.configured ? [
+    ["Adresses TURN", turn.urls.join(", ")],
+    ["STUN (même serveur)", turn.stun_urls.join(", ") || "aucun (pas d'adresse TURN en UDP)"],
+    ["Secret partagé avec coturn", turn.secret_set ? "présent (jamais affiché)" : "absent"],
+    ["Identifiants des élèves", `jusqu'à la fin prévue du cours (${duration(turn.class_s)} au plus) + ${duration(turn.margin_s)}`],
+    ["Identifiants des kits", `valables ${duration(turn.kit_ttl_s)}, renouvelés toutes les ${duration(turn.kit_renew_every_s)}`],
+  ] : [
+    ["État", "Aucun relais TURN : seuls les élèves que le réseau de l'école laisse passer en direct peuvent suivre le cours (kit-provisioning serve --turn-url … --turn-secret-file …)."],
+  ]);
+}
+
 const CONFIG_WORDS = { applied: "appliquée", pending: "en attente", deferred: "après le cours", refused: "refusée", "": "—" };
 
 function kitRow(kit, latest) {
@@ -116,6 +174,7 @@ function kitRow(kit, latest) {
     el("td", { class: "problems", textContent: kit.problems.length ? "⚠ " + kit.problems.join(", ") : "" }),
     el("td", { class: stale ? "stale" : "", textContent: kit.software + (stale ? " (ancienne)" : "") }),
     el("td", { textContent: kit.session === "live" ? "cours en direct" : "" }),
+    el("td", { class: kit.network?.reach === "none" ? "network network-none" : "network", textContent: kitNetwork(kit) }),
     el("td", { textContent: `config : ${CONFIG_WORDS[kit.config.status] ?? kit.config.status}` }));
 }
 
@@ -139,9 +198,11 @@ function renderDashboard() {
       el("h2", { textContent: `Département ${dep} — ${online}/${kits.length} en ligne` }),
       ...[...schools.keys()].sort().map((school) => {
         const list = schools.get(school).sort((a, b) => a.name.localeCompare(b.name));
+        const reach = schoolReach(list);
         return el("div", { class: "school", dataset: { school } },
           el("h3", {}, `${names.get(school) || school} (${school}) `,
-            el("a", { class: "settings", href: `#/config/school/${encodeURIComponent(school)}`, textContent: "réglages" })),
+            el("a", { class: "settings", href: `#/config/school/${encodeURIComponent(school)}`, textContent: "réglages" }),
+            el("span", { class: reach === "none" ? "network network-none" : "network", textContent: reach ? `réseau de l'école : ${reachWords(reach)}` : "" })),
           list.length
             ? el("table", {}, el("tbody", {}, ...list.map((k) => kitRow(k, latest))))
             : el("p", { class: "empty", textContent: "Aucun kit enrôlé." }));
@@ -350,6 +411,10 @@ async function renderKit(kitId) {
     ["Cours", kit.session === "live" ? `en direct, ${health.session?.viewers ?? 0} élèves` : "pas de cours"],
     ["Appareils", health.devices ? Object.entries(health.devices).map(([k, d]) => `${k} : ${d.state}`).join(", ") : "—"],
     ["CPU", health.cpu_percent !== undefined ? `${health.cpu_percent} %` : "—"],
+    ["Réseau", kit.network ? reachWords(kit.network.reach) : "non signalé par ce kit"],
+    ["Élèves par chemin", kit.network ? pathWords(kit.network.paths) || "aucun élève connecté" : "—"],
+    ["Dernier test du réseau", kit.network ? when(kit.network.probed_at) : "—"],
+    ...(kit.network?.turn_error ? [["Échec du relais TURN", kit.network.turn_error]] : []),
   ]);
   facts($("kit-config"), [
     ["Version voulue", kit.config.desired || "—"],

@@ -9,16 +9,17 @@ import time
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 
-from agent.link.credential import CREDENTIAL_FILE
+from agent.link.credential import CREDENTIAL_FILE, enroll
 from provisioning import store
 from provisioning.db import database_url, open_database
 from provisioning.fleet import Kit
-from provisioning.protocol import CLOSE_REVOKED, Hello
+from provisioning.protocol import CLOSE_REVOKED, LINK_PATH, Hello
 from tests.conftest import until
 
 from .conftest import AgentMaker, LiveServer, start_server, stop_server
-from .wire import hello, raw_close
+from .wire import hello, hello_for, raw_close
 
 
 async def _kit_rows(live: LiveServer) -> dict[str, dict[str, Any]]:
@@ -237,3 +238,18 @@ async def _history_count(live: LiveServer, kit_id: str) -> int:
         return len(await store.health_history_of(engine, kit_id, 100_000))
     finally:
         await engine.dispose()
+
+
+async def test_without_turn_a_kit_that_knows_ice_servers_gets_an_empty_set(
+    live_server: LiveServer,
+) -> None:
+    """So it keeps its own servers and knows it may send its network report."""
+    await live_server.school("0751234A")
+    credential = await enroll(live_server.url, await live_server.code("0751234A"))
+    url = live_server.url.replace("http://", "ws://") + LINK_PATH
+    async with connect(url, open_timeout=5, ping_interval=None) as ws:
+        await ws.send(hello_for(credential.kit_id, credential.secret, features=["ice_servers"]))
+        async with asyncio.timeout(5):
+            frames = [json.loads(await ws.recv()) for _ in range(3)]
+    assert [f["type"] for f in frames] == ["welcome", "config", "ice_servers"], frames
+    assert frames[2]["ice_servers"] == []

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config
+from provisioning.turn import parse_turn_url, read_secret_file
+from tests.nat import render_turn_config
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -117,6 +120,8 @@ def test_kit_install_is_idempotent_and_upgrades_in_place(
     credential = root / "var/lib/kit/server-link.json"
     config = root / "etc/kit/agent.toml"
     assert credential.exists() and config.exists()
+    # It may hold TURN secrets: the agent's group reads it, nobody else (issue 13).
+    assert stat.S_IMODE(config.stat().st_mode) == 0o640
     [kit] = json.loads(provisioning(data, "kits", "--json"))
     assert kit["name"] == "Salle 12"
     written = load_config(config)  # the default configuration is valid as it is
@@ -129,6 +134,7 @@ def test_kit_install_is_idempotent_and_upgrades_in_place(
     for planned in (
         "[dry run] useradd --system --user-group --home-dir /var/lib/kit",
         "[dry run] chown -R kit:kit",
+        f"[dry run] chown root:kit {config}",
         "[dry run] systemctl enable kit-agent.service kit-kiosk.service",
         "[dry run] systemctl reload-or-restart kit-agent.service",
         "[dry run] systemctl restart kit-kiosk.service",
@@ -145,11 +151,13 @@ def test_kit_install_is_idempotent_and_upgrades_in_place(
 
     # An admin edits the configuration; a new version is installed without a code.
     config.write_text(config.read_text(encoding="utf-8") + "# edited by the admin\n")
+    config.chmod(0o644)  # as an older install-kit.sh wrote it
     edited, enrolled = config.read_bytes(), credential.read_bytes()
     newer = source_tree(tmp_path / "src-0.1.1", version="0.1.1")
     log = install(newer, "install-kit.sh", root)
     assert installed_version(root / "opt/kit/venv") == "0.1.1", log
     assert config.read_bytes() == edited
+    assert stat.S_IMODE(config.stat().st_mode) == 0o640, "readable by others no more"
     assert credential.read_bytes() == enrolled
     # The agent is asked to restart when no class is live (tests/agent/test_reload.py); the
     # kiosk, unchanged, is left alone (its page reloads when it sees the new version).
@@ -181,3 +189,66 @@ def test_server_install_is_idempotent_and_keeps_its_options(tmp_path: Path) -> N
     first = snapshot(root)
     install(tree, "install-server.sh", root, "https://elsewhere.example.fr")
     assert snapshot(root) == first  # the options written the first time are kept
+
+
+def test_server_install_with_turn_shares_a_secret_with_coturn(tmp_path: Path) -> None:
+    """``--turn`` on an installed server: coturn's configuration is the template the NAT tests
+    run (tests/nat.py), with the server's secret; the admin's options are kept, the TURN ones
+    added once; a second run changes nothing and restarts nothing."""
+    root = tmp_path / "root"
+    tree = source_tree(tmp_path / "src")
+    install(tree, "install-server.sh", root, "https://provisioning.example.fr:8443/")
+    options = root / "etc/kit-provisioning/provisioning.env"
+    options.write_text(options.read_text(encoding="utf-8") + "# edited by the admin\n")
+    log = install(tree, "install-server.sh", root, "--turn")
+
+    secret_file = root / "etc/kit-provisioning/turn-secret"
+    secret = read_secret_file(secret_file)  # 0600, one line, long enough
+    assert len(secret) == 64 and (secret_file.stat().st_mode & 0o777) == 0o600
+    config = root / "etc/coturn/turnserver.conf"
+    assert config.read_text(encoding="utf-8") == render_turn_config(
+        secret,
+        "provisioning.example.fr",
+        Path("/etc/coturn/self-signed-cert.pem"),
+        Path("/etc/coturn/self-signed-key.pem"),
+    )
+    assert (config.stat().st_mode & 0o777) == 0o640
+    assert (root / "etc/coturn/self-signed-key.pem").stat().st_mode & 0o777 == 0o640
+    assert (root / "etc/systemd/system/coturn.service.d/kit-provisioning.conf").read_bytes() == (
+        REPO / "systemd/coturn-kit.conf"
+    ).read_bytes()
+    text = options.read_text(encoding="utf-8")
+    assert "# edited by the admin\n" in text and "--public-url https://provisioning" in text
+    [line] = [line for line in text.splitlines() if line.startswith("KIT_PROVISIONING_TURN_ARGS=")]
+    words = line.removeprefix("KIT_PROVISIONING_TURN_ARGS=").strip('"').split()
+    assert words[:2] == ["--turn-secret-file", "/etc/kit-provisioning/turn-secret"]
+    urls = [parse_turn_url(url) for flag, url in zip(words[2::2], words[3::2], strict=True)]
+    assert [url.kind for url in urls] == ["turn-udp", "turn-tcp", "turn-tls"]
+    assert {url.host for url in urls} == {"provisioning.example.fr"}
+    for planned in (
+        f"[dry run] chown kit-provisioning:kit-provisioning {secret_file}",
+        f"[dry run] chown root:turnserver {config}",
+        "[dry run] systemctl enable coturn.service",
+        "[dry run] systemctl restart coturn.service",
+        "[dry run] systemctl restart kit-provisioning.service",  # new options
+    ):
+        assert planned in log, log
+
+    first = snapshot(root)
+    log = install(tree, "install-server.sh", root, "--turn")
+    assert snapshot(root) == first, "a second run changed the installed tree"
+    assert "[dry run] systemctl start coturn.service" in log
+    assert "systemctl restart" not in log
+
+
+def test_turn_install_refuses_a_host_it_cannot_use(tmp_path: Path) -> None:
+    tree = source_tree(tmp_path / "src")
+    env = {**os.environ, "ROOT": str(tmp_path / "root"), "KIT_PYTHON": sys.executable}
+    env |= {"KIT_PIP_OPTS": "--no-deps", "KIT_TURN_HOST": "turn.example.fr;reboot"}
+    result = subprocess.run(
+        ["sh", str(tree / "systemd/install-server.sh"), "--turn", "https://p.example.fr"],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "no usable TURN host name" in result.stderr
+    assert not (tmp_path / "root/etc/coturn/turnserver.conf").exists()

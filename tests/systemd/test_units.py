@@ -10,6 +10,7 @@ import pytest
 from agent.config import HttpConfig, parse_host_port
 from tests.systemd.units import (
     GOOD_RATINGS,
+    SYSTEM_UNITS,
     UNITS,
     UNITS_DIR,
     analyze,
@@ -77,3 +78,27 @@ def test_the_services_run_what_the_installers_install() -> None:
 def test_the_kiosk_opens_the_agents_kiosk_page() -> None:
     _, port = parse_host_port(HttpConfig().listen)
     assert f"--app=http://127.0.0.1:{port}/ " in our_units()["kit-kiosk.service"]
+
+
+def test_coturn_drop_in_verifies_and_confines_coturn(tmp_path: Path) -> None:
+    """systemd/coturn-kit.conf over Debian's coturn.service (install-server.sh --turn): verify is
+    silent, and the exposure drops from the package's 9.0 UNSAFE to OK (measured 3.4)."""
+    if not (SYSTEM_UNITS / "coturn.service").exists():
+        pytest.skip("Debian's coturn is not installed (make setup installs it)")
+    root = scratch_root(tmp_path, {})
+    bare = exposure(root, "coturn.service")
+    drop_in = (UNITS_DIR / "coturn-kit.conf").read_text(encoding="utf-8")
+    target = root / "etc/systemd/system/coturn.service.d/kit-provisioning.conf"
+    target.parent.mkdir(parents=True)
+    target.write_text(drop_in, encoding="utf-8")
+    for program in ("/usr/bin/turnserver",):
+        stand_in = root / program.lstrip("/")
+        stand_in.parent.mkdir(parents=True, exist_ok=True)
+        stand_in.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+        stand_in.chmod(0o755)
+    assert exec_paths(drop_in) == ["/usr/bin/turnserver"]
+    result = analyze("verify", f"--root={root}", "coturn.service")
+    assert (result.returncode, result.stdout + result.stderr) == (0, ""), result.stderr
+    level, rating = exposure(root, "coturn.service")
+    assert rating in GOOD_RATINGS and level <= 4.0, f"coturn: exposure {level} {rating}"
+    assert bare[0] > level + 3, f"the drop-in changed little: {bare} → {level}"

@@ -223,7 +223,7 @@ async def test_unexpected_errors_are_500_without_details(
 ) -> None:
     path = path_of(await agent.start())
 
-    async def broken(token: str, body: bytes) -> Any:
+    async def broken(token: str, body: bytes, peer: str | None = None) -> Any:
         raise RuntimeError("/etc/secret/device.conf: kaboom")
 
     with mock.patch.object(agent.session, "add_viewer", broken), caplog.at_level(logging.ERROR):
@@ -406,9 +406,17 @@ async def test_status_shape(agent: LiveAgent) -> None:
         "encoders",
         "viewers",
         "pupils",
+        "network",
         "language",
         "problems",
         "software",
+    }
+    assert idle["network"] == {
+        "reach": "unknown",
+        "turn_error": "",
+        "probed_at": 0,
+        "paths": {},
+        "servers": False,
     }
     session = idle["session"]
     assert {"state", "join_url", "whep_url", "viewers"} <= set(session)

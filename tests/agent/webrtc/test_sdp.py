@@ -59,17 +59,19 @@ def test_chrome_offer_two_videos_one_audio(chrome_offer: str) -> None:
     )  # fmt: skip
 
 
-def test_candidates_with_addresses_stay_in_the_offer(chrome_offer: str) -> None:
-    """Only ``….local`` candidates are taken out, and end-of-candidates only along with them
-    (the kit must keep waiting for the pupil's checks when it cannot resolve the names)."""
+def test_every_candidate_is_taken_out_to_be_added_after_the_answer(chrome_offer: str) -> None:
+    """All candidates and end-of-candidates leave the offer (aiortc would keep only the last
+    m-line's per transport, issue 12; the kit keeps waiting for the pupil's own checks); the
+    ``….local`` ones are those resolved in the background."""
     on_loopback = chrome_offer.replace(MDNS_NAME, "127.0.0.1")
     ended = on_loopback.replace("a=mid:0\r\n", "a=mid:0\r\na=end-of-candidates\r\n")
     offer = parse_offer(ended.encode())
-    assert offer.sdp == ended and offer.mdns_candidates == ()
+    assert offer.sdp == without(chrome_offer, "a=candidate:")
+    assert [mid for mid, _ in offer.candidates] == ["0", "1", "2"]
+    assert offer.mdns_candidates == () and offer.dropped_candidates == 0
     mixed = ended.replace("127.0.0.1 44188", f"{MDNS_NAME.upper()} 44188")
     offer = parse_offer(mixed.encode())
-    assert "end-of-candidates" not in offer.sdp and MDNS_NAME.upper() not in offer.sdp
-    assert offer.sdp.count("a=candidate:") == 2
+    assert "end-of-candidates" not in offer.sdp and "a=candidate:" not in offer.sdp
     assert [mid for mid, _ in offer.mdns_candidates] == ["1"]
 
 
