@@ -330,3 +330,62 @@ async def test_pupils_at_home_play_the_class_through_nat(
             print(f"{name}: school LAN pupil {join}")
             assert join.path.get("local") == "host" and join.path.get("remote") == "host", join
             assert join.connected_s < LAN_GOAL_S, join
+
+
+async def test_a_third_party_whep_player_gets_through_nat_with_link_headers_alone(
+    classroom_factory: Any,
+) -> None:
+    """An aiortc player that knows only RFC 9725 (OPTIONS, then ``Link: rel="ice-server"``),
+    behind carrier-grade NAT, a kit behind a symmetric school NAT: only TURN gets through."""
+    with classroom_factory(school="symmetric", firewall="open", homes=["cgnat"]) as room:
+        whep = room.join_url.replace("/join/", "/whep/")
+        player = Path(__file__).with_name("whep_player.py")
+        done = room.net.run(
+            room.net.homes[0].pupil,
+            sys.executable,
+            str(player),
+            whep,
+            "--frames",
+            "30",
+            check=False,
+            timeout=40,
+        )
+        result = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout else {}
+        assert result.get("frames") == 30, f"{result}\n{done.stderr[-2000:]}\n{room.logs()}"
+        assert any(url.startswith("turn:") for url in result["ice_servers"]), result
+        assert "relay" in result["pair"], result
+
+
+async def test_a_rogue_kit_can_neither_take_over_nor_end_the_class(
+    classroom_factory: Any, tmp_path: Path
+) -> None:
+    """Real processes (issue 13, High 1): a second enrolled kit claims the live class's token
+    and then ends it; pupils still get the real kit's class, before and after."""
+    with classroom_factory(school="plain", firewall="open", homes=["plain"]) as room:
+        code = _provisioning(
+            tmp_path / "server", "enrollment-code", "create", "--school", "0751234A"
+        ).split()[-1]
+        token = room.join_url.rsplit("/", 1)[1]
+        rogue = room.net.run(
+            room.net.homes[0].pupil,
+            sys.executable,
+            str(Path(__file__).with_name("rogue_kit.py")),
+            f"http://{SERVER_ADDRESS}:{SERVER_PORT}",
+            code,
+            token,
+            check=False,
+            timeout=30,
+        )
+        assert '"done": true' in rogue.stdout, rogue.stderr[-2000:]
+        done = room.net.run(
+            room.net.homes[0].pupil,
+            sys.executable,
+            str(Path(__file__).with_name("whep_player.py")),
+            room.join_url.replace("/join/", "/whep/"),
+            check=False,
+            timeout=40,
+        )
+        result = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout else {}
+        assert result.get("frames") == 30, f"{result}\n{room.logs()}"
+        refused = "claimed a class it may not open"
+        assert refused in room.server_log.read_text(), room.logs()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -22,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from provisioning.turn import mint
+from provisioning.ice import IceIssuer, TurnSettings
+from provisioning.turn import mint, parse_turn_url
 from tests.nat import (
     BACKOFFICE_ADDRESS,
     SCHOOL_WAN_ADDRESS,
@@ -248,3 +250,26 @@ def test_without_denied_peer_ip_the_relay_would_reach_the_server_lan(tmp: Path) 
         turn = net.start_turnserver(SECRET, keep_line=lambda line: "denied-peer-ip" not in line)
         answer, arrived = relay_to_backoffice(net, turn)
         assert arrived == "knock knock", answer
+
+
+def test_a_pupils_credential_is_refused_once_its_class_and_margin_are_over(
+    plain: tuple[Topology, TurnServer],
+) -> None:
+    """What the relay hands a pupil (provisioning/ice.py) works during the class and is
+    refused by coturn once the class's expected end and the margin have passed: the server's
+    clock is set back by a class length + margin + 30 s, as if the class had ended then."""
+    net, turn = plain
+    pupil = net.homes[0].pupil
+    settings = TurnSettings(tuple(parse_turn_url(u) for u in turn.urls()[:1]), SECRET, 3600, 600)
+    ended = time.time() - 3600 - 600 - 30
+    for clock, outcome in ((time.time, "relayed"), (lambda: ended, "code")):
+        issuer = IceIssuer(settings, clock=clock)
+        links = [link for link in issuer.pupil_links(clock()) if link.startswith("<turn:")]
+        params = dict(re.findall(r'; (\w+)="([^"]*)"', links[0]))
+        answer = turn_peer(
+            net, pupil, turn, username=params["username"], password=params["credential"]
+        )
+        reply = answer.next()
+        assert outcome in reply, reply
+        if outcome == "code":
+            assert reply["code"] == 401, reply
