@@ -277,8 +277,15 @@ async function renderScopeConfig(level, id) {
   $("config-title").textContent = level === "fleet" ? "Réglages de tout le parc" : `Réglages de l'école ${name ? name + " " : ""}(${id})`;
   $("scope-config-output").textContent = "";
   $("scope-config-error").textContent = "";
-  const layer = await api("GET", `/api/v1/config/${level}/${encodeURIComponent(id)}`);
-  $("scope-config-json").value = JSON.stringify(layer, null, 2);
+  // Not editable until the layer has arrived: text typed meanwhile would be mixed into it.
+  const box = $("scope-config-json");
+  box.disabled = true;
+  try {
+    const layer = await api("GET", `/api/v1/config/${level}/${encodeURIComponent(id)}`);
+    box.value = JSON.stringify(layer, null, 2);
+  } finally {
+    box.disabled = false;
+  }
 }
 
 // PUT one configuration layer from its JSON text; the server's answer, or null once the reason
