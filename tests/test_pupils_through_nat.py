@@ -98,8 +98,8 @@ def _provisioning(data: Path, *argv: str) -> str:
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
     )
+    assert done.returncode == 0, f"kit-provisioning {' '.join(argv)}:\n{done.stderr[-2000:]}"
     return done.stdout
 
 
@@ -343,6 +343,7 @@ async def test_a_third_party_whep_player_gets_through_nat_with_link_headers_alon
         done = room.net.run(
             room.net.homes[0].pupil,
             sys.executable,
+            "-P",  # not tests/ first on the path: tests/kitlink would hide the kitlink package
             str(player),
             whep,
             "--frames",
@@ -369,6 +370,7 @@ async def test_a_rogue_kit_can_neither_take_over_nor_end_the_class(
         rogue = room.net.run(
             room.net.homes[0].pupil,
             sys.executable,
+            "-P",  # not tests/ first on the path: tests/kitlink would hide the kitlink package
             str(Path(__file__).with_name("rogue_kit.py")),
             f"http://{SERVER_ADDRESS}:{SERVER_PORT}",
             code,
@@ -380,6 +382,7 @@ async def test_a_rogue_kit_can_neither_take_over_nor_end_the_class(
         done = room.net.run(
             room.net.homes[0].pupil,
             sys.executable,
+            "-P",  # not tests/ first on the path: tests/kitlink would hide the kitlink package
             str(Path(__file__).with_name("whep_player.py")),
             room.join_url.replace("/join/", "/whep/"),
             check=False,
