@@ -1,6 +1,7 @@
 # Hybrid classroom kit — developer entry points.
-#   make setup   create .venv, install the project with its dev extras, and the Debian packages
-#                the tests need (installed when run as root, otherwise listed)
+#   make setup   create .venv, install the project with its dev extras (kit + server + tools)
+#                and the Debian packages the tests need (installed when run as root, otherwise
+#                listed)
 #   make demo    the provisioning server (SQLite) and one enrolled demo kit on synthetic sources
 #   make demo-agent  the agent alone on synthetic sources (or real devices if configured)
 #   make test    every test (runs setup first); the fuzz tests with ~150 examples each
@@ -63,8 +64,8 @@ bench-provisioning: setup
 	$(PY) -m bench.provisioning $(BENCH_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check agent kiosk provisioning kitsys tests bench
-	$(VENV)/bin/ruff format --check agent kiosk provisioning kitsys tests bench
+	$(VENV)/bin/ruff check agent kiosk provisioning kitsys kitlink tests bench
+	$(VENV)/bin/ruff format --check agent kiosk provisioning kitsys kitlink tests bench
 	$(VENV)/bin/mypy
 
 clean:

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from aiohttp import web
 from kitsys.httpguard import ConnectionGuard, GuardedSite, quiet_accept_errors, runner_options
 from kitsys.journal import set_context, setup_logging
 from kitsys.limits import raise_open_files_limit
+from kitsys.net import lan_address
 from kitsys.notify import Notifier
 from kitsys.watchdog import http_probe, start_watchdog
 
@@ -44,6 +44,7 @@ from .resume import SessionPersistence
 from .session import ClassSession, SessionState
 from .startup import startup_config
 from .statefile import check_free_space
+from .webrtc import contract
 from .webrtc.ice import restrict_host_addresses
 from .webrtc.reach import NetworkMonitor
 
@@ -52,22 +53,12 @@ log = logging.getLogger("agent")
 DISK_CHECK_INTERVAL_S = 30.0
 
 
-def _lan_address() -> str:
-    """The address other machines reach us on (no packet is sent: UDP connect only routes)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: a route lookup, nothing is sent
-            return str(probe.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
-
-
 def base_url(config: AgentConfig, port: int) -> str:
     if config.http.public_url:
         return config.http.public_url
     host, _ = parse_host_port(config.http.listen)
     if host in ("0.0.0.0", "::", ""):
-        host = _lan_address()
+        host = lan_address()
     return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
 
 
@@ -298,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         return _devices()
     if args.command == "enroll":
         return _enroll(args)
+    refused = contract.refusal()  # before any class: aiortc/aioice internals we rely on
+    if refused is not None:
+        log.critical("%s", refused)
+        print(f"kit-agent: {refused}", file=sys.stderr)
+        return 3
     problems = Problems()
     try:
         config = _run_config(args, problems)

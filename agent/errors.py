@@ -1,88 +1,73 @@
-"""The agent's one exception tree.
+"""The kit agent's own errors, under the project's root :exc:`kitsys.errors.KitError`.
 
-Everything the agent raises on purpose derives from :class:`AgentError`. The HTTP layer maps
-:class:`RequestError` subclasses to status codes and sends only their ``public_message``:
-internal details (paths, device names, tracebacks) never reach a peer.
+The shared part of the tree — :exc:`~kitsys.errors.KitError`, :exc:`~kitsys.errors.ProtocolError`
+and the HTTP refusals under :exc:`~kitsys.errors.RequestError` — lives in :mod:`kitsys.errors`
+and is re-exported here, so the agent's modules import their errors from one place. The agent's
+own branch:
+
+* :exc:`AgentError` — base of every error only the agent raises on purpose
+
+  * :exc:`ConfigError` — the configuration file is missing, unreadable or invalid
+  * :exc:`EncoderError` — an encoder could not be created or failed on a frame
+  * :exc:`StateFileError` — ``session.json`` exists but is not a state this agent wrote
+  * ``agent.media.fanout.QueueClosed`` — a pupil's packet queue ended (the fan-out or the
+    pupil went away)
+  * ``agent.link.credential.LinkError`` — the kit's server-link credential is unusable
+  * ``agent.link.client.Refused`` — the server closed the server link with a refusal code
+
+Refusals of HTTP requests (``BadRequest`` … ``ServiceUnavailable``) are answered by the HTTP
+layer with their status and ``public_message`` only; a pupil's data-channel message that breaks
+docs/whep.md raises :exc:`ProtocolError`. Internal details never reach a peer.
 """
 
 from __future__ import annotations
 
+from kitsys.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    KitError,
+    NotFound,
+    PayloadTooLarge,
+    ProtocolError,
+    RequestError,
+    RequestTimeout,
+    ServiceUnavailable,
+    TooManyRequests,
+    UnsupportedMediaType,
+)
 
-class AgentError(Exception):
-    """Base of every error the agent raises on purpose."""
+__all__ = [
+    "AgentError",
+    "BadRequest",
+    "ConfigError",
+    "Conflict",
+    "EncoderError",
+    "Forbidden",
+    "KitError",
+    "NotFound",
+    "PayloadTooLarge",
+    "ProtocolError",
+    "RequestError",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "StateFileError",
+    "TooManyRequests",
+    "UnsupportedMediaType",
+]
+
+
+class AgentError(KitError):
+    """Base of every error only the agent raises on purpose."""
 
 
 class ConfigError(AgentError):
     """The configuration file is missing, unreadable or invalid."""
 
 
-class DeviceError(AgentError):
-    """A capture device could not be opened or stopped delivering."""
-
-
 class EncoderError(AgentError):
     """An encoder could not be created or failed on a frame."""
 
 
-class SessionError(AgentError):
-    """A class session operation is not possible in the current state."""
-
-
-class ProtocolError(AgentError):
-    """A peer sent a message that breaks one of our documented protocols."""
-
-
-class RequestError(AgentError):
-    """An HTTP request that must be refused; ``status`` and ``public_message`` go to the peer."""
-
-    status = 400
-
-    def __init__(
-        self,
-        public_message: str,
-        class_state: str | None = None,
-        retry_after_s: int | None = None,
-    ) -> None:
-        super().__init__(public_message)
-        self.public_message = public_message
-        self.class_state = class_state
-        """For join-link refusals: ``waiting``, ``ended``, ``invalid`` or ``full``, sent as the
-        ``X-Class-State`` header so a page can show the right screen (docs/whep.md)."""
-        self.retry_after_s = retry_after_s
-        """Sent as ``Retry-After`` (seconds) with 429 and 503 refusals."""
-
-
-class BadRequest(RequestError):
-    status = 400
-
-
-class Forbidden(RequestError):
-    status = 403
-
-
-class NotFound(RequestError):
-    status = 404
-
-
-class Conflict(RequestError):
-    status = 409
-
-
-class RequestTimeout(RequestError):
-    status = 408
-
-
-class PayloadTooLarge(RequestError):
-    status = 413
-
-
-class UnsupportedMediaType(RequestError):
-    status = 415
-
-
-class TooManyRequests(RequestError):
-    status = 429
-
-
-class ServiceUnavailable(RequestError):
-    status = 503
+class StateFileError(AgentError):
+    """``session.json`` exists but is not a state this agent wrote."""

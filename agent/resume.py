@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import StateFileError
 from .problems import Problems
 from .session import ClassSession, SessionState
 from .statefile import write_atomic
@@ -45,10 +46,6 @@ MAX_EXPIRED = 200
 """Digests of ended classes' tokens kept in the file."""
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-
-
-class StateFileError(Exception):
-    """``session.json`` exists but is not a state this agent wrote."""
 
 
 @dataclass(frozen=True, slots=True)

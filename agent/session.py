@@ -262,7 +262,7 @@ class ClassSession:
 
     def _pupil_event(self, viewer: Viewer, event: pupil_channel.PupilEvent) -> None:
         if isinstance(event, pupil_channel.SetHand):
-            log.info("viewer %s: hand %s", viewer.id, "raised" if event.raised else "lowered")
+            log.info("pupil %s: hand %s", viewer.id, "raised" if event.raised else "lowered")
 
     # -- Teacher's controls ----------------------------------------------------------------
 

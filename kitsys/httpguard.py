@@ -12,8 +12,9 @@ the other; both import this):
   connection, or of the end of the previous response; a byte now and then does not extend it;
 - **keep-alive idle timeout** — a connection that sends nothing for ``idle_timeout_s`` after
   connecting or after a response is closed;
-- **body timeout** — :func:`body_timeout_s` bounds the apps' body readers (the guard cannot
-  tell a slow body from a long-lived WebSocket, so the reader enforces it);
+- **body timeout** — :func:`body_timeout_s` bounds the apps' body reader
+  (:func:`kitsys.http.read_body`; the guard cannot tell a slow body from a long-lived WebSocket,
+  so the reader enforces it);
 - **send stall** — a peer that reads nothing while the response waits to be written
   (``pause_writing``) for ``body_timeout_s`` is closed;
 - **caps** — at most ``max_per_peer`` connections per address (an IPv6 /64 counts as one) and

@@ -18,7 +18,8 @@ from typing import Annotated, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kitsys.httpguard import body_timeout_s
+from kitlink import PushedConfig
+from kitsys.http import read_body
 
 from . import store
 from .auth import (
@@ -34,14 +35,11 @@ from .errors import (
     Conflict,
     Forbidden,
     NotFound,
-    PayloadTooLarge,
-    RequestTimeout,
     Unauthorized,
     UnsupportedMediaType,
 )
 from .fleet import LEVELS, Kit
 from .forwarded import rate_key
-from .protocol import PushedConfig
 from .server import Server
 
 SERVER_KEY = web.AppKey("server", Server)
@@ -113,27 +111,6 @@ BODY_MODELS: dict[str, type[BaseModel]] = {
 # -- request helpers -------------------------------------------------------------------------------
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refused (413) beyond ``limit`` bytes without reading further. (One
-    ``content.read(n)`` returns what has arrived so far: a body sent in several segments would
-    be cut.)"""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"body larger than {limit} bytes")
-    body = bytearray()
-    try:  # 408 if it trickles in slower than the connection guard allows (kitsys/httpguard.py)
-        async with asyncio.timeout(body_timeout_s(request)):
-            while len(body) <= limit:
-                chunk = await request.content.read(limit + 1 - len(body))
-                if not chunk:
-                    break
-                body += chunk
-    except TimeoutError:
-        raise RequestTimeout("the body took too long to arrive") from None
-    if len(body) > limit:
-        raise PayloadTooLarge(f"body larger than {limit} bytes")
-    return bytes(body)
-
-
 async def read_json(request: web.Request, model: type[M]) -> M:
     if request.content_type != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
@@ -182,7 +159,7 @@ def kit_in_scope(request: web.Request, admin: Admin) -> Kit:
     return kit
 
 
-# -- sessions --------------------------------------------------------------------------------------
+# -- admin sessions --------------------------------------------------------------------------------
 
 
 async def _account_if_password(
@@ -448,7 +425,7 @@ async def remove_user(request: web.Request) -> web.Response:
 
 async def change_password(request: web.Request) -> web.Response:
     """The signed-in admin's own password; the current one is asked again, rate limited like a
-    sign-in, and every other session of this admin ends."""
+    sign-in, and every other admin session of theirs ends."""
     admin = await admin_of(request)
     server = server_of(request)
     body = await read_json(request, PasswordBody)

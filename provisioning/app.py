@@ -14,59 +14,29 @@ Routes
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
-from importlib import resources
 
 from aiohttp import web
 
-from . import api
-from .errors import RequestError, TooManyRequests, UnsupportedMediaType
-from .forwarded import rate_key
-from .openapi import openapi_document
-from .protocol import (
+from kitlink import (
     CLOSE_GOING_AWAY,
     LINK_PATH,
     MAX_SDP,
     token_digest,
 )
+from kitsys import http
+
+from . import api
+from .errors import TooManyRequests, UnsupportedMediaType
+from .forwarded import rate_key
+from .openapi import openapi_document
 from .server import Server
 from .writer import LATENCY_BUCKETS_MS, LatencyHistogram
 
 log = logging.getLogger("provisioning.http")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-WHEP_CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
-    "Access-Control-Expose-Headers": (
-        "Location, Link, ETag, Accept-Patch, X-Class-State, Retry-After"
-    ),
-    "Access-Control-Max-Age": "600",
-}
-ADMIN_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
-PUPIL_CSP = (
-    "default-src 'self'; img-src 'self' data:; media-src 'self' blob: mediastream:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-"""The agent's ``PAGE_CSP`` (agent/http/app.py; a test keeps them equal): the pupil page loads
-nothing from elsewhere and cannot be framed (clickjacking the hand button, say)."""
-PUPIL_HEADERS = {
-    "Content-Security-Policy": PUPIL_CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
-"""On every answer under ``/join/`` and ``/static/`` (as ADMIN_HEADERS on the admin's)."""
+PUPIL_CSP = http.PAGE_CSP
+"""The agent's policy (kitsys.http): the relay serves the agent's very page."""
 STATIC_TYPES = {
     ".js": "text/javascript",
     ".css": "text/css",
@@ -77,69 +47,20 @@ STATIC_TYPES = {
 }
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refusals become clean responses; anything unexpected is logged and hidden."""
-    whep = request.path.startswith("/whep/")
-    try:
-        response = await handler(request)
-    except RequestError as exc:
-        response = _error(exc.status, exc.public_message, json_body=not whep)
-        response.headers.update(exc.headers)
-    except web.HTTPException:
-        raise
-    except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        response = _error(500, "internal error", json_body=not whep)
-    if whep:
-        response.headers.update(WHEP_CORS)
-    elif request.path.startswith(("/admin", "/api/")):
-        for key, value in ADMIN_HEADERS.items():
-            response.headers.setdefault(key, value)
-    elif request.path.startswith(("/join/", "/static/")):
-        for key, value in PUPIL_HEADERS.items():
-            response.headers.setdefault(key, value)
-    return response
-
-
-def _error(status: int, message: str, json_body: bool) -> web.Response:
-    if json_body:
-        return web.json_response({"error": message}, status=status)
-    return web.Response(status=status, text=message + "\n", content_type="text/plain")
-
-
-def _is_loopback(remote: str | None) -> bool:
-    try:
-        address = ipaddress.ip_address((remote or "").split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
+errors_middleware = http.make_errors_middleware(
+    log, [(("/admin", "/api/"), http.ADMIN_HEADERS), (("/join/", "/static/"), http.PAGE_HEADERS)]
+)
+"""Refusals become clean answers; anything unexpected is logged and hidden (kitsys.http). The
+admin UI and API carry ADMIN_HEADERS, the pupil page and its files the agent's PAGE_HEADERS."""
 
 
 # -- pages -------------------------------------------------------------------------------------
 
 
-def _asset(package: str, name: str) -> bytes:
-    return resources.files(package).joinpath("static", name).read_bytes()
-
-
-def _static_response(package: str, name: str) -> web.Response:
-    suffix = name[name.rfind(".") :] if "." in name else ""
-    if "/" in name or "\\" in name or name.startswith(".") or suffix not in STATIC_TYPES:
-        raise web.HTTPNotFound()
-    try:
-        body = _asset(package, name)
-    except (FileNotFoundError, IsADirectoryError):
-        raise web.HTTPNotFound() from None
-    return web.Response(body=body, content_type=STATIC_TYPES[suffix])
-
-
 async def join_page(request: web.Request) -> web.Response:
     """The very page the agent serves on the LAN: same file, same relative WHEP URL."""
     return web.Response(
-        body=_asset("agent.http", "join.html"),
+        body=http.package_file("agent.http", "join.html"),
         content_type="text/html",
         charset="utf-8",
         headers={"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"},
@@ -147,12 +68,12 @@ async def join_page(request: web.Request) -> web.Response:
 
 
 async def pupil_static(request: web.Request) -> web.Response:
-    return _static_response("agent.http", request.match_info["name"])
+    return http.static_response("agent.http", request.match_info["name"], STATIC_TYPES)
 
 
 async def admin_page(request: web.Request) -> web.Response:
     return web.Response(
-        body=_asset("provisioning", "admin.html"),
+        body=http.package_file("provisioning", "admin.html"),
         content_type="text/html",
         charset="utf-8",
         headers={"Cache-Control": "no-store"},
@@ -160,7 +81,7 @@ async def admin_page(request: web.Request) -> web.Response:
 
 
 async def admin_static(request: web.Request) -> web.Response:
-    return _static_response("provisioning", request.match_info["name"])
+    return http.static_response("provisioning", request.match_info["name"], STATIC_TYPES)
 
 
 async def to_admin(request: web.Request) -> web.Response:
@@ -176,7 +97,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    if not _is_loopback(api.client_of(request)):  # not a client behind a trusted local proxy
+    if not http.is_loopback(api.client_of(request)):  # not a client behind a trusted local proxy
         raise web.HTTPForbidden(text="metrics are only served on loopback\n")
     server = request.app[api.SERVER_KEY]
     fleet, writer = server.fleet, server.writer
@@ -231,7 +152,7 @@ async def post_whep(request: web.Request) -> web.Response:
     kit = relay.find_kit(token)  # unknown or expired link: the same answer as the agent's, at once
     if request.content_type != "application/sdp":
         raise UnsupportedMediaType("Content-Type must be application/sdp")
-    body = await api.read_body(request, MAX_SDP)
+    body = await http.read_body(request, MAX_SDP)
     try:
         sdp = body.decode("utf-8")
     except UnicodeDecodeError:

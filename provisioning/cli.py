@@ -208,9 +208,12 @@ async def serve(args: argparse.Namespace) -> None:
         notifier.stopping()
         if watchdog is not None:
             watchdog.cancel()
-        log.info("stopping: closing %d links", sum(1 for k in server.fleet.kits.values() if k.link))
+        log.info(
+            "stopping: closing %d server links",
+            sum(1 for k in server.fleet.kits.values() if k.link),
+        )
         await runner.cleanup()
-        log.info("links closed; writing what is queued")
+        log.info("server links closed; writing what is queued")
         await server.close()
         log.info("stopped")
 
@@ -244,7 +247,7 @@ async def user_add(args: argparse.Namespace) -> int:
 
 
 async def user_password(args: argparse.Namespace) -> int:
-    """A forgotten password: set a new one (from stdin) and end every session of that admin."""
+    """A forgotten password: set a new one (from stdin) and end every admin session of theirs."""
     email = args.email.strip().lower()
     password = sys.stdin.readline().rstrip("\n")
     check_password(password)

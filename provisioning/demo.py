@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from agent.cli import _lan_address
+from kitsys.net import lan_address
 
 BIN = Path(sys.executable).parent
 
@@ -85,7 +85,7 @@ def main() -> int:
     parser.add_argument("--start", action="store_true", help="start the class at once")
     args = parser.parse_args()
     email, password, code = _prepare(args.dir)
-    server_url = f"http://{_lan_address()}:{args.server_port}"
+    server_url = f"http://{lan_address()}:{args.server_port}"
     server = subprocess.Popen(
         [str(BIN / "kit-provisioning"), "serve", "--http", f"0.0.0.0:{args.server_port}",
          "--public-url", server_url, "--data-dir", str(args.dir / "server")],

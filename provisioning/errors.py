@@ -1,15 +1,65 @@
-"""The provisioning server's one exception tree.
+"""The provisioning server's own errors, under the project's root :exc:`kitsys.errors.KitError`.
 
-Everything the server raises on purpose derives from :class:`ProvisioningError`. The HTTP layer
-maps :class:`RequestError` subclasses to status codes and sends only ``public_message``; link
-protocol violations are :class:`provisioning.protocol.ProtocolError` (a close code and reason).
+The shared part of the tree — :exc:`~kitsys.errors.KitError` and the HTTP refusals under
+:exc:`~kitsys.errors.RequestError` — lives in :mod:`kitsys.errors` and is re-exported here, so
+the server's modules import their errors from one place. The server's own branch:
+
+* :exc:`ProvisioningError` — base of every error only the server raises on purpose
+
+  * :exc:`ConfigError` — invalid command line or server settings
+  * :exc:`DatabaseError` — the database cannot be opened or migrated
+
+* :exc:`KitRefusal` (a :exc:`~kitsys.errors.RequestError`) — a relayed WHEP request the kit
+  refused: the kit's status, public message and class state, passed on to the pupil
+
+Server-link protocol violations (a close code and a reason) are ``kitlink.ProtocolError``, a
+:exc:`kitsys.errors.ProtocolError`. The HTTP layer answers a
+:exc:`RequestError` with its status, ``public_message`` and headers only.
 """
 
 from __future__ import annotations
 
+from kitsys.errors import (
+    BadGateway,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    GatewayTimeout,
+    KitError,
+    NotFound,
+    PayloadTooLarge,
+    RequestError,
+    RequestTimeout,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 
-class ProvisioningError(Exception):
-    """Base of every error the server raises on purpose."""
+__all__ = [
+    "BadGateway",
+    "BadRequest",
+    "ConfigError",
+    "Conflict",
+    "DatabaseError",
+    "Forbidden",
+    "GatewayTimeout",
+    "KitError",
+    "KitRefusal",
+    "NotFound",
+    "PayloadTooLarge",
+    "ProvisioningError",
+    "RequestError",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "TooManyRequests",
+    "Unauthorized",
+    "UnsupportedMediaType",
+]
+
+
+class ProvisioningError(KitError):
+    """Base of every error only the server raises on purpose."""
 
 
 class ConfigError(ProvisioningError):
@@ -20,72 +70,9 @@ class DatabaseError(ProvisioningError):
     """The database cannot be opened or migrated."""
 
 
-class RequestError(ProvisioningError):
-    """A request that must be refused; ``status`` and ``public_message`` go to the client."""
-
-    status = 400
-
-    def __init__(self, public_message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(public_message)
-        self.public_message = public_message
-        self.headers = headers or {}
-
-
-class BadRequest(RequestError):
-    status = 400
-
-
-class Unauthorized(RequestError):
-    status = 401
-
-
-class Forbidden(RequestError):
-    status = 403
-
-
-class NotFound(RequestError):
-    status = 404
-
-
-class Conflict(RequestError):
-    status = 409
-
-
-class Gone(RequestError):
-    status = 410
-
-
-class RequestTimeout(RequestError):
-    status = 408
-
-
-class PayloadTooLarge(RequestError):
-    status = 413
-
-
-class UnsupportedMediaType(RequestError):
-    status = 415
-
-
-class TooManyRequests(RequestError):
-    status = 429
-
-
-class BadGateway(RequestError):
-    status = 502
-
-
-class ServiceUnavailable(RequestError):
-    status = 503
-
-
-class GatewayTimeout(RequestError):
-    status = 504
-
-
 class KitRefusal(RequestError):
     """A relayed WHEP request the kit refused: its status and public message, passed on."""
 
     def __init__(self, status: int, public_message: str, class_state: str | None = None) -> None:
-        super().__init__(public_message, {"X-Class-State": class_state} if class_state else None)
+        super().__init__(public_message, class_state)
         self.status = status

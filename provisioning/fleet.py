@@ -20,12 +20,11 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import store
-from .ice import KitIce
-from .protocol import (
+from kitlink import (
     CLOSE_REPLACED,
     CLOSE_REVOKED,
     CLOSE_TIMEOUT,
+    AnyServerMessage,
     ConfigAck,
     Health,
     Hello,
@@ -35,9 +34,11 @@ from .protocol import (
     PushedConfig,
     SessionInfo,
     config_version,
-    encode,
     merge_layers,
 )
+
+from . import store
+from .ice import KitIce
 from .writer import Writer
 
 log = logging.getLogger("provisioning.fleet")
@@ -60,7 +61,7 @@ CONTESTED_WINDOW_S = 600.0
 class Link(Protocol):
     """One kit's open WebSocket, as the fleet sees it."""
 
-    async def send(self, text: str) -> None: ...
+    async def send(self, message: AnyServerMessage) -> None: ...
 
     def close_soon(self, code: int, reason: str) -> None: ...
 
@@ -520,7 +521,7 @@ class Fleet:
             version=kit.desired_version, config=PushedConfig.model_validate(kit.desired)
         )
         try:
-            await kit.link.send(encode(message))
+            await kit.link.send(message)
         except (ConnectionError, RuntimeError):
             return False
         kit.config_status = "pending"

@@ -46,13 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kitlink import FEATURE_ICE_SERVERS, IceServers, PushedIceServer
 from kitsys.icelinks import link_header
 
 from .errors import ConfigError
-from .protocol import IceServers, PushedIceServer
 from .turn import TurnUrl, mint, parse_turn_url, read_secret_file
 
-ICE_FEATURE = "ice_servers"
+ICE_FEATURE = FEATURE_ICE_SERVERS
 """The ``hello.features`` entry of a kit that understands the ``ice_servers`` message."""
 
 DEFAULT_CLASS_S = 2 * 3600.0

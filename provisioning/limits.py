@@ -27,7 +27,7 @@ MAX_KEYS = 100_000
 def _too_many(message: str, wait_s: float) -> TooManyRequests:
     """429 with the wait in ``Retry-After`` and in the message (the admin UI shows it)."""
     seconds = max(1, math.ceil(wait_s))
-    return TooManyRequests(f"{message}; try again in {seconds} s", {"Retry-After": str(seconds)})
+    return TooManyRequests(f"{message}; try again in {seconds} s", retry_after_s=seconds)
 
 
 class Backoff:

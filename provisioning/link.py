@@ -1,8 +1,10 @@
-"""The kits' WebSocket endpoint (``GET /link/v1``): I/O only; messages are parsed and
-validated by :mod:`provisioning.protocol`, state lives in :class:`~provisioning.fleet.Fleet`.
+"""The kits' WebSocket endpoint (``GET /link/v1``): the asyncio driver of the server's side of
+the link. Every rule (hello first and in time, the welcome, which message may come when, the
+message budget, close codes) is :class:`kitlink.ServerConnection`'s; state lives in
+:class:`~provisioning.fleet.Fleet`.
 
 A link starts with the kit's ``hello`` (credential, software, applied config, session); the
-server answers ``welcome`` or closes with a close code from the protocol module. A kit whose
+server answers ``welcome`` or closes with a close code from :mod:`kitlink.rules`. A kit whose
 ``hello`` lists the ``ice_servers`` feature, on a server with TURN configured, then gets its
 TURN credentials from a task of its link (:meth:`LinkEndpoint._push_ice`; one per link, ended
 with it). Any frame that breaks the protocol closes the link with its code and a short reason,
@@ -13,39 +15,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from .fleet import Fleet, Kit
-from .ice import ICE_FEATURE, IceIssuer, KitIce
-from .protocol import (
+from kitlink import (
     CLOSE_INTERNAL,
-    CLOSE_MALFORMED,
     CLOSE_REVOKED,
-    CLOSE_TIMEOUT,
     CLOSE_UNAUTHORIZED,
-    CLOSE_VERSION,
     HELLO_TIMEOUT_S,
     MAX_MESSAGE_BYTES,
-    VERSION,
+    AnyKitMessage,
+    AnyServerMessage,
     ConfigAck,
     Health,
     Hello,
     IceServers,
     MessageBudget,
     ProtocolError,
+    ServerConnection,
     Session,
     Welcome,
     WhepAnswer,
     WhepDeleted,
-    encode,
-    parse_kit_message,
 )
+
+from .fleet import Fleet, Kit
+from .ice import ICE_FEATURE, IceIssuer, KitIce
 from .relay import Relay
 
 log = logging.getLogger("provisioning.link")
@@ -54,16 +52,19 @@ log = logging.getLogger("provisioning.link")
 class WsLink:
     """The fleet's handle on one open WebSocket."""
 
-    __slots__ = ("closing", "ws")
+    __slots__ = ("closing", "conn", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, conn: ServerConnection) -> None:
         self.ws = ws
+        self.conn = conn
         self.closing = False
 
-    async def send(self, text: str) -> None:
+    async def send(self, message: AnyServerMessage) -> None:
+        """Send ``message`` (raises ``ConnectionError`` once the link is closing, and
+        :exc:`kitlink.LocalProtocolError` for a message the link may not carry now)."""
         if self.closing or self.ws.closed:
             raise ConnectionError("link closed")
-        await self.ws.send_str(text)
+        await self.ws.send_str(self.conn.send(message))
 
     def close_soon(self, code: int, reason: str) -> None:
         """Send the close frame now; the handler's receive loop then ends."""
@@ -71,36 +72,6 @@ class WsLink:
             return
         self.closing = True
         asyncio.get_running_loop().create_task(self.ws.close(code=code, message=reason.encode()))
-
-
-async def _read_hello(ws: web.WebSocketResponse, timeout_s: float) -> Hello:
-    try:
-        frame = await ws.receive(timeout=timeout_s)
-    except TimeoutError:
-        raise ProtocolError(CLOSE_TIMEOUT, "no hello in time") from None
-    if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-        raise ConnectionResetError
-    if frame.type != WSMsgType.TEXT:
-        raise ProtocolError(CLOSE_MALFORMED, "frames must be JSON text")
-    try:
-        message = parse_kit_message(frame.data)
-    except ProtocolError as exc:
-        if '"hello"' in frame.data and '"v"' in frame.data and _wrong_version(frame.data):
-            raise ProtocolError(CLOSE_VERSION, f"protocol version {VERSION} expected") from exc
-        raise
-    if not isinstance(message, Hello):
-        raise ProtocolError(CLOSE_MALFORMED, "the first message must be hello")
-    if message.v != VERSION:
-        raise ProtocolError(CLOSE_VERSION, f"protocol version {VERSION} expected")
-    return message
-
-
-def _wrong_version(data: str) -> bool:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        return False
-    return isinstance(value, dict) and value.get("v") != VERSION
 
 
 class LinkEndpoint:
@@ -126,36 +97,37 @@ class LinkEndpoint:
             max_msg_size=MAX_MESSAGE_BYTES, autoping=True, heartbeat=None, compress=False
         )
         await ws.prepare(request)
-        link = WsLink(ws)
+        conn = ServerConnection(self.clock(), self.hello_timeout_s, self.budget)
+        link = WsLink(ws, conn)
         kit: Kit | None = None
         ice_task: asyncio.Task[None] | None = None
         try:
-            hello = await _read_hello(ws, self.hello_timeout_s)
-            kit = self._authenticate(hello)
+            hello = await self._read_hello(ws, conn)
+            kit = self._authenticate(conn, hello)
             welcome = Welcome(
                 kit_id=kit.id,
                 name=kit.name,
                 health_interval_s=self.fleet.settings.health_interval_s,
                 server_time=time.time(),
             )
-            await ws.send_str(encode(welcome))
+            await ws.send_str(conn.accept(welcome, self.clock()))
             await self.fleet.attach(kit, link, hello)
             if ICE_FEATURE in hello.features and self.ice.enabled:
                 ice_task = asyncio.create_task(self._push_ice(kit, link), name=f"ice-{kit.id}")
             elif ICE_FEATURE in hello.features:  # no TURN here: the kit keeps its own servers,
                 # and knows the server takes its network report (docs/protocol.md)
-                await ws.send_str(encode(IceServers(ice_servers=[], expires_at=0)))
-            await self._receive(ws, kit)
+                await link.send(IceServers(ice_servers=[], expires_at=0))
+            await self._receive(ws, conn, kit)
         except ProtocolError as exc:
             self.rejected += 1
             who = kit.id if kit else request.remote
-            log.warning("link from %s closed: %s (%d)", who, exc.reason, exc.code)
+            log.warning("server link from %s closed: %s (%d)", who, exc.reason, exc.code)
             link.closing = True
             await ws.close(code=exc.code, message=exc.reason.encode())
         except (ConnectionError, asyncio.CancelledError):
             pass
         except Exception:
-            log.exception("link handler failed")
+            log.exception("server link handler failed")
             await ws.close(code=CLOSE_INTERNAL, message=b"internal error")
         finally:
             if ice_task is not None:
@@ -167,6 +139,22 @@ class LinkEndpoint:
                 if kit.link is None:  # not replaced by a newer link of the same kit
                     self.relay.kit_gone(kit)
         return ws
+
+    async def _read_hello(self, ws: web.WebSocketResponse, conn: ServerConnection) -> Hello:
+        deadline = conn.deadline
+        assert deadline is not None  # waiting for a hello always has one
+        try:
+            frame = await ws.receive(timeout=max(0.0, deadline - self.clock()))
+        except TimeoutError:
+            conn.check_timeout(max(deadline, self.clock()))  # raises
+            raise
+        if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            raise ConnectionResetError
+        if frame.type != WSMsgType.TEXT:
+            conn.receive_binary(frame.data)
+        conn.receive_text(frame.data, self.clock())
+        assert conn.hello is not None  # the core accepts nothing else first
+        return conn.hello
 
     async def _push_ice(self, kit: Kit, link: WsLink) -> None:
         """Send the kit its TURN credentials now, again when a class starts (the fleet sets
@@ -183,7 +171,7 @@ class LinkEndpoint:
                 wake.clear()  # before reading the kit's state: a class start from here on wakes
                 credential = self.ice.kit_credential(kit.ice, kit.id, kit.token)
                 if credential != sent:
-                    await link.send(encode(self.ice.kit_message(credential)))
+                    await link.send(self.ice.kit_message(credential))
                     sent = credential
                 delay = max(1.0, self.ice.renew_at(credential) - self.ice.clock())
                 with contextlib.suppress(TimeoutError):
@@ -197,27 +185,27 @@ class LinkEndpoint:
             if kit.ice_wake is wake:
                 kit.ice_wake = None
 
-    def _authenticate(self, hello: Hello) -> Kit:
+    def _authenticate(self, conn: ServerConnection, hello: Hello) -> Kit:
         kit = self.fleet.authenticate(hello.kit_id, hello.secret)
         if kit is None:
-            raise ProtocolError(CLOSE_UNAUTHORIZED, "unknown kit or wrong secret")
+            raise conn.refuse(CLOSE_UNAUTHORIZED, "unknown kit or wrong secret")
         if kit.revoked:
-            raise ProtocolError(CLOSE_REVOKED, "this kit's credential has been revoked")
+            raise conn.refuse(CLOSE_REVOKED, "this kit's credential has been revoked")
         return kit
 
-    async def _receive(self, ws: web.WebSocketResponse, kit: Kit) -> None:
-        budget = self.budget(self.clock())
+    async def _receive(self, ws: web.WebSocketResponse, conn: ServerConnection, kit: Kit) -> None:
         async for frame in ws:
             if frame.type == WSMsgType.TEXT:
-                budget.spend(len(frame.data), self.clock())
-                self._dispatch(kit, parse_kit_message(frame.data))
+                self._dispatch(kit, conn.receive_text(frame.data, self.clock()))
             elif frame.type == WSMsgType.BINARY:
-                raise ProtocolError(CLOSE_MALFORMED, "frames must be JSON text")
+                conn.receive_binary(frame.data)
             elif frame.type == WSMsgType.ERROR:
-                log.warning("link of %s: %s", kit.id, ws.exception())
+                log.warning("server link of %s: %s", kit.id, ws.exception())
                 return
 
-    def _dispatch(self, kit: Kit, message: Any) -> None:
+    def _dispatch(self, kit: Kit, message: AnyKitMessage) -> None:
+        """Hand a kit's message to the fleet or the relay (a second hello never gets here: the
+        core closes the link for it)."""
         if isinstance(message, Health):
             self.fleet.health(kit, message)
         elif isinstance(message, ConfigAck):
@@ -228,5 +216,3 @@ class LinkEndpoint:
                 self.relay.kit_idle(kit)
         elif isinstance(message, WhepAnswer | WhepDeleted):
             self.relay.resolve(kit, message)
-        else:  # a second hello
-            raise ProtocolError(CLOSE_MALFORMED, "hello is only the first message")

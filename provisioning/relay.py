@@ -19,6 +19,8 @@ import logging
 import secrets
 from dataclasses import dataclass
 
+from kitlink import WhepAnswer, WhepDelete, WhepDeleted, WhepOffer, token_digest
+
 from .errors import (
     BadGateway,
     GatewayTimeout,
@@ -29,12 +31,8 @@ from .errors import (
 )
 from .fleet import Fleet, Kit
 from .limits import RateLimit
-from .protocol import WhepAnswer, WhepDelete, WhepDeleted, WhepOffer, encode, token_digest
 
 log = logging.getLogger("provisioning.relay")
-
-ENDED = {"X-Class-State": "ended"}
-INVALID = {"X-Class-State": "invalid"}
 
 RELAYED_STATUSES = frozenset({400, 404, 409, 413, 415, 503})
 """Refusals of the kit passed on to the pupil as they are (with the kit's public message)."""
@@ -67,10 +65,10 @@ class Relay:
         kit = self.fleet.by_token.get(digest)
         if kit is None:
             if digest in self.fleet.expired_tokens:
-                raise NotFound("this link has expired: the class has ended", ENDED)
-            raise NotFound("unknown link", INVALID)
+                raise NotFound("this link has expired: the class has ended", "ended")
+            raise NotFound("unknown link", "invalid")
         if kit.revoked:
-            raise NotFound("unknown link", INVALID)
+            raise NotFound("unknown link", "invalid")
         if kit.link is None:
             raise ServiceUnavailable("the classroom is not reachable right now; try again soon")
         return kit
@@ -112,7 +110,7 @@ class Relay:
         try:
             assert kit.link is not None
             try:
-                await kit.link.send(encode(message))
+                await kit.link.send(message)
             except (ConnectionError, RuntimeError):
                 raise ServiceUnavailable("the classroom is not reachable right now") from None
             async with asyncio.timeout(self.timeout_s):

@@ -64,9 +64,11 @@ print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$1/pyprojec
     esac
 }
 
-# install_venv VENV: create it if needed; install the package unless that version is there.
+# install_venv VENV EXTRA: create it if needed; install the package with the dependencies of
+# EXTRA (kit or server: pyproject.toml's optional dependencies) unless that version is there.
 install_venv() {
     venv="$1"
+    extra="$2"
     package="${KIT_WHEEL:-$SOURCE}"
     [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
     wanted="$(version_of "$package")"
@@ -82,7 +84,7 @@ except m.PackageNotFoundError:
     say "installing hybrid-classroom $wanted in $venv (was: $installed)"
     # shellcheck disable=SC2086
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir \
-        --upgrade ${KIT_PIP_OPTS:-} "$package"
+        --upgrade ${KIT_PIP_OPTS:-} "${package}[${extra}]"
     CHANGED=1
 }
 

@@ -34,7 +34,7 @@ ensure_user kit-kiosk /var/lib/kit-kiosk video,render,input
 mkdir -p "$ROOT/opt/kit" "$ROOT/etc/kit" "$STATE"
 chmod 0755 "$ROOT/etc/kit"
 chmod 0700 "$STATE"
-install_venv "$VENV"
+install_venv "$VENV" kit  # the agent: aiortc, PyAV, OpenCV… (no database layer)
 
 # 0640 root:kit: the agent (user kit) reads it, nobody else does (it may hold TURN secrets),
 # and the agent cannot rewrite it. A file from an older install loses its bits for others.

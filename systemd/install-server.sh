@@ -123,7 +123,7 @@ chmod 0700 "$STATE"
 # The server reads its TURN secret in there: root's, the server's group may enter.
 chmod 0750 "$ROOT/etc/kit-provisioning"
 system chown root:kit-provisioning "$ROOT/etc/kit-provisioning"
-install_venv "$VENV"
+install_venv "$VENV" server  # the database layer, no media stack
 
 write_once "$ENV_FILE" 0640 <<ENV
 # Options of kit-provisioning serve (kit-provisioning serve --help). Written once by

@@ -17,7 +17,7 @@ import sys
 import aiohttp
 from websockets.asyncio.client import connect
 
-from provisioning.protocol import (
+from kitlink import (
     LINK_PATH,
     VERSION,
     Hello,

@@ -16,7 +16,9 @@ Routes
   DELETE /whep/resource/{id}  WHEP: end that viewer
   PATCH  /whep/resource/{id}  405: no trickle ICE (every candidate is in the answer)
 
-Refusals are :class:`~agent.errors.RequestError` subclasses; only their public message is sent.
+Refusals are :class:`~kitsys.errors.RequestError` subclasses; only their public message is sent
+(:func:`kitsys.http.make_errors_middleware`, shared with the server). The pupil page and its files
+carry :data:`kitsys.http.PAGE_HEADERS` (the relay serves the same page with the same headers).
 Control requests must come from the kit itself (loopback), name a loopback host (``Host``:
 127.0.0.0/8, ::1 or localhost, any port) and, when a browser says where it comes from
 (``Origin``), come from a page of this server on such a host: another site open in the kiosk's
@@ -26,10 +28,7 @@ browser cannot press Stop, even by pointing its own name at 127.0.0.1 (DNS rebin
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
-from importlib import resources
 from urllib.parse import urlsplit
 
 import qrcode
@@ -37,7 +36,15 @@ import qrcode.image.svg
 from aiohttp import web
 from multidict import CIMultiDict
 
-from kitsys.httpguard import body_timeout_s
+from kitsys.http import (
+    PAGE_CSP,
+    PAGE_HEADERS,
+    is_loopback,
+    make_errors_middleware,
+    package_file,
+    read_body,
+    static_response,
+)
 from kitsys.ratelimit import TokenBuckets, retry_after
 
 from .. import __version__, boundedjson
@@ -45,9 +52,7 @@ from ..errors import (
     BadRequest,
     Forbidden,
     NotFound,
-    PayloadTooLarge,
     RequestError,
-    RequestTimeout,
     TooManyRequests,
     UnsupportedMediaType,
 )
@@ -62,57 +67,8 @@ log = logging.getLogger("agent.http")
 SESSION_KEY = web.AppKey("session", ClassSession)
 PROBLEMS_KEY = web.AppKey("problems", Problems)
 LIMITER_KEY = web.AppKey("whep_limiter", TokenBuckets)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-WHEP_CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
-    "Access-Control-Expose-Headers": (
-        "Location, Link, ETag, Accept-Patch, X-Class-State, Retry-After"
-    ),
-    "Access-Control-Max-Age": "600",
-}
-
-
-def _is_loopback(remote: str | None) -> bool:
-    if not remote:
-        return False
-    try:
-        address = ipaddress.ip_address(remote.split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 when listening dual-stack on [::]
-    return address.is_loopback
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn refusals into clean responses; log and hide everything unexpected."""
-    whep = request.path.startswith("/whep/")
-    try:
-        response = await handler(request)
-    except RequestError as exc:
-        response = _error(exc.status, exc.public_message, json=not whep)
-        if exc.class_state:
-            response.headers["X-Class-State"] = exc.class_state
-        if exc.retry_after_s is not None:
-            response.headers["Retry-After"] = str(exc.retry_after_s)
-    except web.HTTPException:
-        raise
-    except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        response = _error(500, "internal error", json=not whep)
-    if whep:
-        response.headers.update(WHEP_CORS)
-    return response
-
-
-def _error(status: int, message: str, json: bool) -> web.Response:
-    if json:
-        return web.json_response({"error": message}, status=status)
-    return web.Response(status=status, text=message + "\n", content_type="text/plain")
+errors_middleware = make_errors_middleware(log, [(("/join/", "/static/"), PAGE_HEADERS)])
+"""Refusals become clean answers; anything unexpected is logged and hidden (kitsys.http)."""
 
 
 def is_loopback_host(authority: str) -> bool:
@@ -127,13 +83,13 @@ def is_loopback_host(authority: str) -> bool:
     host = parts.hostname or ""
     if parts.username is not None or parts.password is not None or parts.netloc != authority:
         return False
-    return host == "localhost" or _is_loopback(host)
+    return host == "localhost" or is_loopback(host)
 
 
 def require_local(request: web.Request) -> None:
     """A control request: from loopback, to a loopback host, and from the kiosk's own origin if
     a browser names one (:func:`is_loopback_host`)."""
-    if not _is_loopback(request.remote):
+    if not is_loopback(request.remote):
         raise Forbidden("control is only accepted from the kit itself")
     host = request.headers.get("Host")  # absent: an HTTP/1.0 tool; a browser always sends it
     if host is not None and not is_loopback_host(host):
@@ -232,7 +188,7 @@ MAX_JSON_DEPTH = 8
 
 
 async def _json_body(request: web.Request) -> dict[str, object]:
-    raw = await read_limited(request, MAX_JSON_BODY)
+    raw = await read_body(request, MAX_JSON_BODY)
     try:
         body = boundedjson.loads(raw or b"{}", MAX_JSON_DEPTH)
     except boundedjson.JsonError:
@@ -243,26 +199,6 @@ async def _json_body(request: web.Request) -> dict[str, object]:
 
 
 # -- WHEP -------------------------------------------------------------------------------------
-
-
-async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The whole body: 413 beyond ``limit`` bytes, 408 if it takes longer than the connection
-    guard's body timeout (a peer trickling a body must not hold a handler forever)."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"body larger than {limit} bytes")
-    body = bytearray()
-    try:
-        async with asyncio.timeout(body_timeout_s(request)):
-            while len(body) <= limit:  # read() returns what has arrived so far
-                chunk = await request.content.read(limit + 1 - len(body))
-                if not chunk:
-                    break
-                body += chunk
-    except TimeoutError:
-        raise RequestTimeout("the body took too long to arrive") from None
-    if len(body) > limit:
-        raise PayloadTooLarge(f"body larger than {limit} bytes")
-    return bytes(body)
 
 
 def _limit_joins(request: web.Request) -> str | None:
@@ -292,7 +228,7 @@ async def post_whep(request: web.Request) -> web.Response:
     session.check_token(token)
     if request.content_type != "application/sdp":
         raise UnsupportedMediaType("Content-Type must be application/sdp")
-    body = await read_limited(request, MAX_OFFER_BYTES)
+    body = await read_body(request, MAX_OFFER_BYTES)
     viewer, answer = await session.add_viewer(token, body, peer)
     headers = CIMultiDict({"Location": f"/whep/resource/{viewer.id}"})
     for link in link_headers(session.config.webrtc.pupil_ice_servers):
@@ -342,23 +278,13 @@ async def options_whep(request: web.Request) -> web.Response:
 # -- pages ------------------------------------------------------------------------------------
 
 
-PAGE_CSP = (
-    "default-src 'self'; img-src 'self' data:; media-src 'self' blob: mediastream:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-"""Pages load nothing from anywhere else (no CDN, no tracker) and cannot be framed."""
-
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
-
-
-def _static(name: str, package: str = "agent.http") -> bytes:
-    return resources.files(package).joinpath("static", name).read_bytes()
 
 
 async def kiosk_page(request: web.Request) -> web.Response:
     require_local(request)
     return web.Response(
-        body=_static("kiosk.html", "kiosk"),
+        body=package_file("kiosk", "kiosk.html"),
         content_type="text/html",
         charset="utf-8",
         headers={"Cache-Control": "no-store", "Content-Security-Policy": PAGE_CSP},
@@ -367,12 +293,12 @@ async def kiosk_page(request: web.Request) -> web.Response:
 
 async def kiosk_file(request: web.Request) -> web.Response:
     require_local(request)
-    return _static_response(request.match_info["name"], "kiosk")
+    return static_response("kiosk", request.match_info["name"], STATIC_TYPES, "utf-8")
 
 
 async def join_page(request: web.Request) -> web.Response:
     return web.Response(
-        body=_static("join.html"),
+        body=package_file("agent.http", "join.html"),
         content_type="text/html",
         charset="utf-8",
         headers={
@@ -384,18 +310,7 @@ async def join_page(request: web.Request) -> web.Response:
 
 
 async def static_file(request: web.Request) -> web.Response:
-    return _static_response(request.match_info["name"], "agent.http")
-
-
-def _static_response(name: str, package: str) -> web.Response:
-    suffix = name[name.rfind(".") :] if "." in name else ""
-    if "/" in name or name.startswith(".") or suffix not in STATIC_TYPES:
-        raise web.HTTPNotFound()
-    try:
-        body = _static(name, package)
-    except (FileNotFoundError, IsADirectoryError):
-        raise web.HTTPNotFound() from None
-    return web.Response(body=body, content_type=STATIC_TYPES[suffix], charset="utf-8")
+    return static_response("agent.http", request.match_info["name"], STATIC_TYPES, "utf-8")
 
 
 def make_app(session: ClassSession, problems: Problems | None = None) -> web.Application:

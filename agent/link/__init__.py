@@ -1,7 +1,8 @@
 """The kit's link to the provisioning server (enrollment, health, configuration, relayed WHEP).
 
 :class:`Uplink` is what ``kit-agent run``/``demo`` start when the kit is enrolled; the protocol
-itself lives in :mod:`provisioning.protocol`, shared with the server.
+itself (messages, and the rules of order, timeouts and close codes) lives in :mod:`kitlink`,
+which the server stands on too; :mod:`agent.link.client` is only its asyncio driver.
 """
 
 from __future__ import annotations

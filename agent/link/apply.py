@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from provisioning.protocol import ConfigAck, PushConfig, merge_layers
+from kitlink import ConfigAck, PushConfig, merge_layers
 
 from ..config import AgentConfig, config_from_dict
 from ..errors import ConfigError

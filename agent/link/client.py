@@ -1,6 +1,10 @@
 """The kit's side of the link: dial out to the server, report health, take configuration,
 answer relayed WHEP requests (docs/protocol.md).
 
+The asyncio driver of :class:`kitlink.KitConnection`: every rule (hello, then the welcome within
+``WELCOME_TIMEOUT_S``, which message may come when, the close codes after which the kit stops)
+is the core's; this module reads and writes the socket and acts on the server's messages.
+
 The kit always dials (school NAT and firewalls let nothing in). A lost link is redialled with
 jittered exponential backoff (``reconnect_min_s`` doubling up to ``reconnect_max_s``, full
 jitter so 15,000 kits do not come back in step after a server restart). A refusal that cannot
@@ -15,20 +19,24 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.frames import Close
 
-from provisioning.protocol import (
-    FINAL_CLOSE_CODES,
+from kitlink import (
+    FEATURE_ICE_SERVERS,
     MAX_MESSAGE_BYTES,
     VERSION,
+    AnyKitMessage,
+    AnyServerMessage,
     Health,
     Hello,
     IceServers,
+    KitConnection,
     ProtocolError,
     PushConfig,
     Session,
@@ -38,14 +46,12 @@ from provisioning.protocol import (
     WhepDelete,
     WhepDeleted,
     WhepOffer,
-    encode,
-    parse_server_message,
     token_digest,
 )
 
 from .. import __version__
 from ..config import IceServerConfig, ServerLinkConfig
-from ..errors import RequestError
+from ..errors import AgentError, RequestError
 from ..session import ClassSession, SessionState
 from .apply import PushedConfigs
 from .credential import Credential
@@ -60,11 +66,13 @@ BACKLOG_MAX = 360
 first, and the server is told how many were dropped."""
 DEFAULT_HEALTH_INTERVAL_S = 10.0
 """Report interval before the first welcome (afterwards: the server's ``health_interval_s``)."""
-FEATURES = ["ice_servers"]
+FEATURES = [FEATURE_ICE_SERVERS]
 """What this kit understands beyond version 1 (sent in its hello)."""
 
 
-class Refused(Exception):
+class Refused(AgentError):
+    """The server closed the server link with a refusal: its close ``code`` and reason."""
+
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"{reason} ({code})")
         self.code = code
@@ -92,6 +100,7 @@ class LinkClient:
         collector: HealthCollector,
         options: ServerLinkConfig,
         rng: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.credential = credential
         self.session = session
@@ -99,14 +108,18 @@ class LinkClient:
         self.collector = collector
         self.options = options
         self.rng = rng
+        self.clock = clock
+        """The link's rules' clock (the welcome timeout); asyncio's loop clock by default."""
         self.state = "connecting"
         """``connecting``, ``connected``, ``waiting`` (backoff) or ``refused`` (stopped)."""
         self.refusal = ""
         self.connects = 0
-        self._outbox: asyncio.Queue[str] = asyncio.Queue()
+        self._outbox: asyncio.Queue[AnyKitMessage] = asyncio.Queue()
         self._connected = asyncio.Event()
         self._ws: ClientConnection | None = None
         """The link, once welcomed; None while it is down."""
+        self._conn: KitConnection | None = None
+        """Its rules (:class:`kitlink.KitConnection`), set with ``_ws``."""
         self.health_interval_s = DEFAULT_HEALTH_INTERVAL_S
         self.backlog: collections.deque[Health] = collections.deque(maxlen=BACKLOG_MAX)
         """Reports made while the link was down, oldest first (sent on reconnection)."""
@@ -158,12 +171,12 @@ class LinkClient:
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
                 log.info("cannot reach the server: %s", exc or type(exc).__name__)
             except ConnectionClosed as exc:
-                log.info("link closed: %s", exc)
+                log.info("server link closed: %s", exc)
             except ProtocolError as exc:
                 log.warning("the server broke the protocol: %s", exc.reason)
             finally:
                 self._connected.clear()
-                self._ws = None
+                self._ws = self._conn = None
             self.state = "waiting"
             delay = backoff_delay(
                 attempt, self.options.reconnect_min_s, self.options.reconnect_max_s, self.rng
@@ -188,64 +201,87 @@ class LinkClient:
         # The report's ``network`` only once the server has sent ``ice_servers`` on this link:
         # a server from before it would refuse the field (and close the link).
         self.collector.network = False
-        await ws.send(encode(hello))
-        try:
-            async with asyncio.timeout(20):
-                frame = await ws.recv()
-            welcome = parse_server_message(frame)
-        except ConnectionClosed as exc:
-            self._raise_if_final(exc)
-            raise
-        if not isinstance(welcome, Welcome):
-            raise ProtocolError(4400, "the first message must be welcome")
+        conn = KitConnection(self.clock())
+        await ws.send(conn.hello(hello, self.clock()))
+        welcome = await self._read_welcome(ws, conn)
         self.connects += 1
         self.state = "connected"
-        log.info("linked to %s as %s", self.credential.server, welcome.kit_id)
+        log.info("server link up: %s as %s", self.credential.server, welcome.kit_id)
         self.health_interval_s = welcome.health_interval_s
         self._clock_skew = welcome.server_time - time.time()
         self.session.network.want_probe()  # what gets out may have changed with the link
-        await self._send_backlog(ws)
-        self._ws = ws
+        await self._send_backlog(ws, conn)
+        self._ws, self._conn = ws, conn
         self._connected.set()
         self._report_now.set()  # the current state, at once
         self._ensure_reporter()
-        tasks = [asyncio.create_task(self._send_outbox(ws))]
+        tasks = [asyncio.create_task(self._send_outbox(ws, conn))]
         try:
-            await self._receive(ws)
+            await self._receive(ws, conn)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _raise_if_final(self, exc: ConnectionClosed) -> None:
-        if exc.rcvd is not None and exc.rcvd.code in FINAL_CLOSE_CODES:
-            raise Refused(exc.rcvd.code, exc.rcvd.reason) from exc
+    async def _read_welcome(self, ws: ClientConnection, conn: KitConnection) -> Welcome:
+        """The server's first frame, which the rules want to be a welcome, in time."""
+        deadline = conn.deadline
+        assert deadline is not None  # waiting for the welcome always has one
+        async with self._closing_on_error(ws, conn):
+            try:
+                async with asyncio.timeout(max(0.0, deadline - self.clock())):
+                    frame = await ws.recv()
+            except TimeoutError:
+                conn.check_timeout(max(deadline, self.clock()))  # raises
+                raise
+            self._receive_frame(conn, frame)
+        assert conn.welcome is not None  # the rules accept nothing else first
+        return conn.welcome
 
-    async def _receive(self, ws: ClientConnection) -> None:
+    @contextlib.asynccontextmanager
+    async def _closing_on_error(
+        self, ws: ClientConnection, conn: KitConnection
+    ) -> AsyncIterator[None]:
+        """Close the link with the code of a broken rule; a refusal after which the rules say
+        not to redial becomes :exc:`Refused`."""
         try:
-            async for frame in ws:
-                try:
-                    self._dispatch(parse_server_message(frame))
-                except ProtocolError as exc:
-                    await ws.close(exc.code, exc.reason)
-                    raise
-        except ConnectionClosed as exc:
-            self._raise_if_final(exc)
+            yield
+        except ProtocolError as exc:
+            await ws.close(exc.code, exc.reason)
             raise
-        if ws.close_code in FINAL_CLOSE_CODES:
-            raise Refused(ws.close_code or 0, ws.close_reason or "")
+        except ConnectionClosed as exc:
+            self._raise_if_final(conn, exc.rcvd)
+            raise
 
-    def _dispatch(self, message: Any) -> None:
+    def _raise_if_final(self, conn: KitConnection, rcvd: Close | None) -> None:
+        if rcvd is None:
+            return
+        closed = conn.receive_close(rcvd.code, rcvd.reason)
+        if closed.final:
+            raise Refused(closed.code, closed.reason)
+
+    def _receive_frame(self, conn: KitConnection, frame: str | bytes) -> AnyServerMessage:
+        if isinstance(frame, bytes):
+            conn.receive_binary(frame)
+        return conn.receive_text(frame, self.clock())
+
+    async def _receive(self, ws: ClientConnection, conn: KitConnection) -> None:
+        async with self._closing_on_error(ws, conn):
+            async for frame in ws:
+                self._dispatch(self._receive_frame(conn, frame))
+        self._raise_if_final(conn, ws.protocol.close_rcvd)
+
+    def _dispatch(self, message: AnyServerMessage) -> None:
+        """Act on one of the server's messages (a second welcome never gets here: the rules
+        close the link for it)."""
         if isinstance(message, PushConfig):
-            self._outbox.put_nowait(encode(self.configs.offer(message)))
+            self._outbox.put_nowait(self.configs.offer(message))
         elif isinstance(message, WhepOffer):
             asyncio.get_running_loop().create_task(self._whep_offer(message))
         elif isinstance(message, WhepDelete):
             asyncio.get_running_loop().create_task(self._whep_delete(message))
         elif isinstance(message, IceServers):
             self._ice_servers(message)
-        else:
-            raise ProtocolError(4400, "welcome is only the first message")
 
     def _ice_servers(self, message: IceServers) -> None:
         """The server's STUN/TURN servers for this kit: they replace the previous ones until
@@ -279,11 +315,11 @@ class LinkClient:
                 continue
             health = Health(seq=self._seq, sent_at=time.time(), report=report)
             self._seq += 1
-            ws = self._ws
+            ws, conn = self._ws, self._conn
             try:
-                if ws is None:
+                if ws is None or conn is None:
                     raise ConnectionError("link down")
-                await ws.send(encode(health))
+                await ws.send(conn.send(health))
             except (ConnectionError, ConnectionClosed):
                 self._queue(health)
             await self._wait_next_report(devices)
@@ -293,7 +329,7 @@ class LinkClient:
             self.backlog_dropped += 1  # the deque drops the oldest
         self.backlog.append(health)
 
-    async def _send_backlog(self, ws: ClientConnection) -> None:
+    async def _send_backlog(self, ws: ClientConnection, conn: KitConnection) -> None:
         """Send what was queued while the link was down, oldest first, each marked ``queued``
         with the time it was made; the first carries the count of reports dropped."""
         if not self.backlog and not self.backlog_dropped:
@@ -306,7 +342,7 @@ class LinkClient:
         while self.backlog:
             health = self.backlog[0]
             update: dict[str, Any] = {"queued": True, "dropped": self.backlog_dropped}
-            await ws.send(encode(health.model_copy(update=update)))
+            await ws.send(conn.send(health.model_copy(update=update)))
             self.backlog.popleft()  # only once sent: a link lost meanwhile keeps the rest
             self.backlog_dropped = 0
 
@@ -326,16 +362,16 @@ class LinkClient:
             if self.collector.device_states() != devices:
                 return
 
-    async def _send_outbox(self, ws: ClientConnection) -> None:
+    async def _send_outbox(self, ws: ClientConnection, conn: KitConnection) -> None:
         while True:
-            text = await self._outbox.get()
-            await ws.send(text)
+            message = await self._outbox.get()
+            await ws.send(conn.send(message))
 
     def _session_changed(self, session: ClassSession) -> None:
-        self._outbox.put_nowait(encode(Session(session=session_info(session))))
+        self._outbox.put_nowait(Session(session=session_info(session)))
         ack = self.configs.session_changed()
         if ack is not None:
-            self._outbox.put_nowait(encode(ack))
+            self._outbox.put_nowait(ack)
 
     # -- relayed WHEP --------------------------------------------------------------------------
 
@@ -353,7 +389,7 @@ class LinkClient:
         except Exception:
             log.exception("relayed WHEP offer failed")
             reply = WhepAnswer(req=offer.req, status=500, error="internal error")
-        self._outbox.put_nowait(encode(reply))
+        self._outbox.put_nowait(reply)
 
     async def _whep_delete(self, delete: WhepDelete) -> None:
         try:
@@ -361,7 +397,7 @@ class LinkClient:
             reply = WhepDeleted(req=delete.req, status=200)
         except RequestError as exc:
             reply = WhepDeleted(req=delete.req, status=exc.status, error=exc.public_message)
-        self._outbox.put_nowait(encode(reply))
+        self._outbox.put_nowait(reply)
 
     def close(self) -> None:
         with contextlib.suppress(ValueError):

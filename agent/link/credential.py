@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from provisioning.protocol import ENROLL_PATH, LINK_PATH
+from kitlink import ENROLL_PATH, LINK_PATH
 
 from ..errors import AgentError
 

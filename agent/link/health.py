@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from provisioning.protocol import HealthReport
+from kitlink import HealthReport
 
 from .. import __version__
 from ..session import ClassSession, SessionState

@@ -15,11 +15,12 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import AgentError
 from .packets import EncodedPacket
 
 
-class QueueClosed(Exception):
-    """The fan-out or the viewer went away; the reader stops."""
+class QueueClosed(AgentError):
+    """The fan-out or the pupil went away; the reader of the queue stops."""
 
 
 class ViewerQueue:

@@ -11,7 +11,7 @@ no option for that, so :func:`restrict_host_addresses` replaces its address look
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
@@ -20,7 +20,9 @@ from kitsys.icelinks import link_header
 
 from ..config import IceServerConfig
 
-_original_get_host_addresses = aioice.ice.get_host_addresses
+_original_get_host_addresses: Callable[[bool, bool], list[str]] | None = None
+"""aioice's own lookup, kept at the first restriction (not at import: a changed aioice must
+reach the start-up check, agent/webrtc/contract.py, not fail this import)."""
 
 
 def rtc_configuration(servers: Sequence[IceServerConfig]) -> RTCConfiguration:
@@ -49,8 +51,11 @@ def link_headers(servers: Sequence[IceServerConfig]) -> list[str]:
 
 def restrict_host_addresses(addresses: Sequence[str]) -> None:
     """Offer only ``addresses`` as ICE host candidates (empty: every interface, aioice's way)."""
+    global _original_get_host_addresses
+    if _original_get_host_addresses is None:
+        _original_get_host_addresses = aioice.ice.get_host_addresses
     if not addresses:
-        aioice.ice.get_host_addresses = _original_get_host_addresses
+        aioice.ice.get_host_addresses = _original_get_host_addresses  # type: ignore[assignment]
         return
     chosen = list(addresses)
 

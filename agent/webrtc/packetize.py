@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from fractions import Fraction
 
-from aiortc.codecs.h264 import H264Encoder
-from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.codecs import h264, vpx
 
 from ..clock import AUDIO_RATE
 from ..media.packets import AvPacket
@@ -24,7 +23,7 @@ def make_packer(codec: str) -> Packer:
     """A packer for ``h264``, ``vp8`` or ``opus``: packet → (payloads, RTP timestamp)."""
     if codec == "opus":
         return _pack_opus
-    packer = {"h264": H264Encoder, "vp8": Vp8Encoder}[codec]()
+    packer = {"h264": h264.H264Encoder, "vp8": vpx.Vp8Encoder}[codec]()
 
     def pack(packet: AvPacket) -> tuple[tuple[bytes, ...], int]:
         payloads, timestamp = packer.pack(packet)

@@ -41,10 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aioice import stun, turn
-from aiortc import RTCConfiguration
-from aiortc.rtcicetransport import parse_stun_turn_uri
+from aiortc import RTCConfiguration, rtcicetransport
 
-from provisioning.protocol import NetworkHealth
+from kitlink import NetworkHealth
 
 from ..config import IceServerConfig
 from .ice import rtc_configuration
@@ -87,7 +86,7 @@ def endpoints(servers: Iterable[IceServerConfig]) -> list[Endpoint]:
     for server in servers:
         for url in server.urls:
             try:
-                parsed = parse_stun_turn_uri(url)
+                parsed = rtcicetransport.parse_stun_turn_uri(url)
             except ValueError as exc:
                 log.warning("ICE server %s left out: %s", url.split("?")[0], exc)
                 continue

@@ -16,9 +16,11 @@ packets; aiortc still does ICE, DTLS, SRTP keys, RTCP reports and feedback:
 - PLI/FIR go to the shared encoder's rate-limited keyframe request, not to a per-peer encoder;
 - the msid stream id is fixed so a page can tell the tracks apart from the SDP alone.
 
-This reaches into aiortc internals (name-mangled attributes), so ``aiortc`` is pinned to one
-minor version in pyproject.toml; :func:`install` refuses an aiortc whose internals differ, and
-tests in tests/agent/webrtc exercise every part of it with real peers.
+This reaches into aiortc and aioice internals (name-mangled attributes, replaced methods, the
+nominated pair), so both are pinned to one minor version in pyproject.toml, every name used is
+declared in :mod:`.contract` and checked when the agent starts (it refuses to start if one is
+missing or has changed kind), and tests in tests/agent/webrtc exercise every part of it, packet
+by packet (test_rtpsend.py) and with real peers.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from typing import Any
 
 from aiortc import RTCRtpCodecParameters, RTCRtpSender
 from aiortc import clock as rtc_clock
+from aiortc import rtp as aiortc_rtp
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtp import RtpPacket, wrap_rtx
 
 from ..media.packets import EncodedPacket
 from . import udp
@@ -45,27 +47,14 @@ HISTORY = 512
 """Packets kept per viewer for retransmission (≈ 1 s of a 2 Mbit/s stream)."""
 _PREFIX = struct.Struct("!BBH")
 _PRIVATE = "_RTCRtpSender__"
-_REQUIRED = (
-    "mid",
-    "rtp_header_extensions_map",
-    "rtp_started",
-    "rtp_exited",
-    "ntp_timestamp",
-    "rtp_timestamp",
-    "octet_count",
-    "packet_count",
-    "rtx_payload_type",
-    "rtx_sequence_number",
-)
 
 
 def install(
     sender: RTCRtpSender, track: PacketTrack, stream_id: str, on_keyframe: Callable[[], None]
 ) -> None:
-    """Make ``sender`` send ``track``'s shared packets through :class:`LeanRtpLoop`."""
-    missing = [name for name in _REQUIRED if not hasattr(sender, _PRIVATE + name)]
-    if missing or not hasattr(sender, "_stream_id"):
-        raise RuntimeError(f"unsupported aiortc version (RTCRtpSender lacks {missing})")
+    """Make ``sender`` send ``track``'s shared packets through :class:`LeanRtpLoop`.
+
+    Every aiortc name used here is declared in :mod:`.contract` and checked at start-up."""
     loop = LeanRtpLoop(sender, track)
     sender._run_rtp = loop.run  # type: ignore[method-assign]
     sender._retransmit = loop.retransmit  # type: ignore[method-assign]
@@ -155,7 +144,7 @@ class LeanRtpLoop:
         ext_map = self._get("rtp_header_extensions_map")
 
         def serialize(abs_time: int) -> bytes:
-            template = RtpPacket(payload_type=0, sequence_number=0, timestamp=0)
+            template = aiortc_rtp.RtpPacket(payload_type=0, sequence_number=0, timestamp=0)
             template.ssrc = self._sender._ssrc
             template.extensions.mid = self._get("mid")
             template.extensions.abs_send_time = abs_time
@@ -164,7 +153,7 @@ class LeanRtpLoop:
         zero, ones = serialize(0), serialize(0xFFFFFF)
         differ = [i for i, (a, b) in enumerate(zip(zero, ones, strict=True)) if a != b]
         abs_offset = differ[0] if len(differ) == 3 and differ[2] - differ[0] == 2 else None
-        first = RtpPacket(payload_type=0, sequence_number=0, timestamp=0)
+        first = aiortc_rtp.RtpPacket(payload_type=0, sequence_number=0, timestamp=0)
         first.extensions.mid = self._get("mid")
         return bytes(first.serialize(ext_map))[0], zero, abs_offset
 
@@ -178,8 +167,8 @@ class LeanRtpLoop:
         if rtx_pt is not None:
             ext_map = self._get("rtp_header_extensions_map")
             rtx_seq = self._get("rtx_sequence_number")
-            packet = wrap_rtx(
-                RtpPacket.parse(data, ext_map), rtx_pt, rtx_seq, self._sender._rtx_ssrc
+            packet = aiortc_rtp.wrap_rtx(
+                aiortc_rtp.RtpPacket.parse(data, ext_map), rtx_pt, rtx_seq, self._sender._rtx_ssrc
             )
             self._set("rtx_sequence_number", (rtx_seq + 1) & 0xFFFF)
             data = packet.serialize(ext_map)

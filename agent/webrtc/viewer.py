@@ -26,7 +26,6 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc import sdp as aiortc_sdp
-from aiortc.sdp import candidate_from_sdp
 
 from ..errors import BadRequest, ProtocolError
 from ..media.pipeline import MediaPipeline
@@ -101,10 +100,10 @@ class Viewer:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         except (ValueError, KeyError, AttributeError) as exc:
-            log.info("viewer %s: offer refused: %s", self.id, exc)
+            log.info("pupil %s: offer refused: %s", self.id, exc)
             raise BadRequest("SDP offer could not be negotiated") from exc
         except Exception as exc:  # aiortc's own errors (OperationError, InternalError, ...)
-            log.info("viewer %s: offer refused: %s", self.id, exc)
+            log.info("pupil %s: offer refused: %s", self.id, exc)
             raise BadRequest("SDP offer could not be negotiated") from exc
         answer = self.pc.localDescription.sdp
         mids = [media.rtp.muxId for media in aiortc_sdp.SessionDescription.parse(answer).media]
@@ -147,11 +146,13 @@ class Viewer:
         if transport is None:  # an m-line the kit answered without a transport (rejected)
             return
         try:
-            await transport.addRemoteCandidate(candidate_from_sdp(line.removeprefix("candidate:")))
+            await transport.addRemoteCandidate(
+                aiortc_sdp.candidate_from_sdp(line.removeprefix("candidate:"))
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the viewer closed meanwhile
-            log.debug("viewer %s: candidate not used: %s", self.id, exc)
+            log.debug("pupil %s: candidate not used: %s", self.id, exc)
 
     def _add_transceivers(self, offer: Offer) -> None:
         videos = iter(VIDEO_TRACK_IDS)
@@ -192,7 +193,7 @@ class Viewer:
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState
-        log.info("viewer %s: %s", self.id, state)
+        log.info("pupil %s: %s", self.id, state)
         if state == "connected" and self.connected_at is None:
             self.connected_at = time.time()
             self.on_connected(self)
@@ -201,7 +202,7 @@ class Viewer:
 
     def _on_datachannel(self, channel: Any) -> None:
         if channel.label != pupil_channel.CHANNEL_LABEL or self.channel is not None:
-            log.info("viewer %s: unexpected data channel %r closed", self.id, channel.label)
+            log.info("pupil %s: unexpected data channel %r closed", self.id, channel.label)
             channel.close()
             return
         self.channel = channel
@@ -218,7 +219,7 @@ class Viewer:
         except ProtocolError as exc:
             self._bad_messages += 1
             if self._bad_messages <= BAD_MESSAGES_LOGGED:  # a buggy page must not flood the log
-                log.info("viewer %s: bad data channel message: %s", self.id, exc)
+                log.info("pupil %s: bad data channel message: %s", self.id, exc)
             self.send(pupil_channel.error_message(str(exc)))
             return
         before = (self.name, self.hand_raised_at is not None)
@@ -239,13 +240,13 @@ class Viewer:
         if verdict is Verdict.ACCEPT:
             return True
         if verdict is Verdict.RESUME:
-            log.info("viewer %s: data channel back within its budget", self.id)
+            log.info("pupil %s: data channel back within its budget", self.id)
             return True
         if verdict is Verdict.START_DROPPING:
-            log.info("viewer %s: data channel over its budget, dropping messages", self.id)
+            log.info("pupil %s: data channel over its budget, dropping messages", self.id)
             self.send(pupil_channel.error_message(pupil_channel.TOO_MANY_MESSAGES))
         elif verdict is Verdict.CLOSE:
-            log.warning("viewer %s: data channel flooded, closing it", self.id)
+            log.warning("pupil %s: data channel flooded, closing it", self.id)
             self.send(pupil_channel.error_message(pupil_channel.CLOSED_FOR_FLOODING))
             if self.channel is not None:
                 self.channel.close()
@@ -264,7 +265,7 @@ class Viewer:
     async def _expire_if_never_connected(self) -> None:
         await asyncio.sleep(self._connect_timeout)
         if self.connected_at is None:
-            log.info("viewer %s: never connected, closing", self.id)
+            log.info("pupil %s: never connected, closing", self.id)
             await self.close()
 
     async def close(self) -> None:
@@ -280,7 +281,7 @@ class Viewer:
         try:
             await self.pc.close()
         except Exception as exc:  # aiortc stops half-way after a failed negotiation
-            log.info("viewer %s: peer connection closed with an error: %s", self.id, exc)
+            log.info("pupil %s: peer connection closed with an error: %s", self.id, exc)
             await self._stop_transports()
         finally:
             self._on_closed(self)
@@ -299,7 +300,7 @@ class Viewer:
                 try:
                     await stop()
                 except Exception as exc:
-                    log.debug("viewer %s: transport not stopped: %s", self.id, exc)
+                    log.debug("pupil %s: transport not stopped: %s", self.id, exc)
 
     def path(self) -> str | None:
         """How this pupil's media flows once connected: ``relay`` when either end relays

@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from agent.link.client import backoff_delay
-from provisioning.protocol import (
+from kitlink import (
     CLOSE_TIMEOUT,
     LINK_PATH,
     MAX_MESSAGE_BYTES,

@@ -20,7 +20,7 @@ from agent.link.client import session_info
 from agent.problems import Problems
 from agent.resume import STATE_FILE, SavedSession, SessionPersistence, read_state
 from agent.session import SessionState, _digest
-from provisioning.protocol import SessionInfo, token_digest
+from kitlink import SessionInfo, token_digest
 from tests.agentproc import AgentProcess
 from tests.chromium import BROWSER_MARKS, open_pupil_page, until_playing
 from tests.conftest import LiveAgent, agent_config, run_agent, until

@@ -182,9 +182,9 @@ def server_options(tmp_path: Path, db_url: str, **changes: Any) -> ServerOptions
     return ServerOptions(**values)
 
 
-@pytest.fixture
-async def live_server(tmp_path: Path, db_url: str) -> AsyncIterator[LiveServer]:
-    options = server_options(tmp_path, db_url)
+@contextlib.asynccontextmanager
+async def serving(options: ServerOptions) -> AsyncIterator[LiveServer]:
+    """A server with ``options`` on loopback, stopped (its clients closed) on exit."""
     server, runner, port = await start_server(options)
     async with aiohttp.ClientSession() as http:
         live = LiveServer(f"http://{LOOPBACK}:{port}", server, http, runner, options)
@@ -193,6 +193,12 @@ async def live_server(tmp_path: Path, db_url: str) -> AsyncIterator[LiveServer]:
         finally:
             await live.close_clients()
             await stop_server(live.server, live.runner)
+
+
+@pytest.fixture
+async def live_server(tmp_path: Path, db_url: str) -> AsyncIterator[LiveServer]:
+    async with serving(server_options(tmp_path, db_url)) as live:
+        yield live
 
 
 @dataclass

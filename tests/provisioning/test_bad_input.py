@@ -9,7 +9,7 @@ import time
 import pytest
 from yarl import URL
 
-from provisioning.protocol import (
+from kitlink import (
     CLOSE_MALFORMED,
     CLOSE_REPLACED,
     CLOSE_TIMEOUT,

@@ -14,14 +14,14 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 
 from agent.link.credential import Credential, enroll
-from provisioning import store
-from provisioning.protocol import (
+from kitlink import (
     LINK_PATH,
     Session,
     SessionInfo,
     encode,
     token_digest,
 )
+from provisioning import store
 from tests.conftest import until
 
 from .conftest import AgentMaker, LiveServer, start_server, stop_server

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kitlink import IceServers, parse_server_message
 from kitsys.icelinks import link_header
 from provisioning.cli import _parser, turn_options
 from provisioning.errors import ConfigError
@@ -24,7 +25,6 @@ from provisioning.ice import (
     kit_subject,
     load_turn,
 )
-from provisioning.protocol import IceServers, parse_server_message
 from provisioning.server import ServerOptions, load_ice
 from provisioning.turn import parse_turn_url
 

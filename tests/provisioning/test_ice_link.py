@@ -17,9 +17,7 @@ import aiohttp
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from provisioning import store
-from provisioning.fleet import _stored_network
-from provisioning.protocol import (
+from kitlink import (
     LINK_PATH,
     Health,
     IceServers,
@@ -31,14 +29,15 @@ from provisioning.protocol import (
     parse_server_message,
     token_digest,
 )
-from tests.conftest import LOOPBACK, chrome_offer_on_loopback, until
+from provisioning import store
+from provisioning.fleet import _stored_network
+from tests.conftest import chrome_offer_on_loopback, until
 from tests.provisioning.conftest import (
     ADMIN_PASSWORD,
     AgentMaker,
     LiveServer,
     server_options,
-    start_server,
-    stop_server,
+    serving,
 )
 from tests.provisioning.test_ice import SECRET, coturn_accepts, parse_links
 from tests.provisioning.test_protocol import REPORT
@@ -75,14 +74,8 @@ async def live_server(tmp_path: Path, db_url: str) -> AsyncIterator[LiveServer]:
         turn_class_s=CLASS_S,
         turn_margin_s=MARGIN_S,
     )
-    server, runner, port = await start_server(options)
-    async with aiohttp.ClientSession() as http:
-        live = LiveServer(f"http://{LOOPBACK}:{port}", server, http, runner, options)
-        try:
-            yield live
-        finally:
-            await live.close_clients()
-            await stop_server(live.server, live.runner)
+    async with serving(options) as live:
+        yield live
 
 
 async def enroll_raw(live: LiveServer) -> tuple[str, str]:

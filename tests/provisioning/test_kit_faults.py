@@ -21,8 +21,8 @@ from websockets.asyncio.client import connect
 
 from agent.link.credential import enroll, save_credential
 from bench.whep_receiver import luma_plane
+from kitlink import LINK_PATH, Health, encode
 from provisioning import store
-from provisioning.protocol import LINK_PATH, Health, encode
 from tests.agent.sources.test_camera import write_clip
 from tests.agentproc import AgentProcess
 from tests.chromium import BROWSER_MARKS, open_pupil_page, until_playing

@@ -12,10 +12,10 @@ import pytest
 from websockets.asyncio.client import connect
 
 from agent.link.credential import CREDENTIAL_FILE, enroll
+from kitlink import CLOSE_REVOKED, LINK_PATH, Hello
 from provisioning import store
 from provisioning.db import database_url, open_database
 from provisioning.fleet import Kit
-from provisioning.protocol import CLOSE_REVOKED, LINK_PATH, Hello
 from tests.conftest import until
 
 from .conftest import AgentMaker, LiveServer, start_server, stop_server

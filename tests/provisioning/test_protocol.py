@@ -1,4 +1,4 @@
-"""The link protocol, bytes in and bytes out (provisioning/protocol.py, docs/protocol.md)."""
+"""The link protocol, bytes in and bytes out (kitlink/messages.py, docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from provisioning.protocol import (
+from kitlink import (
     CLOSE_MALFORMED,
     CLOSE_TOO_BIG,
     CLOSE_TOO_FAST,

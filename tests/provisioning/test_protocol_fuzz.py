@@ -1,4 +1,4 @@
-"""Fuzzing the link protocol's parsers, both directions (provisioning/protocol.py
+"""Fuzzing the link protocol's parsers, both directions (kitlink/messages.py
 ``parse_kit_message`` on the server, ``parse_server_message`` on the kit).
 
 Inputs: a valid message of every type, mutated byte by byte and value by value (any JSON
@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import given
 
-from provisioning.protocol import (
+from kitlink import (
     CLOSE_MALFORMED,
     CLOSE_TOO_BIG,
     MAX_MESSAGE_BYTES,

@@ -31,7 +31,7 @@ from provisioning.forwarded import ClientAddresses, client_address, parse_networ
 from provisioning.limits import Backoff, LoginThrottle, RateLimit
 from tests.fuzz import bounded
 
-from .conftest import ADMIN_PASSWORD, LiveServer, server_options, start_server, stop_server
+from .conftest import ADMIN_PASSWORD, LiveServer, server_options, serving
 
 ATTACKER, ADMIN, PUPIL = "198.51.100.7", "203.0.113.9", "192.0.2.44"
 PROXY = parse_networks(["127.0.0.1", "10.0.0.0/8", "::1"])
@@ -212,15 +212,8 @@ def test_token_bucket() -> None:
 async def proxied(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[LiveServer]:
     changes: dict[str, Any] = {"trusted_proxies": ("127.0.0.1",)}
     changes.update(getattr(request, "param", {}))
-    options = server_options(tmp_path, "", **changes)
-    server, runner, port = await start_server(options)
-    async with aiohttp.ClientSession() as http:
-        live = LiveServer(f"http://127.0.0.1:{port}", server, http, runner, options)
-        try:
-            yield live
-        finally:
-            await live.close_clients()
-            await stop_server(server, runner)
+    async with serving(server_options(tmp_path, "", **changes)) as live:
+        yield live
 
 
 async def login(live: LiveServer, email: str, password: str, client: str) -> tuple[int, str]:

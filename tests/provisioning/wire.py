@@ -8,7 +8,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from provisioning.protocol import LINK_PATH, VERSION, Hello, encode
+from kitlink import LINK_PATH, VERSION, Hello, encode
 
 
 def hello_for(kit_id: str, secret: str, **changes: Any) -> str:

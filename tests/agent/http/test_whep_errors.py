@@ -21,7 +21,6 @@ from multidict import CIMultiDictProxy
 from agent.config import config_from_dict
 from agent.errors import Forbidden
 from agent.http.app import (
-    _is_loopback,
     errors_middleware,
     get_status,
     kiosk_page,
@@ -32,6 +31,7 @@ from agent.http.app import (
 )
 from agent.session import ClassSession
 from agent.webrtc.sdp import MAX_OFFER_BYTES
+from kitsys.http import is_loopback as _is_loopback
 from tests.conftest import AgentFactory, LiveAgent, chrome_offer_on_loopback, until
 
 SDP = {"Content-Type": "application/sdp"}

@@ -24,7 +24,7 @@ from agent.link.client import LinkClient
 from agent.link.credential import Credential, enroll
 from agent.link.health import HealthCollector
 from agent.session import ClassSession
-from provisioning.protocol import ENROLL_PATH, LINK_PATH, IceServers, PushedIceServer, Welcome
+from kitlink import ENROLL_PATH, LINK_PATH, IceServers, PushedIceServer, Welcome
 from tests.conftest import agent_config, until
 
 SECRET_CREDENTIAL = "S3CR3T-turn-credential"

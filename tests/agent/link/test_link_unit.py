@@ -17,7 +17,7 @@ from agent.link.credential import (
     save_credential,
 )
 from agent.session import ClassSession, SessionState
-from provisioning.protocol import PushConfig, PushedConfig, config_version
+from kitlink import PushConfig, PushedConfig, config_version
 from tests.conftest import agent_config
 
 

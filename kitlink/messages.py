@@ -1,9 +1,10 @@
-"""The kit ↔ server link protocol, version 1: every message, validated in this one module.
+"""The server link's messages, version 1: every message, validated in this one module.
 
 Sans-I/O: this module turns bytes into validated messages and messages into text; it never
-touches a socket. The server (:mod:`provisioning.link`) and the agent (:mod:`agent.link.client`)
-both import it, so the two sides cannot drift apart. The wire format is documented in
-``docs/protocol.md``.
+touches a socket. Which message may come when is :mod:`kitlink.rules`' table, applied by
+:mod:`kitlink.connection`. The server (:mod:`provisioning.link`) and the agent
+(:mod:`agent.link.client`) both stand on this package, so the two sides cannot drift apart. The
+wire format is documented in ``docs/protocol.md``.
 
 Every frame is one UTF-8 JSON object (a WebSocket text frame) with a ``type``. A frame that is
 not JSON, not an object, of an unknown type, or that does not match its schema makes the receiver
@@ -18,30 +19,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-VERSION = 1
-LINK_PATH = "/link/v1"
-ENROLL_PATH = "/api/v1/enroll"
-MAX_MESSAGE_BYTES = 128 * 1024
-"""Largest frame either side accepts (an SDP offer is at most 64 KiB, plus the envelope)."""
-HELLO_TIMEOUT_S = 10.0
-BUDGET_UNIT_BYTES = 8 * 1024
-"""A frame costs one unit of its kit's :class:`MessageBudget` per started 8 KiB."""
-
-# WebSocket close codes (RFC 6455 private range 4000-4999 mirrors HTTP status codes).
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_MALFORMED = 4400
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_REVOKED = 4403
-CLOSE_TIMEOUT = 4408
-CLOSE_REPLACED = 4409
-CLOSE_VERSION = 4426
-CLOSE_TOO_FAST = 4429
-
-FINAL_CLOSE_CODES = frozenset({CLOSE_UNAUTHORIZED, CLOSE_REVOKED, CLOSE_VERSION})
-"""After these the agent stops dialling: retrying cannot succeed without an admin's action."""
+from .rules import (
+    BUDGET_UNIT_BYTES,
+    CLOSE_MALFORMED,
+    CLOSE_TOO_BIG,
+    CLOSE_TOO_FAST,
+    KIT_TYPES,
+    MAX_MESSAGE_BYTES,
+    SERVER_TYPES,
+    VERSION,
+    ProtocolError,
+)
 
 MAX_SDP = 64 * 1024
 Text = Annotated[str, Field(max_length=200)]
@@ -49,16 +37,6 @@ Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 ConfigVersion = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
 NonNegative = Annotated[float, Field(ge=0)]
-
-
-class ProtocolError(Exception):
-    """A frame that breaks the protocol; ``code`` and ``reason`` go into the close frame."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        # A close reason must fit in 123 bytes of UTF-8 (it may name a peer's non-ASCII key).
-        self.reason = reason.encode()[:120].decode(errors="ignore")
 
 
 class _Msg(BaseModel):
@@ -282,9 +260,9 @@ class WhepDeleted(_Msg):
     error: Text = ""
 
 
-KitMessage = Annotated[
-    Hello | Health | ConfigAck | Session | WhepAnswer | WhepDeleted, Field(discriminator="type")
-]
+AnyKitMessage = Hello | Health | ConfigAck | Session | WhepAnswer | WhepDeleted
+"""Every message a kit sends."""
+KitMessage = Annotated[AnyKitMessage, Field(discriminator="type")]
 
 # -- server → kit --------------------------------------------------------------------------------
 
@@ -328,26 +306,20 @@ class WhepDelete(_Msg):
     resource: Id
 
 
-ServerMessage = Annotated[
-    Welcome | PushConfig | IceServers | WhepOffer | WhepDelete, Field(discriminator="type")
-]
+AnyServerMessage = Welcome | PushConfig | IceServers | WhepOffer | WhepDelete
+"""Every message a server sends."""
+ServerMessage = Annotated[AnyServerMessage, Field(discriminator="type")]
 
 _KIT = TypeAdapter(KitMessage)
 _SERVER = TypeAdapter(ServerMessage)
-KIT_TYPES = frozenset({"hello", "health", "config_ack", "session", "whep_answer", "whep_deleted"})
-SERVER_TYPES = frozenset({"welcome", "config", "ice_servers", "whep_offer", "whep_delete"})
 
 
-def parse_kit_message(
-    data: str | bytes,
-) -> Hello | Health | ConfigAck | Session | WhepAnswer | WhepDeleted:
+def parse_kit_message(data: str | bytes) -> AnyKitMessage:
     """A frame the server received; raises :class:`ProtocolError`."""
     return _parse(_KIT, KIT_TYPES, data)  # type: ignore[no-any-return]
 
 
-def parse_server_message(
-    data: str | bytes,
-) -> Welcome | PushConfig | IceServers | WhepOffer | WhepDelete:
+def parse_server_message(data: str | bytes) -> AnyServerMessage:
     """A frame the agent received; raises :class:`ProtocolError`."""
     return _parse(_SERVER, SERVER_TYPES, data)  # type: ignore[no-any-return]
 
@@ -377,7 +349,7 @@ def _describe(exc: ValidationError, known: frozenset[str]) -> str:
     return f"invalid {where}: {first['msg']}"[:120]
 
 
-def encode(message: _Msg) -> str:
+def encode(message: BaseModel) -> str:
     """The text frame for ``message`` (compact JSON, defaults included, except a live health
     report's ``queued``/``dropped``: its frame stays what servers before them accept)."""
     if isinstance(message, Health) and not message.queued and not message.dropped:
