@@ -39,6 +39,25 @@ GOAL_S = 3.0
 LAN_GOAL_S = 1.0
 FPS_GOAL = 25
 
+CONNECTED_AT_JS = """
+(() => {
+  // When the page's peer connection became connected, on the page's own clock (ms after the
+  // navigation started): the test's polling would add its own delay under load.
+  const Original = window.RTCPeerConnection;
+  window.__connectedAt = null;
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Original(...args);
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc.connectionState === "connected" && window.__connectedAt === null) {
+        window.__connectedAt = performance.now();
+      }
+    });
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Original.prototype;
+})();
+"""
+
 PATH_JS = """
 async () => {
   if (typeof session === "undefined" || !session) return null;
@@ -221,7 +240,7 @@ async def launch() -> AsyncIterator[Any]:
 @dataclass
 class Join:
     connected_s: float
-    """Opening the link → the peer connection is connected."""
+    """Opening the link → the peer connection is connected (the page's own clock)."""
     first_frame_s: float
     """Opening the link → the room camera's first decoded picture."""
     playing_s: float
@@ -240,6 +259,7 @@ async def join_once(
     context = await browser.new_context(bypass_csp=True, locale="fr-FR")
     try:
         page = await context.new_page()
+        await page.add_init_script(CONNECTED_AT_JS)
         opened = time.monotonic()
         await page.goto(url)
         samples: list[tuple[float, int]] = []
@@ -255,7 +275,7 @@ async def join_once(
                 frames = video[0]["frames"] if video else 0
             samples.append((now, frames))
             if connected is None and last and last["state"] == "connected":
-                connected = now - opened
+                connected = await page.evaluate("window.__connectedAt") / 1000
             if frames and first is None:
                 first = now - opened
             earlier = [f for t, f in samples if now - t >= 1.0]
@@ -326,8 +346,9 @@ async def test_pupils_at_home_play_the_class_through_nat(
 
         if room.net.school_pupil is not None:
             lan = await launch(room.net, room.net.school_pupil)
-            join = await join_once(lan, room.join_url)
-            print(f"{name}: school LAN pupil {join}")
+            lan_joins = [await join_once(lan, room.join_url) for _ in range(3)]
+            print(f"{name}: school LAN pupil {lan_joins}")
+            join = sorted(lan_joins, key=lambda j: j.connected_s)[1]  # the median
             assert join.path.get("local") == "host" and join.path.get("remote") == "host", join
             assert join.connected_s < LAN_GOAL_S, join
 
