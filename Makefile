@@ -8,6 +8,8 @@
 #   make fuzz    the fuzz tests (tests/**/test_*_fuzz.py) with many more examples
 #                (FUZZ_EXAMPLES, default 5000 each), failures kept in .hypothesis/
 #   make bench   the media benchmark; prints a table and writes docs/PERFORMANCE.md
+#   make bench-network  pupils on thin links (tc tbf in network namespaces, root): prints the
+#                table of issue 14 and writes its section of docs/PERFORMANCE.md
 #   make bench-provisioning  15,000 simulated kits against one provisioning server
 #   make lint    ruff + mypy
 #   make screenshots  refresh docs/screenshots (kiosk and pupil page, from the browser tests)
@@ -19,7 +21,7 @@ DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 nftables f
 # coturn: the NAT tests run their own turnserver (tests/nat.py); the package's service is disabled.
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-agent test fuzz bench bench-provisioning lint screenshots clean
+.PHONY: setup demo demo-agent test fuzz bench bench-network bench-provisioning lint screenshots clean
 
 setup: $(VENV)/.installed
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -56,6 +58,9 @@ fuzz: setup
 
 bench: setup
 	$(PY) -m bench
+
+bench-network: setup
+	$(PY) -m bench.network $(BENCH_ARGS)
 
 screenshots: setup
 	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -q -p no:cacheprovider tests/kiosk

@@ -26,6 +26,7 @@ import numpy as np
 from agent.webrtc.ice import restrict_host_addresses
 
 from . import browser
+from .network_report import section_of
 from .processes import (
     ROOT,
     AgentProcess,
@@ -256,6 +257,7 @@ def main() -> int:
     print(table)
     if not args.quick:
         doc = ROOT / "docs" / "PERFORMANCE.md"
+        kept = section_of(doc.read_text(encoding="utf-8")) if doc.exists() else ""
         doc.write_text(
             "# Performance of the media core\n\n"
             f"Written by `make bench` on {started}, {machine()}. Sources: synthetic room camera "
@@ -267,7 +269,8 @@ def main() -> int:
             "CPU is user + system time of the whole process in % of one core; this machine is "
             "shared, so compare ratios within one run. See docs/benchmark.md for the method.\n\n"
             + table
-            + "\n",
+            + "\n"
+            + (f"\n{kept.rstrip()}\n" if kept else ""),  # make bench-network's section
             encoding="utf-8",
         )
         print(f"\nwritten to {doc.relative_to(ROOT)}")
