@@ -1,7 +1,8 @@
 """The health report the kit sends every ``health_interval_s`` (schema: protocol.HealthReport).
 
 Rates (fps, bitrate, loss) are computed from the encoders' and viewers' counters between two
-reports; loss is the share of packets the fan-out dropped for slow viewers.
+reports; loss is what pupils did not get: the frames the fan-out dropped for slow pupils, and of
+the packets sent, those the pupils' receiver reports say were lost on the way.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class HealthCollector:
         self.started = clock()
         self._last_at = clock()
         self._encoders: dict[str, tuple[int, int]] = {}
-        self._tracks: dict[str, tuple[int, int]] = {}
+        self._tracks: dict[str, tuple[int, ...]] = {}
         self.network = False
         """Include ``network`` (set by the link once the server has shown it knows it)."""
         psutil.cpu_percent(None)  # the first call only starts the measurement
@@ -113,14 +114,12 @@ class HealthCollector:
         return out
 
     def _streams(self, status: dict[str, Any], elapsed: float) -> list[dict[str, Any]]:
-        tracks: dict[str, tuple[int, int]] = {}
+        tracks: dict[str, tuple[int, ...]] = {}
         for viewer in status["viewers"]:
             for track_id, stats in viewer.get("tracks", {}).items():
-                delivered, dropped = tracks.get(track_id, (0, 0))
-                tracks[track_id] = (
-                    delivered + int(stats.get("delivered", 0)),
-                    dropped + int(stats.get("dropped", 0)),
-                )
+                counts = tuple(int(stats.get(key, 0)) for key in _COUNTED)
+                before = tracks.get(track_id, (0,) * len(_COUNTED))
+                tracks[track_id] = tuple(a + b for a, b in zip(before, counts, strict=True))
         out = []
         encoders: dict[str, tuple[int, int]] = {}
         for enc in status["encoders"][:16]:
@@ -129,23 +128,35 @@ class HealthCollector:
             encoders[name] = (frames, sent)
             prev_frames, prev_bytes = self._encoders.get(name, (frames, sent))
             source = str(enc.get("source", name))
-            delivered, dropped = _delta(tracks.get(source), self._tracks.get(source))
-            total = delivered + dropped
+            delivered, dropped, sent, lost = _delta(tracks.get(source), self._tracks.get(source))
             out.append(
                 {
                     "source": source,
                     "codec": str(enc.get("codec", ""))[:16],
                     "fps": round(max(0, frames - prev_frames) / elapsed, 1),
                     "bitrate_kbps": round(max(0, sent - prev_bytes) * 8 / elapsed / 1000, 1),
-                    "loss_percent": round(100 * dropped / total, 2) if total else 0.0,
+                    "loss_percent": _loss_percent(delivered, dropped, sent, lost),
                 }
             )
         self._encoders, self._tracks = encoders, tracks
         return out
 
 
-def _delta(now: tuple[int, int] | None, before: tuple[int, int] | None) -> tuple[int, int]:
+_COUNTED = ("delivered", "dropped", "rtp_packets", "lost")
+"""Per track: frames the fan-out delivered to and dropped for the pupil, RTP packets sent to
+the pupil and packets the pupil reported lost (its receiver reports)."""
+
+
+def _delta(now: tuple[int, ...] | None, before: tuple[int, ...] | None) -> tuple[int, ...]:
     if now is None:
-        return 0, 0
-    before = before or (0, 0)
-    return max(0, now[0] - before[0]), max(0, now[1] - before[1])
+        return (0,) * len(_COUNTED)
+    before = before or (0,) * len(_COUNTED)
+    return tuple(max(0, a - b) for a, b in zip(now, before, strict=True))
+
+
+def _loss_percent(delivered: int, dropped: int, sent: int, lost: int) -> float:
+    """What pupils did not get: frames dropped before sending, then of what was sent, what
+    their receiver reports say was lost on the way (``1 − (1 − dropped)(1 − lost)``)."""
+    queued = dropped / (delivered + dropped) if delivered + dropped else 0.0
+    wire = min(lost / sent, 1.0) if sent else 0.0
+    return round(100 * (1 - (1 - queued) * (1 - wire)), 2)

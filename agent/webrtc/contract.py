@@ -1,10 +1,12 @@
 """Every aiortc and aioice name the agent relies on beyond their public API, checked at start-up.
 
-The lean send path (``rtpsend``) replaces three methods of aiortc's ``RTCRtpSender`` and reads or
-writes ten of its name-mangled attributes; it takes aioice's nominated pair, the DTLS transport's
-SRTP session, and sends through aioice's ``StunProtocol`` (``udp``: GSO on the asyncio
+The lean send path (``rtpsend``) replaces three methods of aiortc's ``RTCRtpSender``, wraps a
+fourth (its RTCP handler, for the pupil's feedback) and reads or writes eleven of its
+name-mangled attributes; it takes aioice's nominated pair, the DTLS transport's SRTP session,
+and sends through aioice's ``StunProtocol`` (``udp``: GSO on the asyncio
 transport's socket); ``ice`` replaces ``aioice.ice.get_host_addresses``; ``viewer`` reads the
-nominated pair for a pupil's path; ``reach``, ``sdp`` and ``packetize`` use functions and
+nominated pair for a pupil's path; ``feedback`` reads aiortc's parsed receiver reports and
+REMB; ``reach``, ``sdp`` and ``packetize`` use functions and
 classes of submodules that aiortc does not export. None of that is covered by their version
 numbers: a release that renames ``_run_rtp`` or turns an attribute into a property still
 installs, and the break used to show only at a pupil's first packet, as a logged exception and
@@ -92,6 +94,7 @@ _SENDER_FIELDS = (  # RTCRtpSender's private fields rtpsend reads or writes (rtp
     "packet_count",
     "rtx_payload_type",
     "rtx_sequence_number",
+    "rtt",
 )
 
 CONTRACT: tuple[Name, ...] = (
@@ -113,6 +116,10 @@ CONTRACT: tuple[Name, ...] = (
         ("RTCRtpSender.send", K.COROUTINE_METHOD, "_run_rtp"),
         ("RTCRtpSender._handle_rtcp_packet", K.COROUTINE_METHOD, "_retransmit"),
         ("RTCRtpSender._handle_rtcp_packet", K.COROUTINE_METHOD, "_send_keyframe"),
+    ),
+    *_callers(  # rtpsend wraps a sender's RTCP handler: the DTLS transport must still call it
+        "aiortc.rtcdtlstransport",
+        ("RTCDtlsTransport._handle_rtcp_data", K.COROUTINE_METHOD, "_handle_rtcp_packet"),
     ),
     *_callers(
         "aiortc.rtcpeerconnection",
@@ -163,6 +170,22 @@ CONTRACT: tuple[Name, ...] = (
         ("HeaderExtensions().mid", K.ATTRIBUTE),
         ("HeaderExtensions().abs_send_time", K.ATTRIBUTE),
         ("wrap_rtx", K.FUNCTION),
+    ),
+    *_names(
+        "aiortc.rtp",
+        "feedback",
+        ("RtcpRrPacket", K.CLASS),
+        ("RtcpSrPacket", K.CLASS),
+        ("RtcpPsfbPacket", K.CLASS),
+        ("RTCP_PSFB_APP", K.CONSTANT),
+        ("unpack_remb_fci", K.FUNCTION),
+        ("RtcpRrPacket().reports", K.ATTRIBUTE),
+        ("RtcpPsfbPacket().fmt", K.ATTRIBUTE),
+        ("RtcpPsfbPacket().fci", K.ATTRIBUTE),
+        *(
+            (f"RtcpReceiverInfo().{field}", K.ATTRIBUTE)
+            for field in ("ssrc", "fraction_lost", "packets_lost", "highest_sequence")
+        ),
     ),
     *_names("aiortc.clock", "rtpsend", ("current_ntp_time", K.FUNCTION)),
     *_names("aiortc.mediastreams", "rtpsend, tracks", ("MediaStreamError", K.CLASS)),
@@ -415,6 +438,26 @@ def _header_extensions() -> Any:
     return HeaderExtensions()
 
 
+def _receiver_info() -> Any:
+    from aiortc.rtp import RtcpReceiverInfo
+
+    return RtcpReceiverInfo(
+        ssrc=1, fraction_lost=0, packets_lost=0, highest_sequence=0, jitter=0, lsr=0, dlsr=0
+    )
+
+
+def _rr_packet() -> Any:
+    from aiortc.rtp import RtcpRrPacket
+
+    return RtcpRrPacket(ssrc=1, reports=[_receiver_info()])
+
+
+def _psfb_packet() -> Any:
+    from aiortc.rtp import RtcpPsfbPacket
+
+    return RtcpPsfbPacket(fmt=15, ssrc=1, media_ssrc=0)
+
+
 Factory = Callable[[asyncio.DatagramTransport], Any]
 _FACTORIES: dict[tuple[str, str], Factory] = {
     ("aiortc.rtcrtpsender", "RTCRtpSender"): lambda udp: _sender_chain()[0],
@@ -427,5 +470,8 @@ _FACTORIES: dict[tuple[str, str], Factory] = {
     ("asyncio.selector_events", "_SelectorDatagramTransport"): lambda udp: udp,
     ("aiortc.rtp", "RtpPacket"): lambda udp: _rtp_packet(),
     ("aiortc.rtp", "HeaderExtensions"): lambda udp: _header_extensions(),
+    ("aiortc.rtp", "RtcpReceiverInfo"): lambda udp: _receiver_info(),
+    ("aiortc.rtp", "RtcpRrPacket"): lambda udp: _rr_packet(),
+    ("aiortc.rtp", "RtcpPsfbPacket"): lambda udp: _psfb_packet(),
 }
 """How to build a sample of each class whose instance attributes the contract names."""

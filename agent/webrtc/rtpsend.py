@@ -12,7 +12,10 @@ packets; aiortc still does ICE, DTLS, SRTP keys, RTCP reports and feedback:
   datagrams leave in as few system calls as the kernel allows (``udp.send_batch``);
 - the sender-report counters aiortc's RTCP loop reads are updated once per frame, so receivers
   keep lip sync (they align audio and video through sender reports);
-- NACKs are answered from a per-viewer history of plain packets (RTX when negotiated);
+- NACKs are answered from a per-viewer history of plain packets (RTX when negotiated), within
+  the pupil's retransmission budget (``resend``: once per RTT, ≤ 15 % of their estimate);
+- the RTCP aiortc handles for the sender (receiver reports, REMB) also feeds the pupil's
+  bandwidth estimate (``feedback``, ``estimate``);
 - PLI/FIR go to the shared encoder's rate-limited keyframe request, not to a per-peer encoder;
 - the msid stream id is fixed so a page can tell the tracks apart from the SDP alone.
 
@@ -29,7 +32,7 @@ import asyncio
 import logging
 import random
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiortc import RTCRtpCodecParameters, RTCRtpSender
@@ -39,6 +42,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from ..media.packets import EncodedPacket
 from . import udp
+from .feedback import PupilFeedback
 from .tracks import PacketTrack
 
 log = logging.getLogger("agent.webrtc")
@@ -50,24 +54,36 @@ _PRIVATE = "_RTCRtpSender__"
 
 
 def install(
-    sender: RTCRtpSender, track: PacketTrack, stream_id: str, on_keyframe: Callable[[], None]
+    sender: RTCRtpSender,
+    track: PacketTrack,
+    stream_id: str,
+    on_keyframe: Callable[[], None],
+    feedback: PupilFeedback | None = None,
 ) -> None:
-    """Make ``sender`` send ``track``'s shared packets through :class:`LeanRtpLoop`.
+    """Make ``sender`` send ``track``'s shared packets through :class:`LeanRtpLoop`; with
+    ``feedback`` (the pupil's), its RTCP also feeds the pupil's estimate and its NACKs go
+    through the pupil's retransmission budget.
 
     Every aiortc name used here is declared in :mod:`.contract` and checked at start-up."""
-    loop = LeanRtpLoop(sender, track)
+    loop = LeanRtpLoop(sender, track, feedback)
     sender._run_rtp = loop.run  # type: ignore[method-assign]
     sender._retransmit = loop.retransmit  # type: ignore[method-assign]
     sender._send_keyframe = on_keyframe  # type: ignore[method-assign]
     sender._stream_id = stream_id
+    if feedback is not None:
+        handler = loop.rtcp_handler(sender._handle_rtcp_packet)
+        sender._handle_rtcp_packet = handler  # type: ignore[method-assign,assignment]
 
 
 class LeanRtpLoop:
     """One viewer's RTP loop for one track."""
 
-    def __init__(self, sender: RTCRtpSender, track: PacketTrack) -> None:
+    def __init__(
+        self, sender: RTCRtpSender, track: PacketTrack, feedback: PupilFeedback | None = None
+    ) -> None:
         self._sender = sender
         self._track = track
+        self._feedback = feedback
         self._seq = random.getrandbits(16)
         self._ts_origin = random.getrandbits(32)
         self._history: list[tuple[int, bytes] | None] = [None] * HISTORY
@@ -157,12 +173,40 @@ class LeanRtpLoop:
         first.extensions.mid = self._get("mid")
         return bytes(first.serialize(ext_map))[0], zero, abs_offset
 
+    def rtcp_handler(
+        self, handle: Callable[[Any], Awaitable[None]]
+    ) -> Callable[[Any], Coroutine[Any, Any, None]]:
+        """aiortc's RTCP handling of this sender (``handle``: reports, RTT, NACK → our
+        :meth:`retransmit`, PLI/FIR), then the pupil's feedback fed with the same packet."""
+        feedback = self._feedback
+        assert feedback is not None
+        sender, track = self._sender, self._track
+
+        async def handle_rtcp(packet: Any) -> None:
+            await handle(packet)
+            ssrc = sender._ssrc
+            try:
+                size = track.bytes_sent / track.rtp_packets if track.rtp_packets else 0.0
+                feedback.on_rtcp(ssrc, packet, self._get("rtt"), size)
+            except Exception:  # never into aiortc's DTLS loop: that would end the pupil's media
+                log.exception("RTCP feedback of %s not used", track.id)
+            track.reported_lost = feedback.lost.get(ssrc, 0)
+
+        return handle_rtcp
+
     async def retransmit(self, sequence_number: int) -> None:
-        """Answer a NACK from the history (RTX when negotiated); unknown numbers are ignored."""
+        """Answer a NACK from the history (RTX when negotiated), within the pupil's budget
+        (``resend``); unknown numbers are ignored."""
         entry = self._history[sequence_number % HISTORY]
         if entry is None or entry[0] != sequence_number:
             return
         data = entry[1]
+        feedback = self._feedback
+        if feedback is not None and not feedback.admit_resend(
+            self._sender._ssrc, sequence_number, len(data)
+        ):
+            self._track.nacks_ignored += 1
+            return
         rtx_pt = self._get("rtx_payload_type")
         if rtx_pt is not None:
             ext_map = self._get("rtp_header_extensions_map")

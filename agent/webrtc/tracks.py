@@ -37,6 +37,12 @@ class PacketTrack(MediaStreamTrack):
         self.keyframe_requests = 0
         self.retransmitted = 0
         """Packets sent again on a NACK from this viewer (rtpsend.LeanRtpLoop.retransmit)."""
+        self.nacks_ignored = 0
+        """NACKed packets not sent again: over the pupil's budget, or resent within an RTT."""
+        self.rtp_packets = 0
+        """RTP packets sent (counted per frame)."""
+        self.reported_lost = 0
+        """RTP packets the pupil reported lost so far (its receiver reports, cumulative)."""
 
     @property
     def id(self) -> str:
@@ -80,6 +86,7 @@ class PacketTrack(MediaStreamTrack):
     def count_sent(self, item: EncodedPacket) -> None:
         self.packets_sent += 1
         self.bytes_sent += item.size
+        self.rtp_packets += len(item.payloads)
 
     def request_keyframe(self) -> None:
         """A PLI or FIR from this viewer: ask the shared encoder (rate-limited there)."""
@@ -100,6 +107,9 @@ class PacketTrack(MediaStreamTrack):
             "bytes": self.bytes_sent,
             "keyframe_requests": self.keyframe_requests,
             "retransmitted": self.retransmitted,
+            "nacks_ignored": self.nacks_ignored,
+            "rtp_packets": self.rtp_packets,
+            "lost": self.reported_lost,
         }
         if self._queue is not None:
             out.update(self._queue.stats())

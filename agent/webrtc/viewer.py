@@ -30,6 +30,7 @@ from aiortc import sdp as aiortc_sdp
 from ..errors import BadRequest, ProtocolError
 from ..media.pipeline import MediaPipeline
 from . import pupil_channel, rtpsend
+from .feedback import PupilFeedback
 from .sdp import MAX_MDNS_NAMES, MAX_REMOTE_CANDIDATES, Offer, is_mdns, negotiated_codecs
 from .tracks import PacketTrack
 
@@ -78,6 +79,8 @@ class Viewer:
         self._connect_timeout = connect_timeout
         self.pc = RTCPeerConnection(rtc_config)
         self.tracks: list[PacketTrack] = []
+        self.feedback = PupilFeedback(lambda: sum(t.bytes_sent for t in self.tracks))
+        """The pupil's bandwidth estimate and retransmission budget (docs/adaptation.md)."""
         self.created = time.time()
         self.connected_at: float | None = None
         self.peer: str | None = None
@@ -167,7 +170,9 @@ class Viewer:
             transceiver = self.pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(_preferences(kind))
             stream_id = VIDEO_STREAM_ID if kind == "video" else AUDIO_STREAM_ID
-            rtpsend.install(transceiver.sender, track, stream_id, track.request_keyframe)
+            rtpsend.install(
+                transceiver.sender, track, stream_id, track.request_keyframe, self.feedback
+            )
             self.tracks.append(track)
 
     def _bind(self, codecs: dict[str, str]) -> None:
@@ -334,4 +339,5 @@ class Viewer:
                 round(time.time() - self.connected_at, 1) if self.connected_at else None
             ),
             "tracks": {track.id: track.stats() for track in self.tracks},
+            "link": self.feedback.stats(),
         }

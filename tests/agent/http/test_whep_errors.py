@@ -458,10 +458,21 @@ async def test_status_shape(agent: LiveAgent) -> None:
     assert with_viewer["session"]["viewers"] == 1
     (viewer,) = with_viewer["viewers"]
     assert viewer["id"] == headers["Location"].rsplit("/", 1)[1]
-    assert {"id", "state", "connected_s", "tracks"} <= set(viewer)
+    assert {"id", "state", "connected_s", "tracks", "link"} <= set(viewer)
     assert viewer["connected_s"] is None  # negotiated, never connected (nobody is there)
+    assert viewer["link"] == {  # nothing heard from the pupil yet: the safe start
+        "estimate_kbps": 800,
+        "remb_kbps": None,
+        "loss_percent": None,
+        "rtt_ms": None,
+        "resent_bytes": 0,
+        "resent_packets": 0,
+        "nacks_ignored": 0,
+        "nacks_over_budget": 0,
+    }
     assert set(viewer["tracks"]) == {"camera", "document", "microphone"}
     assert viewer["tracks"]["camera"]["codec"] == "h264"
     assert viewer["tracks"]["microphone"]["codec"] == "opus"
     for track in viewer["tracks"].values():
         assert {"codec", "packets", "bytes", "keyframe_requests"} <= set(track)
+        assert {"retransmitted", "nacks_ignored", "rtp_packets", "lost"} <= set(track)

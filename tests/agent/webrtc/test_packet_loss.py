@@ -130,7 +130,9 @@ async def test_five_percent_loss_keeps_full_rate_without_freezes(tmp_path: Path)
         f"{loss:.1%} of the camera's packets lost on the wire, {end['nacks']} NACKs, "
         f"{end['plis']} PLIs, {end['freezes']} freezes ({end['frozen_s']:.2f} s); "
         f"kit: encoded {encoded_fps:.1f} fps, {camera.get('retransmitted')} packets retransmitted, "
-        f"{camera.get('keyframe_requests')} keyframe requests; netfilter dropped {dropped}"
+        f"{camera.get('keyframe_requests')} keyframe requests, "
+        f"{camera.get('nacks_ignored')} NACKs ignored (budget), pupil's link "
+        f"{sent[0].get('link') if sent else None}; netfilter dropped {dropped}"
     )
     assert end["width"] == 800
     assert 0.02 <= loss <= 0.1 and (dropped is None or dropped > 20)  # the loss was real

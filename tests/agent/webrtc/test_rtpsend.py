@@ -10,7 +10,7 @@ import asyncio
 import socket
 import struct
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -30,12 +30,23 @@ from aiortc import (
     clock,
 )
 from aiortc.rtcdtlstransport import State
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_RTPFB_NACK,
+    HeaderExtensionsMap,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtpPacket,
+    pack_remb_fci,
+)
 from pylibsrtp import Policy, Session
 
 from agent.media.fanout import QueueClosed
 from agent.media.packets import EncodedPacket
-from agent.webrtc import rtpsend
+from agent.webrtc import estimate, resend, rtpsend
+from agent.webrtc.feedback import PupilFeedback
 from agent.webrtc.tracks import PacketTrack
 
 KEY = bytes(range(30))  # AES-128 key + 112-bit salt (SRTP_AES128_CM_HMAC_SHA1_80)
@@ -72,6 +83,8 @@ class Kit:
     rtcp: list[bytes]
     keyframes: list[int]
     ext_map: HeaderExtensionsMap
+    feedback: PupilFeedback
+    clock: list[float]
 
     def private(self, name: str) -> Any:
         return getattr(self.sender, f"_RTCRtpSender__{name}")
@@ -90,7 +103,9 @@ async def kit() -> AsyncIterator[Kit]:
     track = PacketTrack("video", "camera")
     sender = RTCRtpSender(track, dtls)
     keyframes: list[int] = []
-    rtpsend.install(sender, track, "classroom", lambda: keyframes.append(1))
+    now = [1000.0]
+    feedback = PupilFeedback(lambda: track.bytes_sent, clock=lambda: now[0])
+    rtpsend.install(sender, track, "classroom", lambda: keyframes.append(1), feedback)
     loop = sender._run_rtp.__self__  # type: ignore[attr-defined]
     assert isinstance(loop, rtpsend.LeanRtpLoop)
     dtls._state = State.CONNECTED
@@ -112,7 +127,7 @@ async def kit() -> AsyncIterator[Kit]:
     )
     sender._RTCRtpSender__mid = "1"
     capture = Capture()
-    made = Kit(sender, loop, track, dtls, capture, rtcp, keyframes, ext_map)
+    made = Kit(sender, loop, track, dtls, capture, rtcp, keyframes, ext_map, feedback, now)
     made.nominate(Pair(capture))
     yield made
     track.stop()
@@ -290,3 +305,87 @@ async def test_frames_take_the_gso_path_on_a_plain_udp_pair(kit: Kit) -> None:
     assert [p.sequence_number for p in packets] == [7, 8, 9, 10, 11, 12]
     assert [p.marker for p in packets] == [0, 0, 1, 0, 1, 1]
     assert [p.payload for p in packets] == [b for frame in FRAMES for b in frame]
+
+
+def report(ssrc: int, fraction_lost: int, highest: int, lost: int) -> RtcpRrPacket:
+    info = RtcpReceiverInfo(
+        ssrc=ssrc,
+        fraction_lost=fraction_lost,
+        packets_lost=lost,
+        highest_sequence=highest,
+        jitter=0,
+        lsr=0,
+        dlsr=0,
+    )
+    return RtcpRrPacket(ssrc=0x1234, reports=[info, replace(info, ssrc=ssrc ^ 1)])
+
+
+async def test_receiver_reports_and_remb_reach_the_pupils_estimate(kit: Kit) -> None:
+    """Through aiortc's own RTCP handler (as the DTLS transport calls it): a report block for
+    another stream is not ours; a REMB naming our SSRC caps the estimate."""
+    ssrc = kit.sender._ssrc
+    handle = kit.sender._handle_rtcp_packet
+    assert kit.feedback.estimate() == estimate.START_BPS  # nothing heard yet: the safe start
+    await handle(report(ssrc, 0, 1000, 0))
+    kit.clock[0] += 1.0
+    await handle(report(ssrc, 64, 1100, 25))  # 25 % lost
+    assert kit.feedback.estimator.loss == pytest.approx(0.25, abs=0.01)
+    assert kit.feedback.estimate() < estimate.START_BPS  # backed off
+    assert kit.track.stats()["lost"] == 25
+    remb = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(300_000, [ssrc])
+    )
+    await handle(remb)
+    assert kit.feedback.estimate() == 300_000
+    other = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(1, [ssrc + 1])
+    )
+    await handle(other)  # names another stream only
+    assert kit.feedback.stats()["remb_kbps"] == 300
+
+
+async def test_nacks_within_one_rtt_and_over_the_budget_are_ignored(kit: Kit) -> None:
+    """The pupil's budget: a packet is resent at most once per RTT, and resent bytes stay
+    within 15 % of the estimate over the window; the rest is counted, not sent."""
+    kit.loop._seq = 0
+    frames = [[bytes([i]) * 1000] for i in range(80)]
+    await send_frames(kit, frames)
+    handle = kit.sender._handle_rtcp_packet
+
+    async def nack(*lost: int) -> None:
+        packet = RtcpRtpfbPacket(
+            fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=kit.sender._ssrc, lost=list(lost)
+        )
+        await handle(packet)
+
+    await nack(1)
+    await nack(1)  # again within the (default 100 ms) RTT: ignored
+    kit.clock[0] += 0.2
+    await nack(1)  # one RTT later: resent again
+    assert kit.track.retransmitted == 2 and kit.track.nacks_ignored == 1
+    budget = estimate.START_BPS * resend.FRACTION / 8 * resend.WINDOW_S  # at the safe start
+    await nack(*range(2, 80))
+    sent = kit.feedback.budget.resent_bytes
+    assert budget - 1000 < sent <= budget
+    assert kit.track.retransmitted == len(kit.rtcp) == sent // 1000
+    assert kit.feedback.budget.ignored_budget == 78 - (kit.track.retransmitted - 2)
+    kit.clock[0] += resend.WINDOW_S  # the window has passed: room again
+    await nack(79)
+    assert kit.track.retransmitted == sent // 1000 + 1
+    link = kit.feedback.stats()
+    assert link["resent_bytes"] == kit.feedback.budget.resent_bytes
+    assert link["nacks_ignored"] == kit.track.nacks_ignored
+    assert link["nacks_over_budget"] == kit.feedback.budget.ignored_budget
+
+
+async def test_a_failure_in_the_feedback_stays_out_of_aiortcs_rtcp_loop(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception there would end the DTLS transport's receive loop: the pupil's media."""
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(kit.feedback, "on_rtcp", broken)
+    await kit.sender._handle_rtcp_packet(report(kit.sender._ssrc, 0, 1000, 0))
+    assert "RTCP feedback of camera not used" in caplog.text

@@ -7,7 +7,9 @@ the codec of its own m-line.
 
 from __future__ import annotations
 
-from tests.conftest import LiveAgent, chrome_offer_on_loopback
+import pytest
+
+from tests.conftest import LiveAgent, chrome_offer_on_loopback, stored_sdp
 
 FINGERPRINT = ":".join(["AB"] * 32)
 
@@ -125,3 +127,32 @@ async def test_vp8_only_offer(agent: LiveAgent) -> None:
     ]
     _, codecs = await negotiate(agent, offer(head, vp8_only, ["0", "1", "2"]))
     assert codecs == {"camera": "vp8", "document": "vp8", "microphone": "opus"}
+
+
+ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+@pytest.mark.parametrize("name", ["chrome-offer.sdp", "firefox-ip-offer.sdp"])
+async def test_the_answer_asks_for_remb_with_abs_send_time(agent: LiveAgent, name: str) -> None:
+    """The pupil's estimate needs what browsers send: ``goog-remb`` on every video codec of the
+    answer, and the ``abs-send-time`` header extension (stamped by rtpsend) it is computed from
+    (docs/adaptation.md). Both Chromium and Firefox offer them."""
+    lines = stored_sdp(name).splitlines(keepends=True)
+    body = "".join(line for line in lines if not line.startswith("a=candidate")).encode()
+    answer, codecs = await negotiate(agent, body)
+    assert {codecs["camera"], codecs["document"]} <= {"h264", "vp8"}
+    videos = [s for s in answer.split("m=")[1:] if s.startswith("video") and "a=rtpmap" in s]
+    assert len(videos) == 2
+    for section in videos:
+        assert any(line.endswith(ABS_SEND_TIME) for line in section.splitlines())
+        media = [
+            line.split()[0].split(":")[1]
+            for line in section.splitlines()
+            if line.startswith("a=rtpmap:") and "rtx/" not in line
+        ]
+        remb = {
+            line.split()[0].split(":")[1]
+            for line in answer_lines(section, "a=rtcp-fb:")
+            if line.endswith("goog-remb")
+        }
+        assert media and set(media) <= remb

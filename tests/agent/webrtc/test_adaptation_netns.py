@@ -1,0 +1,169 @@
+"""A pupil's bandwidth estimate on the link they really have (issue 14), end to end.
+
+The kit is the real agent process (``kit-agent run``, synthetic cameras, the room camera at
+2 Mbit/s); each pupil is a real aiortc receiver (``shaped_pupil``) in a network namespace of its
+own, joined to the kit's by a veth pair. One pupil's link is shaped to 800 kbit/s by ``tc tbf``
+on the kit's side of its veth (kit → pupil: pictures and retransmissions), the other's is not.
+The test reads both pupils' figures from ``/api/status`` every second: the shaped pupil's
+estimate must settle between 300 kbit/s and 1 Mbit/s within ~15 s and stay there, its resent
+bytes within the budget (15 % of its estimate), and the unshaped pupil's estimate stay high.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.webrtc.resend import FRACTION, WINDOW_S
+from tests.agentproc import ROOT, AgentProcess, free_port, write_config
+
+PUPIL_SECONDS = 24.0
+SETTLE_S = 15.0
+
+
+@dataclass(frozen=True)
+class PupilLink:
+    namespace: str
+    kit_address: str
+    pupil_address: str
+
+
+def _must(*argv: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def pupil_link(rate: str | None) -> Iterator[PupilLink]:
+    """A namespace for one pupil; with ``rate``, ``tc tbf`` shapes what the kit sends to it."""
+    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("tc") is None:
+        pytest.skip("network namespaces need root, iproute2 and tc")
+    tag = f"{os.getpid() % 100_000}{random.randrange(1000)}"
+    namespace, kit_side, pupil_side = f"bw{tag}", f"vk{tag}", f"vp{tag}"
+    subnet = f"10.{random.randrange(200, 250)}.{random.randrange(1, 250)}"
+    made = subprocess.run(["ip", "netns", "add", namespace], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
+    inside = ("ip", "netns", "exec", namespace)
+    try:
+        _must("ip", "link", "add", kit_side, "type", "veth", "peer", "name", pupil_side)
+        _must("ip", "link", "set", pupil_side, "netns", namespace)
+        _must("ip", "addr", "add", f"{subnet}.1/24", "dev", kit_side)
+        _must("ip", "link", "set", kit_side, "up")
+        _must(*inside, "ip", "addr", "add", f"{subnet}.2/24", "dev", pupil_side)
+        _must(*inside, "ip", "link", "set", pupil_side, "up")
+        _must(*inside, "ip", "link", "set", "lo", "up")
+        if rate is not None:
+            _must(
+                "tc", "qdisc", "add", "dev", kit_side, "root",
+                "tbf", "rate", rate, "burst", "32kbit", "latency", "100ms",
+            )  # fmt: skip
+        yield PupilLink(namespace, f"{subnet}.1", f"{subnet}.2")
+    finally:
+        subprocess.run(["ip", "link", "del", kit_side], capture_output=True, timeout=20)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=20)
+
+
+async def start_pupil(link: PupilLink, whep_url: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", link.namespace,
+        sys.executable, "-P", "-m", "tests.agent.webrtc.shaped_pupil",
+        "--whep", whep_url, "--address", link.pupil_address, "--seconds", str(PUPIL_SECONDS),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def new_viewer(kit: AgentProcess, known: set[str], timeout: float = 20.0) -> str:
+    """The id of the pupil that joined after ``known`` (once connected)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for viewer in (await kit.api("GET", "/api/status"))["viewers"]:
+            if viewer["id"] not in known and viewer["connected_s"] is not None:
+                return str(viewer["id"])
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no pupil connected:\n{kit.log()[-3000:]}")
+
+
+@pytest.mark.slow
+async def test_a_shaped_pupils_estimate_converges_and_an_unshaped_one_stays_high(
+    tmp_path: Path,
+) -> None:
+    with pupil_link("800kbit") as shaped, pupil_link(None) as open_link:
+        port = free_port()
+        config = write_config(
+            tmp_path / "agent.toml",
+            tmp_path / "state",
+            f"0.0.0.0:{port}",
+            addresses=[shaped.kit_address, open_link.kit_address],
+            public_url=f"http://{shaped.kit_address}:{port}",
+        )
+        config.write_text(config.read_text().replace("bitrate_kbps = 800", "bitrate_kbps = 2000"))
+        kit = AgentProcess(config, tmp_path / "agent.log", f"http://127.0.0.1:{port}")
+        await kit.start()
+        pupils: list[asyncio.subprocess.Process] = []
+        try:
+            status = await kit.api("POST", "/api/session/start")
+            path = "/whep/" + status["session"]["whep_url"].rsplit("/", 1)[1]
+            pupils.append(await start_pupil(shaped, f"http://{shaped.kit_address}:{port}{path}"))
+            shaped_id = await new_viewer(kit, set())
+            began = time.monotonic()
+            url = f"http://{open_link.kit_address}:{port}{path}"
+            pupils.append(await start_pupil(open_link, url))
+            open_id = await new_viewer(kit, {shaped_id})
+            samples: list[tuple[float, dict[str, Any], dict[str, Any]]] = []
+            while time.monotonic() - began < PUPIL_SECONDS - 3:
+                await asyncio.sleep(1.0)
+                viewers = {v["id"]: v for v in (await kit.api("GET", "/api/status"))["viewers"]}
+                if shaped_id in viewers and open_id in viewers:
+                    at = time.monotonic() - began
+                    samples.append((at, viewers[shaped_id], viewers[open_id]))
+            outputs = [await p.communicate() for p in pupils]
+        finally:
+            for pupil in pupils:
+                if pupil.returncode is None:
+                    pupil.kill()
+                    await pupil.wait()
+            await kit.close()
+
+    for (_, err), pupil in zip(outputs, pupils, strict=True):
+        assert pupil.returncode == 0, err.decode()[-2000:]
+    print()
+    for at, one, other in samples:
+        a, b = one["link"], other["link"]
+        print(
+            f"{at:5.1f} s  shaped: {a['estimate_kbps']:5} kbit/s (REMB {a['remb_kbps']}, "
+            f"loss {a['loss_percent']} %, RTT {a['rtt_ms']} ms, resent {a['resent_bytes']} B, "
+            f"{a['nacks_ignored']} NACKs ignored)  unshaped: {b['estimate_kbps']} kbit/s "
+            f"(REMB {b['remb_kbps']}, loss {b['loss_percent']} %)"
+        )
+    print("pupils got:", [out.decode() for out, _ in outputs])
+    assert samples and samples[-1][0] >= SETTLE_S + 3
+    settled = [one["link"]["estimate_kbps"] for at, one, _ in samples if at >= SETTLE_S]
+    assert all(300 <= kbps <= 1000 for kbps in settled), settled
+    last = samples[-1][1]["link"]
+    assert last["loss_percent"] is not None and last["rtt_ms"] is not None
+    assert last["nacks_ignored"] > 0  # the link lost enough for the budget to bite
+    # resent bytes between two samples: ≤ 15 % of the estimate over that time (+ the window)
+    for (t0, a, _), (t1, b, _) in itertools.pairwise(samples):
+        resent = b["link"]["resent_bytes"] - a["link"]["resent_bytes"]
+        estimate = max(a["link"]["estimate_kbps"], b["link"]["estimate_kbps"]) * 1000
+        assert resent <= FRACTION * estimate / 8 * (t1 - t0 + WINDOW_S), (t0, t1, resent)
+    unshaped = [other["link"]["estimate_kbps"] for at, _, other in samples if at >= SETTLE_S]
+    assert min(unshaped) >= 1500, unshaped
