@@ -128,14 +128,14 @@ class HealthCollector:
             encoders[name] = (frames, sent)
             prev_frames, prev_bytes = self._encoders.get(name, (frames, sent))
             source = str(enc.get("source", name))
-            delivered, dropped, sent, lost = _delta(tracks.get(source), self._tracks.get(source))
+            delivered, dropped, packets, lost = _delta(tracks.get(source), self._tracks.get(source))
             out.append(
                 {
                     "source": source,
                     "codec": str(enc.get("codec", ""))[:16],
                     "fps": round(max(0, frames - prev_frames) / elapsed, 1),
                     "bitrate_kbps": round(max(0, sent - prev_bytes) * 8 / elapsed / 1000, 1),
-                    "loss_percent": _loss_percent(delivered, dropped, sent, lost),
+                    "loss_percent": _loss_percent(delivered, dropped, packets, lost),
                 }
             )
         self._encoders, self._tracks = encoders, tracks

@@ -38,3 +38,16 @@ def test_queue_drops_and_wire_losses_compound(tmp_path: Path) -> None:
         viewer["tracks"]["camera"].update(rtp_packets=2000, delivered=600)
     [camera] = collector._streams(later, 1.0)
     assert camera["loss_percent"] == 32.5  # 1 − (1 − 0.25)(1 − 0.1)
+
+
+def test_the_bitrate_is_the_encoders_not_the_pupils_packet_count(tmp_path: Path) -> None:
+    """The encoder's bytes give the bitrate; the pupils' packet counters only the loss (one
+    name for both once made every report say 0 kbit/s)."""
+    collector = HealthCollector(object(), tmp_path)  # type: ignore[arg-type]
+    collector._streams(status(lost=0), 1.0)
+    later = status(lost=0)
+    later["encoders"][0].update(frames=330, bytes=250_010)
+    for viewer in later["viewers"]:
+        viewer["tracks"]["camera"].update(rtp_packets=5000, delivered=330)
+    [camera] = collector._streams(later, 1.0)
+    assert camera["bitrate_kbps"] == 2000.0 and camera["fps"] == 30.0
