@@ -170,7 +170,7 @@ def remove_stale() -> None:
     """Namespaces of runs killed before they could clean up (their pid is gone)."""
     for line in _run("ip", "netns", "list").stdout.splitlines():
         match = re.match(rf"({re.escape(PREFIX)}(\d+)-[0-9a-f]+-\w+)", line)
-        if match and not _alive(int(match.group(2))):
+        if match and not alive(int(match.group(2))):
             _run("ip", "netns", "del", match.group(1))
 
 
@@ -180,7 +180,8 @@ def leftover_namespaces(tag: str) -> list[str]:
     return [line.split()[0] for line in lines if line.startswith(f"{PREFIX}{tag}-")]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists (a namespace's owner, for stale clean-up)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

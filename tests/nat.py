@@ -40,7 +40,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +48,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+
+from bench.netns import alive, end_process
 
 REPO = Path(__file__).resolve().parents[1]
 TURN_TEMPLATE = REPO / "systemd" / "turnserver.conf.in"
@@ -373,7 +374,7 @@ class Topology:
 
     def _tear_down(self) -> None:
         for process in self._processes:
-            _end(process)
+            end_process(process)
         for namespace in reversed(self._namespaces):
             _run("ip", "netns", "del", namespace)
 
@@ -478,31 +479,8 @@ def _remove_stale() -> None:
     """Namespaces of runs that were killed before they could clean up (their pid is gone)."""
     for line in _run("ip", "netns", "list").stdout.splitlines():
         match = re.match(rf"({re.escape(PREFIX)}(\d+)-[0-9a-f]+-\w+)", line)
-        if match and not _alive(int(match.group(2))):
+        if match and not alive(int(match.group(2))):
             _run("ip", "netns", "del", match.group(1))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _end(process: subprocess.Popen[Any]) -> None:
-    """SIGTERM to the process group started by :meth:`Topology.spawn`, SIGKILL after 5 s."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if process.poll() is not None:
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(wait)
-    with contextlib.suppress(ProcessLookupError):  # children left by a leader that exited
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _run(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

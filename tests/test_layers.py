@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -55,24 +56,25 @@ WALLS = {
 }
 
 
+def absolute_imports(package: str) -> Iterator[tuple[Path, int, str]]:
+    """(file, line, module) of every absolute import statement in ``package``'s source."""
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                yield from ((path, node.lineno, alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                yield path, node.lineno, node.module
+
+
 @pytest.mark.parametrize("package", sorted(WALLS))
 def test_no_import_statement_crosses_a_wall(package: str) -> None:
     """The source itself, lazy imports inside functions included (which importing every module
     does not run)."""
-    crossings = []
-    for path in sorted((ROOT / package).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            crossings += [
-                f"{path.relative_to(ROOT)}:{node.lineno} {name}"
-                for name in names
-                if name.split(".")[0] in WALLS[package]
-            ]
+    crossings = [
+        f"{path.relative_to(ROOT)}:{line} {name}"
+        for path, line, name in absolute_imports(package)
+        if name.split(".")[0] in WALLS[package]
+    ]
     assert not crossings, crossings
 
 
@@ -107,19 +109,11 @@ def test_each_side_needs_only_its_own_extra(package: str, extra: str) -> None:
     providers = metadata.packages_distributions()
     ours = set(WALLS) | {"kiosk"}
     missing = set()
-    for path in sorted((ROOT / package).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            for name in names:
-                top = name.split(".")[0]
-                if top in sys.stdlib_module_names or top in ours:
-                    continue
-                dists = {d.lower().replace("_", "-") for d in providers.get(top, [top])}
-                if not dists & allowed:
-                    missing.add(f"{path.relative_to(ROOT)}: {top}")
+    for path, _line, name in absolute_imports(package):
+        top = name.split(".")[0]
+        if top in sys.stdlib_module_names or top in ours:
+            continue
+        dists = {d.lower().replace("_", "-") for d in providers.get(top, [top])}
+        if not dists & allowed:
+            missing.add(f"{path.relative_to(ROOT)}: {top}")
     assert not missing, sorted(missing)
