@@ -86,6 +86,11 @@ async def serve(
     app_session.listeners.append(_journal_session)
     persistence = SessionPersistence.attach(app_session, config.state_dir, problems=problems)
     saved = persistence.load()  # the class a crash interrupted, if any (docs/recovery.md)
+    stop = asyncio.Event()  # the signals are ours before anyone can reach us
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, RestartWhenIdle(app_session, stop).ask)
     runner = await _listen(config, make_app(app_session, problems), host, port)
     bound_port = runner.addresses[0][1] if runner.addresses else port
     app_session.base_url = base_url(config, bound_port)
@@ -101,11 +106,6 @@ async def serve(
     monitor = NetworkMonitor(app_session.network, webrtc.probe_interval_s, webrtc.probe_timeout_s)
     tasks.append(asyncio.create_task(monitor.run(), name="network-probe"))
     notifier.ready(f"serving on port {bound_port}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, RestartWhenIdle(app_session, stop).ask)
     try:
         if not await persistence.resume(saved) and start_now:
             await app_session.start()
