@@ -17,8 +17,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 nftables fonts-dejavu-core postgresql systemd shellcheck coturn
+DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 nftables fonts-dejavu-core postgresql systemd shellcheck coturn firefox-esr nodejs
 # coturn: the NAT tests run their own turnserver (tests/nat.py); the package's service is disabled.
+# firefox-esr, nodejs (and npm, unless nodejs brings its own): the Firefox pupil of the tests
+# (tests/firefox.py), driven by puppeteer-core, which `npm ci` installs in tests/firefox/node_modules.
+FIREFOX_DRIVER := tests/firefox/node_modules/.installed
 DEMO_ARGS ?=
 
 .PHONY: setup demo demo-agent test fuzz bench bench-network bench-provisioning lint screenshots clean
@@ -36,6 +39,16 @@ setup: $(VENV)/.installed
 	    echo "missing Debian packages (run as root or: sudo apt-get install$$missing)"; \
 	  fi; \
 	fi
+	@if ! command -v npm >/dev/null 2>&1 && [ "$$(id -u)" = "0" ]; then \
+	  echo "installing Debian packages: npm"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm; \
+	fi
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) -s --no-print-directory $(FIREFOX_DRIVER); \
+	else echo "npm is missing: the Firefox tests will be skipped (sudo apt-get install npm)"; fi
+
+$(FIREFOX_DRIVER): tests/firefox/package.json tests/firefox/package-lock.json
+	cd tests/firefox && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,4 +87,4 @@ lint: setup
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info tests/firefox/node_modules

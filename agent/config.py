@@ -208,6 +208,29 @@ class ServerLinkConfig(_Strict):
         return value.rstrip("/")
 
 
+MIN_UPLINK_KBPS = 256
+"""The smallest non-zero uplink budget: below it not even one pupil's lowest video layer
+(~150 kbit/s) and sound (~50 kbit/s) fit with headroom, and a value like ``20`` is almost
+always megabits typed as kilobits."""
+
+
+class NetworkConfig(_Strict):
+    uplink_kbps: Annotated[int, Field(ge=0, le=10_000_000, strict=True)] = 0
+    """The school's upload capacity the class may use, in kbit/s: the kit allots quality layers
+    so that all its pupils together stay under it (docs/adaptation.md, "The school's uplink").
+    0 = no budget (each pupil is limited by its own link only)."""
+
+    @field_validator("uplink_kbps")
+    @classmethod
+    def _check_uplink(cls, value: int) -> int:
+        if 0 < value < MIN_UPLINK_KBPS:
+            raise ValueError(
+                f"must be 0 (no budget) or at least {MIN_UPLINK_KBPS} kbit/s "
+                "(the unit is kbit/s: 20 Mbit/s is 20000)"
+            )
+        return value
+
+
 class KioskConfig(_Strict):
     language: Literal["fr", "en"] = "fr"
     """Language the kiosk starts in (the teacher can switch on screen)."""
@@ -221,6 +244,7 @@ class AgentConfig(_Strict):
     microphone: MicrophoneConfig = MicrophoneConfig()
     encoder: EncoderConfig = EncoderConfig()
     webrtc: WebRtcConfig = WebRtcConfig()
+    network: NetworkConfig = NetworkConfig()
     server: ServerLinkConfig = ServerLinkConfig()
     state_dir: str = ""
     """Where the agent keeps its state; empty = not persisted."""

@@ -26,7 +26,7 @@ from .config import AgentConfig
 from .errors import Conflict, NotFound, ServiceUnavailable
 from .media.pipeline import MediaPipeline
 from .sources.presence import idle_sources_status
-from .webrtc import pupil_channel
+from .webrtc import pupil_channel, uplink
 from .webrtc.admission import JoinGate
 from .webrtc.reach import IceServerSet
 from .webrtc.sdp import parse_offer
@@ -38,6 +38,8 @@ TOKEN_BYTES = 24  # 192 bits
 ENDED_FLUSH_S = 0.2
 """At Stop, time given to the "ended" data channel messages to leave before the close."""
 STARTING_WAIT_S = 10.0
+UPLINK_SHARE_S = 1.0
+"""How often the school's uplink is shared again among the pupils (``share_uplink``)."""
 """A pupil who joins while the class is starting (or resuming) waits this long for it."""
 
 
@@ -83,6 +85,7 @@ class ClassSession:
         self.muted = False
         self.listeners: list[Callable[[ClassSession], None]] = []
         """Called (on the loop) after every Start and Stop: the server link reports the state."""
+        self._uplink_task: asyncio.Task[None] | None = None
         self.persist: Callable[[ClassSession], Awaitable[None]] | None = None
         """Awaited after every Start, Stop and mute change: saves the state (agent/resume.py)."""
 
@@ -112,6 +115,7 @@ class ClassSession:
             self.token = resume_token or self._new_token()
             self.started_at = started_at if resume_token and started_at else time.time()
             self.state = SessionState.LIVE
+            self._uplink_task = asyncio.create_task(self._share_uplink(), name="uplink-share")
             log.info("class is live")
         await self._persist()
         if self._on_live is not None:
@@ -124,6 +128,9 @@ class ClassSession:
             if self.state == SessionState.IDLE:
                 return
             self.state = SessionState.STOPPING
+            if self._uplink_task is not None:
+                self._uplink_task.cancel()
+                self._uplink_task = None
             if self.token is not None:
                 self._expired.append(_digest(self.token))
             self.token = None
@@ -238,6 +245,27 @@ class ClassSession:
             await viewer.close()
             raise NotFound("this link has expired: the class has ended", "ended")
         return viewer, answer
+
+    def share_uplink(self) -> dict[str, int]:
+        """Share ``[network] uplink_kbps`` among the pupils who reach the kit from outside the
+        school (max-min fair, ``webrtc.uplink``): each pupil's share caps their layers and
+        probes. A pupil's demand is their best level's cost, up to 1.5 × their estimate (room
+        to probe). Pupils on the school's LAN do not use the uplink and are not counted. Read
+        at each round: a budget pushed during a class applies at once."""
+        budget = self.config.network.uplink_kbps * 1000
+        outside = {v.id: v.control.demand_bps for v in self.viewers.values() if v.peer is None}
+        shares = uplink.share(budget, outside) if budget else {}
+        for viewer in self.viewers.values():
+            viewer.control.cap_bps = shares.get(viewer.id, 0)
+        return shares
+
+    async def _share_uplink(self) -> None:
+        while True:
+            await asyncio.sleep(UPLINK_SHARE_S)
+            try:
+                self.share_uplink()
+            except Exception:  # the class goes on with the shares it had
+                log.exception("uplink shares not updated")
 
     async def remove_viewer(self, viewer_id: str) -> None:
         viewer = self.viewers.get(viewer_id)

@@ -39,6 +39,8 @@ from .processes import (
 from .whep_receiver import WhepReceiver
 
 WARMUP_S = 5.0
+RAMP_S = 8.0
+"""A pupil's way from the middle level to the top layers, with margin (measure_delay)."""
 MEASURE_S = 10.0
 BROWSER_WARMUP_S = 20.0
 """Chromium's lip sync takes ~15 s to settle the room camera's delay (docs/benchmark.md)."""
@@ -71,8 +73,13 @@ async def measure_load(label: str, pid: int, whep_url: str, count: int) -> LoadR
 
 
 async def measure_delay(whep_url: str, seconds: float) -> dict[str, list[int]]:
+    """Glass-to-glass of one decoding pupil on the top layers: it joins on the middle level
+    and probes its way up first (~4.5 s on loopback, docs/adaptation.md)."""
     receiver = WhepReceiver(whep_url, read_clock=True)
     await receiver.connect()
+    await asyncio.sleep(RAMP_S)
+    for stats in receiver.tracks.values():
+        stats.delays_ms.clear()
     await asyncio.sleep(seconds)
     delays = {k: list(s.delays_ms) for k, s in receiver.tracks.items() if s.kind == "video"}
     await receiver.close()
@@ -129,6 +136,7 @@ async def run(quick: bool) -> dict[str, Any]:
         out["delays"] = await measure_delay(whep, 6.0 if quick else 12.0)
         out["first_frame"] = await measure_first_frame(whep, 5 if quick else 20)
         out["browser"] = await measure_browser(agent, quick)
+    out["lower"] = [await measure_lower_layers(kbps) for kbps in LOWER_LAYER_UPLINKS]
     for camera_only in (True, False):
         args = ["-m", "bench.stock_server"] + (["--camera-only"] if camera_only else [])
         label = "stock aiortc, room camera only" if camera_only else "stock aiortc, all sources"
@@ -138,6 +146,78 @@ async def run(quick: bool) -> dict[str, Any]:
                 result = await measure_load(label, stock.pid, stock.base_url, n)
                 out["stock" if camera_only else "stock_all"].append(result)
     return out
+
+
+LOWER_LAYER_UPLINKS = (1000, 600)
+"""``[network] uplink_kbps`` that holds one pupil on the room camera's middle layer and the
+document's low one (1,000), then on both low layers (600): every lower layer, encoded."""
+
+
+@dataclass
+class LowerLayers:
+    """One pupil held below the top layers: the agent's CPU, and the CPU of the encoder
+    threads of the layers below the top (their own thread time: scaling and encoding)."""
+
+    load: LoadResult
+    encoders: list[str]
+    lower_cpu_percent: float
+
+
+async def measure_lower_layers(uplink_kbps: int) -> LowerLayers:
+    """One pupil held below the top layers by the uplink budget (``uplink_kbps``)."""
+    with AgentProcess(extra_toml=f"[network]\nuplink_kbps = {uplink_kbps}\n") as agent:
+        whep = await agent.start_class()
+        await asyncio.sleep(3)
+        label = f"agent, 1 viewer on the lower layers (uplink {uplink_kbps} kbit/s)"
+        procs = start_receivers(whep, 1, WARMUP_S, MEASURE_S)
+        await asyncio.sleep(WARMUP_S + 1.5)
+        before, started = (await agent.status())["encoders"], time.monotonic()
+        cpu = await asyncio.to_thread(sample_cpu, agent.pid, MEASURE_S - 2.0)
+        after, ended = (await agent.status())["encoders"], time.monotonic()
+        viewers = await collect_receivers(procs)
+    result = LoadResult(label, 1, cpu)
+    for track in ("camera", "document", "microphone"):
+        fps = viewers[0][track]["fps"] if track in viewers[0] else 0.0
+        result.fps[track] = (fps, fps)
+        result.kbps[track] = viewers[0][track]["kbps"] if track in viewers[0] else 0.0
+    lower = {e["name"]: e["cpu_s"] for e in before if e.get("layer") not in (None, "high")}
+    spent = sum(e["cpu_s"] - lower[e["name"]] for e in after if e.get("name") in lower)
+    names = [str(e.get("name", "")) for e in after]
+    return LowerLayers(result, names, round(spent / (ended - started) * 100, 1))
+
+
+def lower_layer_lines(out: dict[str, Any]) -> list[str]:
+    """The extra cost of the lower layers over one pupil on the top ones, against capture and
+    encode (issue 14: ≤ 30 %)."""
+    top = {r.viewers: r for r in out["loads"]}.get(1)
+    nov: CpuSample = out["no_viewer"]
+    lines = []
+    for lower in out.get("lower", []):
+        result = lower.load
+        extra = result.cpu.cpu_percent - (top.cpu.cpu_percent if top else 0.0)
+        share = lower.lower_cpu_percent / nov.cpu_percent * 100 if nov.cpu_percent else 0.0
+        layers = ", ".join(e.removeprefix("encode-") for e in lower.encoders)
+        lines.append(
+            f"- {result.label}: the lower layers' encoder threads {lower.lower_cpu_percent} % "
+            f"of a core ({share:.0f} % of capture + encode); the agent {result.cpu.cpu_percent} "
+            f"% ({extra:+.1f} % over another process with one viewer on the top layers: "
+            f"noisier); encoders: {layers}"
+        )
+    return lines
+
+
+def lower_layer_check(out: dict[str, Any]) -> tuple[str, str, bool] | None:
+    top = {r.viewers: r for r in out["loads"]}.get(1)
+    nov: CpuSample = out["no_viewer"]
+    if top is None or not out.get("lower") or not nov.cpu_percent:
+        return None
+    extra = max(lower.lower_cpu_percent for lower in out["lower"])
+    share = extra / nov.cpu_percent
+    return (
+        "extra cost of the lower layers ≤ 30 % of capture + encode (issue 14)",
+        f"{extra} % of a core (their encoder threads), {share * 100:.0f} % of {nov.cpu_percent} %",
+        share <= 0.3,
+    )
 
 
 def report(out: dict[str, Any]) -> str:
@@ -168,6 +248,7 @@ def report(out: dict[str, Any]) -> str:
         f"p50 {pct(doc_d, 50)} ms, p95 {pct(doc_d, 95)} ms",
         f"- WHEP POST → first decoded room-camera frame: p50 {pct(ff, 50)} ms, p95 "
         f"{pct(ff, 95)} ms ({len(ff)} joins)",
+        *lower_layer_lines(out),
         *browser.report_lines(out["browser"]),
     ]
     lines += ["", *checks(out), "", *browser_checks(out["browser"])]
@@ -215,6 +296,9 @@ def checks(out: dict[str, Any]) -> list[str]:
     row("glass-to-glass p95 ≤ 60 ms", f"{pct(cam_d, 95)} ms", bool(cam_d) and pct(cam_d, 95) <= 60)
     ff = out["first_frame"]
     row("first frame after WHEP POST p95 ≤ 500 ms", f"{pct(ff, 95)} ms", pct(ff, 95) <= 500)
+    lower = lower_layer_check(out)
+    if lower is not None:
+        row(*lower)
     idle: CpuSample = out["idle"]
     row(
         "idle CPU ≤ 2 %, RSS ≤ 250 MB",

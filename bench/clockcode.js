@@ -19,7 +19,7 @@
 // join's path.
 "use strict";
 (() => {
-  const BLOCK = 24, BITS = 32, WIDTH = BLOCK * BITS, TWO32 = 2 ** 32;
+  const BLOCK = 24, BITS = 32, WIDTH = BLOCK * BITS, TWO32 = 2 ** 32, ROOM_WIDTH = 1280;
   const WHITE = 235, BLACK = 16, THRESHOLD = (WHITE + BLACK) / 2;
   const YUV = new Set(["I420", "I420A", "I422", "I422A", "I444", "I444A", "NV12"]);
   const RGB = { RGBA: [0, 1, 2, 4], RGBX: [0, 1, 2, 4], BGRA: [2, 1, 0, 4], BGRX: [2, 1, 0, 4] };
@@ -33,14 +33,17 @@
   const lumaOfRgb = (r, g, b) => 16 + ((0.299 * r + 0.587 * g + 0.114 * b) * 219) / 255;
 
   // The code from luma(x, y) over the strip, or null when a block is neither black nor white.
-  function readCode(luma) {
+  // `block`: the blocks' size in this picture (a lower quality layer is scaled: 6 at 320 wide).
+  function readCode(luma, block = BLOCK) {
+    const low = Math.round(block / 4), high = Math.max(Math.round((block * 3) / 4), low + 1);
     let code = 0;
     for (let i = 0; i < BITS; i++) {
       let sum = 0;
-      for (let y = 6; y < 18; y++) {
-        for (let x = BLOCK * i + 6; x < BLOCK * i + 18; x++) sum += luma(x, y);
+      const left = Math.round(block * i);
+      for (let y = low; y < high; y++) {
+        for (let x = left + low; x < left + high; x++) sum += luma(x, y);
       }
-      const mean = sum / 144;
+      const mean = sum / ((high - low) * (high - low));
       if (mean > 80 && mean < 170) return null;  // scaled, cropped or not a test card
       code = code * 2 + (mean >= THRESHOLD ? 1 : 0);  // no bitwise ops: they are 32-bit signed
     }
@@ -48,15 +51,19 @@
   }
 
   // An RGB(A) strip: `order` gives the offsets of R, G, B and the bytes per pixel.
-  const readRgb = (data, offset, stride, order) => readCode((x, y) => {
+  const readRgb = (data, offset, stride, order, block = BLOCK) => readCode((x, y) => {
     const p = offset + y * stride + x * order[3];
     return lumaOfRgb(data[p + order[0]], data[p + order[1]], data[p + order[2]]);
-  });
+  }, block);
 
   async function readFrame(frame) {
     const visible = frame.visibleRect;
-    if (!visible || visible.width < WIDTH || visible.height < BLOCK) return null;
-    const rect = { x: visible.x, y: visible.y, width: WIDTH, height: BLOCK };
+    if (!visible) return null;
+    // the room camera's lower layers are scaled from its 1280-pixel-wide picture
+    const block = visible.width < ROOM_WIDTH ? (BLOCK * visible.width) / ROOM_WIDTH : BLOCK;
+    const width = 2 * Math.ceil((block * BITS) / 2), height = 2 * Math.ceil(block / 2);
+    if (block < 4 || visible.width < width || visible.height < height) return null;
+    const rect = { x: visible.x, y: visible.y, width, height };
     let order = null;
     if (!YUV.has(frame.format)) {
       order = RGB[frame.format];
@@ -64,8 +71,8 @@
     }
     const data = new Uint8Array(frame.allocationSize({ rect }));
     const [plane] = await frame.copyTo(data, { rect });
-    if (order) return readRgb(data, plane.offset, plane.stride, order);
-    return readCode((x, y) => data[plane.offset + y * plane.stride + x]);
+    if (order) return readRgb(data, plane.offset, plane.stride, order, block);
+    return readCode((x, y) => data[plane.offset + y * plane.stride + x], block);
   }
 
   let canvas = null;

@@ -23,7 +23,9 @@ import aiortc.rtcrtpreceiver
 import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpreceiver import StreamStatistics
 from yarl import URL
 
 from agent.sources.clockcode import delay_ms, read_clock_code
@@ -39,9 +41,10 @@ class CountedFrame:
 class _FrameCounter:
     """Per-SSRC frame boundaries from RTP marker bits, with a flag for sequence gaps."""
 
-    __slots__ = ("expected", "gap", "size")
+    __slots__ = ("expected", "gap", "size", "statistics")
 
     def __init__(self) -> None:
+        self.statistics: Any = None
         self.expected: int | None = None
         self.gap = False
         self.size = 0
@@ -53,14 +56,20 @@ async def _count_rtp_packet(self: Any, packet: Any, arrival_time_ms: int) -> Non
     aiortc's own handler runs NACK, bitrate estimation, a jitter buffer and a decoder thread per
     track; 90 tracks of that do not fit beside the agent on two cores. This keeps aiortc's ICE,
     DTLS and SRTP (everything up to here) and counts a frame at each marker bit; a frame with a
-    sequence gap is counted in ``TrackStats.incomplete`` instead.
+    sequence gap is counted in ``TrackStats.incomplete`` instead. It keeps aiortc's receiver
+    statistics too, so the kit gets receiver reports (loss, RTT) as from any browser: its
+    bandwidth estimate and layer choice need them.
     """
     counters = self.__dict__.setdefault("_counters", {})
     counter = counters.get(packet.ssrc)
     if counter is None:
-        if packet.payload_type not in self._RTCRtpReceiver__codecs:
+        codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)
+        if codec is None:
             return
         counter = counters[packet.ssrc] = _FrameCounter()
+        streams = self._RTCRtpReceiver__remote_streams
+        counter.statistics = streams.setdefault(packet.ssrc, StreamStatistics(codec.clockRate))
+    counter.statistics.add(packet)  # receiver reports, as every browser sends them
     if counter.expected is not None and packet.sequence_number != counter.expected:
         counter.gap = True
     counter.expected = (packet.sequence_number + 1) & 0xFFFF
@@ -79,6 +88,36 @@ class IncompleteFrame:
 def use_counting_decoder() -> None:
     """Make every aiortc receiver in this process count frames instead of decoding them."""
     aiortc.rtcrtpreceiver.RTCRtpReceiver._handle_rtp_packet = _count_rtp_packet  # type: ignore[method-assign]
+
+
+SOURCE_WIDTHS = {"camera": 1280, "document": 1920}
+"""The synthetic sources' widths (the agent's defaults, docs/clock-code.md)."""
+
+
+def layer_scale(track: str, frame: av.VideoFrame) -> float:
+    """How a lower quality layer of ``track`` is scaled from the captured picture, for
+    ``read_clock_code`` (1.0 on the top layer)."""
+    return min(1.0, frame.width / SOURCE_WIDTHS.get(track, frame.width))
+
+
+def route_rtx(pc: RTCPeerConnection) -> None:
+    """Route each video's RTX stream (retransmissions, probe padding) to its receiver.
+
+    aiortc 1.16 routes an RTP packet by SSRC, or by payload type when only one receiver has
+    it, and registers only the media SSRCs: with the room and the document cameras bundled
+    (the same RTX payload type on both m-lines) every RTX packet was dropped, so an aiortc
+    pupil never got a retransmission and stalled on each lost packet until its jitter buffer
+    overflowed (seconds). Browsers route by the ``ssrc-group:FID`` of the answer, as here."""
+    description = aiortc_sdp.SessionDescription.parse(pc.remoteDescription.sdp)
+    by_mid = {t.mid: t for t in pc.getTransceivers()}
+    for media in description.media:
+        transceiver = by_mid.get(media.rtp.muxId)
+        if transceiver is None or transceiver.receiver.transport is None:
+            continue
+        router = transceiver.receiver.transport._rtp_router
+        for group in media.ssrc_group:
+            if group.semantic == "FID" and len(group.items) == 2:
+                router.ssrc_table[int(group.items[1])] = transceiver.receiver
 
 
 def enlarge_receive_buffers(pc: RTCPeerConnection, size: int = 8 << 20) -> None:
@@ -178,6 +217,7 @@ class WhepReceiver:
             location = response.headers["Location"]
         self.location = str(response.url.join(URL(location)))
         await self.pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
+        route_rtx(self.pc)
         enlarge_receive_buffers(self.pc)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -214,7 +254,7 @@ class WhepReceiver:
                 if self.on_video is not None:
                     self.on_video(self._name(track), frame, now)
                 if self.read_clock:
-                    code = read_clock_code(luma_plane(frame))
+                    code = read_clock_code(luma_plane(frame), layer_scale(self._name(track), frame))
                     if code is not None:
                         stats.delays_ms.append(delay_ms(code, wall_ms))
             elif isinstance(frame, av.AudioFrame):

@@ -102,6 +102,36 @@ class NetworkHealth(_Msg):
     """Pupils connected, counted by path."""
 
 
+PupilCount = Annotated[int, Field(ge=0, le=100_000, strict=True)]
+LayerName = Literal["high", "mid", "low", "paused"]
+"""A camera's quality layer (docs/adaptation.md); ``paused``: that camera is not sent."""
+QualityLevel = Literal["full", "reduced", "audio-only"]
+"""What a pupil gets: every camera on its top layer, some below it, or sound only."""
+
+
+class LayerCounts(_Msg):
+    """Pupils on each layer of each camera; the document camera has no middle layer, and its
+    ``keyframes``: the low layer's keyframes only (its last step before pausing)."""
+
+    camera: Annotated[dict[LayerName, PupilCount], Field(max_length=4)] = {}
+    document: Annotated[
+        dict[Literal["high", "low", "keyframes", "paused"], PupilCount], Field(max_length=4)
+    ] = {}
+
+
+class PupilsHealth(_Msg):
+    """The class's distribution (issue 14): how many pupils on each layer of each camera, at
+    each quality level, and the worst loss any pupil's receiver reports say it had. Counts
+    only pupils the kit has judged; a pupil without a layer for a camera (not configured, not
+    negotiated) is not counted for it. Numbers are strict (``"3"`` or ``true`` is refused,
+    not read as 3 or 1): the kit builds them, anything else is a broken kit."""
+
+    layers: LayerCounts = LayerCounts()
+    quality: Annotated[dict[QualityLevel, PupilCount], Field(max_length=3)] = {}
+    worst_loss_percent: Annotated[float, Field(ge=0, le=100, strict=True)] | None = None
+    """The highest ``loss_percent`` over the pupils (``null``: no pupil has reported any)."""
+
+
 class HealthReport(_Msg):
     software: Annotated[str, Field(max_length=64)]
     uptime_s: NonNegative
@@ -115,6 +145,9 @@ class HealthReport(_Msg):
     streams: Annotated[list[StreamStats], Field(max_length=16)] = []
     network: NetworkHealth | None = Field(default=None, exclude_if=lambda value: value is None)
     """Left out of the frame when absent: servers before it accept the report as it was."""
+    pupils: PupilsHealth | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The class's distribution over layers and quality levels; left out when absent (like
+    ``network``, and sent on the same condition, docs/protocol.md)."""
 
     def problems(self) -> list[str]:
         """Devices that are not ``ok`` (``disabled`` is a choice, not a problem)."""
@@ -153,6 +186,10 @@ class PushedKiosk(_Msg):
     language: Annotated[str, Field(max_length=8)] | None = None
 
 
+class PushedNetwork(_Msg):
+    uplink_kbps: int | None = None
+
+
 class PushedConfig(_Msg):
     """What the server may set on a kit. Structure only: ranges and combinations are checked by
     the agent against its own schema (:mod:`agent.config`), which can refuse with a reason."""
@@ -162,6 +199,9 @@ class PushedConfig(_Msg):
     microphone: PushedMicrophone | None = None
     webrtc: PushedWebrtc | None = None
     kiosk: PushedKiosk | None = None
+    network: PushedNetwork | None = None
+    """Only to kits whose hello lists :data:`~kitlink.rules.FEATURE_NETWORK_CONFIG`: older kits
+    refuse an unknown key (and would close the link on every push)."""
 
     def overlay(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

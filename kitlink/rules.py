@@ -141,6 +141,9 @@ TIMEOUTS: dict[tuple[Side, State], tuple[float, str]] = {
 FEATURE_ICE_SERVERS = "ice_servers"
 """A kit that lists it in its hello takes ``ice_servers`` (and the server its health report's
 ``network``)."""
+FEATURE_NETWORK_CONFIG = "network_config"
+"""A kit that lists it takes a pushed configuration's ``network`` section (the school's uplink
+budget); the server leaves that section out of the pushes to other kits."""
 FEATURE_MESSAGES: dict[str, str] = {"ice_servers": FEATURE_ICE_SERVERS}
 """Server messages a kit gets only if its hello listed the feature (message type → feature)."""
 

@@ -24,12 +24,14 @@ from kitlink import (
     CLOSE_REPLACED,
     CLOSE_REVOKED,
     CLOSE_TIMEOUT,
+    FEATURE_NETWORK_CONFIG,
     AnyServerMessage,
     ConfigAck,
     Health,
     Hello,
     NetworkHealth,
     ProtocolError,
+    PupilsHealth,
     PushConfig,
     PushedConfig,
     SessionInfo,
@@ -56,6 +58,15 @@ never comes near; a stolen credential cannot fill the server with bindings)."""
 CONTESTED_REPLACEMENTS = 5
 CONTESTED_WINDOW_S = 600.0
 """Two processes using one kit credential replace each other's link over and over."""
+
+
+def pushable(desired: dict[str, Any], features: tuple[str, ...]) -> PushedConfig:
+    """The configuration to push to a kit: ``desired`` without the sections its version does not
+    know (a kit from before ``network`` would refuse the whole push and close the link). Such a
+    kit applies the rest and keeps its own file's uplink budget."""
+    if FEATURE_NETWORK_CONFIG not in features:
+        desired = {key: value for key, value in desired.items() if key != "network"}
+    return PushedConfig.model_validate(desired)
 
 
 class Link(Protocol):
@@ -88,6 +99,8 @@ class Kit:
     desired: dict[str, Any] = field(default_factory=dict)
     desired_version: str = ""
     link: Link | None = None
+    features: tuple[str, ...] = ()
+    """What the kit's latest hello said it understands beyond version 1."""
     token: str | None = None
     history_at: float = 0.0
     backlog_at: float = 0.0
@@ -108,6 +121,8 @@ class Kit:
     """Set when a class starts: wakes the link's task that sends ``ice_servers``."""
     network: NetworkHealth | None = None
     """The network part of the latest report: how the school gets out, pupils by path."""
+    pupils_view: tuple[object, ...] | None = None
+    """What the kit page shows of the class's distribution, to publish only its changes."""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -148,6 +163,19 @@ def _network_view(network: NetworkHealth | None) -> tuple[object, ...] | None:
     if network is None:
         return None
     return (network.reach, network.turn_error, tuple(sorted(network.paths.items())))
+
+
+def _pupils_view(pupils: PupilsHealth | None) -> tuple[object, ...] | None:
+    """What changes the kit page's class distribution: the counts per layer and quality (the
+    worst loss moves at every report; it is shown, but alone is no news worth a push)."""
+    if pupils is None:
+        return None
+    layers = pupils.layers
+    return (
+        tuple(sorted(pupils.quality.items())),
+        tuple(sorted(layers.camera.items())),
+        tuple(sorted(layers.document.items())),
+    )
 
 
 def _stored_network(health: str | None) -> NetworkHealth | None:
@@ -259,6 +287,7 @@ class Fleet:
         kit.link = link
         self.links_opened += 1
         kit.software = hello.software
+        kit.features = tuple(hello.features)
         kit.applied_config = hello.config_version
         self._mark_seen(kit, now)
         self._set_online(kit, True, now)
@@ -342,6 +371,9 @@ class Fleet:
         if keep:
             kit.history_at = now
         network_changed = _network_view(report.network) != _network_view(kit.network)
+        pupils_view = _pupils_view(report.pupils)
+        network_changed |= pupils_view != kit.pupils_view
+        kit.pupils_view = pupils_view
         kit.health = text
         kit.problems = problems
         kit.session = report.session.state
@@ -518,7 +550,7 @@ class Fleet:
         if kit.link is None or kit.revoked:
             return False
         message = PushConfig(
-            version=kit.desired_version, config=PushedConfig.model_validate(kit.desired)
+            version=kit.desired_version, config=pushable(kit.desired, kit.features)
         )
         try:
             await kit.link.send(message)

@@ -6,7 +6,8 @@ setting removed on the server returns to the file's value) and validated by
 :func:`agent.config.config_from_dict`; an invalid one is refused with that reason and the kit
 keeps its last good configuration. While a class is live, changes to capture and encoding wait
 for the class to end; ICE servers, viewer limits and the kiosk language apply at once (they only
-concern viewers who join next).
+concern viewers who join next), and so does the school's uplink budget (``network``: it changes
+no capture or encoding, only how the class's layers are allotted).
 """
 
 from __future__ import annotations

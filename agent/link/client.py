@@ -29,6 +29,7 @@ from websockets.frames import Close
 
 from kitlink import (
     FEATURE_ICE_SERVERS,
+    FEATURE_NETWORK_CONFIG,
     MAX_MESSAGE_BYTES,
     VERSION,
     AnyKitMessage,
@@ -66,7 +67,7 @@ BACKLOG_MAX = 360
 first, and the server is told how many were dropped."""
 DEFAULT_HEALTH_INTERVAL_S = 10.0
 """Report interval before the first welcome (afterwards: the server's ``health_interval_s``)."""
-FEATURES = [FEATURE_ICE_SERVERS]
+FEATURES = [FEATURE_ICE_SERVERS, FEATURE_NETWORK_CONFIG]
 """What this kit understands beyond version 1 (sent in its hello)."""
 
 

@@ -7,6 +7,7 @@ the packets sent, those the pupils' receiver reports say were lost on the way.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -78,9 +79,14 @@ class HealthCollector:
         except OSError:
             disk_free = 0
         network = self.session.network.health(self.session.paths()) if self.network else None
+        # The distribution on the same condition as ``network`` (the server has sent
+        # ``ice_servers`` on this link): a server from before both would refuse the field and
+        # close the link (docs/protocol.md, "Pupils").
+        pupils = pupils_health(status["viewers"]) if self.network else None
         return HealthReport.model_validate(
             {
                 "network": network,
+                "pupils": pupils,
                 "software": __version__,
                 "uptime_s": round(now - self.started, 1),
                 "cpu_percent": psutil.cpu_percent(None),
@@ -114,32 +120,80 @@ class HealthCollector:
         return out
 
     def _streams(self, status: dict[str, Any], elapsed: float) -> list[dict[str, Any]]:
+        """One entry per source and codec. A source is encoded once per quality layer in use
+        (``encode-camera-h264-mid``…, docs/adaptation.md): its bitrate is the sum over its
+        layers (what leaves the kit), its fps the fastest layer's (the top layer's rate while
+        anyone watches it; 0 only when every layer of the source has stalled)."""
         tracks: dict[str, tuple[int, ...]] = {}
         for viewer in status["viewers"]:
             for track_id, stats in viewer.get("tracks", {}).items():
                 counts = tuple(int(stats.get(key, 0)) for key in _COUNTED)
                 before = tracks.get(track_id, (0,) * len(_COUNTED))
                 tracks[track_id] = tuple(a + b for a, b in zip(before, counts, strict=True))
-        out = []
         encoders: dict[str, tuple[int, int]] = {}
-        for enc in status["encoders"][:16]:
-            name = str(enc.get("name", enc.get("source", "?")))
+        grouped: dict[tuple[str, str], tuple[float, float]] = {}  # (source, codec) → fps, kbps
+        for enc in status["encoders"][:64]:
+            source = str(enc.get("source", enc.get("name", "?")))
+            name = str(enc.get("name", source))
             frames, sent = int(enc.get("frames", 0)), int(enc.get("bytes", 0))
             encoders[name] = (frames, sent)
             prev_frames, prev_bytes = self._encoders.get(name, (frames, sent))
-            source = str(enc.get("source", name))
+            fps = max(0, frames - prev_frames) / elapsed
+            kbps = max(0, sent - prev_bytes) * 8 / elapsed / 1000
+            key = (source, str(enc.get("codec", ""))[:16])
+            top_fps, total_kbps = grouped.get(key, (0.0, 0.0))
+            grouped[key] = (max(top_fps, fps), total_kbps + kbps)
+        out = []
+        for (source, codec), (fps, kbps) in list(grouped.items())[:16]:
             delivered, dropped, packets, lost = _delta(tracks.get(source), self._tracks.get(source))
             out.append(
                 {
                     "source": source,
-                    "codec": str(enc.get("codec", ""))[:16],
-                    "fps": round(max(0, frames - prev_frames) / elapsed, 1),
-                    "bitrate_kbps": round(max(0, sent - prev_bytes) * 8 / elapsed / 1000, 1),
+                    "codec": codec,
+                    "fps": round(fps, 1),
+                    "bitrate_kbps": round(kbps, 1),
                     "loss_percent": _loss_percent(delivered, dropped, packets, lost),
                 }
             )
         self._encoders, self._tracks = encoders, tracks
         return out
+
+
+def pupils_health(viewers: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The class's distribution from ``/api/status``'s viewers (their ``link``): pupils per
+    layer of each camera, per quality level, and the worst loss. A value the kit does not
+    know (a layer ``null``: camera not configured or not negotiated) is not counted; None
+    when no pupil has any of it (no pupil, or a kit before layers)."""
+    layers: dict[str, dict[str, int]] = {"camera": {}, "document": {}}
+    quality: dict[str, int] = {}
+    worst: float | None = None
+    judged = False
+    for viewer in viewers:
+        link = viewer.get("link")
+        if not isinstance(link, dict):
+            continue
+        for camera, layer in (link.get("layers") or {}).items():
+            if layer in _LAYERS.get(camera, ()):
+                layers[camera][layer] = layers[camera].get(layer, 0) + 1
+                judged = True
+        level = link.get("quality")
+        if level in _QUALITY:
+            quality[level] = quality.get(level, 0) + 1
+            judged = True
+        loss = link.get("loss_percent")
+        if isinstance(loss, int | float) and math.isfinite(loss):
+            worst = max(worst or 0.0, min(100.0, max(0.0, float(loss))))
+            judged = True
+    if not judged:
+        return None
+    return {"layers": layers, "quality": quality, "worst_loss_percent": worst}
+
+
+_LAYERS = {
+    "camera": ("high", "mid", "low", "paused"),
+    "document": ("high", "low", "keyframes", "paused"),
+}
+_QUALITY = ("full", "reduced", "audio-only")
 
 
 _COUNTED = ("delivered", "dropped", "rtp_packets", "lost")

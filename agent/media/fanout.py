@@ -41,6 +41,8 @@ class ViewerQueue:
         self._now = now
         self._max_age = max_age
         self._waiter: asyncio.Future[None] | None = None
+        self.wakeup: Callable[[], None] | None = None
+        """Called after each packet queued and at close (a reader waiting on several)."""
         self._closed = False
         # A video viewer starts by waiting for a keyframe: it cannot decode anything before one.
         self.waiting_for_keyframe = video
@@ -68,20 +70,34 @@ class ViewerQueue:
                 self._packets.popleft()
                 self.dropped += 1
         self._packets.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+        if self.wakeup is not None:
+            self.wakeup()
+
+    def take(self) -> EncodedPacket | None:
+        """The next fresh packet if one is queued, else None (never waits); raises
+        :class:`QueueClosed` at the end."""
+        while True:
+            if self._closed:
+                raise QueueClosed()
+            if not self._packets:
+                return None
+            item = self._packets.popleft()
+            if self._now() - item.capture_time > self._max_age:
+                self._drop_stale(item)
+                continue
+            self.delivered += 1
+            return item
 
     async def get(self) -> EncodedPacket:
         """The next packet for this viewer's sender; raises :class:`QueueClosed` at the end."""
         while True:
-            if self._closed:
-                raise QueueClosed()
-            if self._packets:
-                item = self._packets.popleft()
-                if self._now() - item.capture_time > self._max_age:
-                    self._drop_stale(item)
-                    continue
-                self.delivered += 1
+            item = self.take()
+            if item is not None:
                 return item
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -96,8 +112,11 @@ class ViewerQueue:
     def close(self) -> None:
         self._closed = True
         self._packets.clear()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __len__(self) -> int:
         return len(self._packets)

@@ -24,6 +24,7 @@ from ..webrtc.packetize import make_packer
 from .encoder import AudioEncoder, VideoEncoder, VideoEncoderSettings
 from .fanout import Fanout, ViewerQueue
 from .keyframes import KeyframeLimiter
+from .layers import HIGH, LAYER_NAMES, Layer, layers_of
 from .preview import PreviewTap
 
 log = logging.getLogger("agent.media")
@@ -44,7 +45,8 @@ class _EncodedStream:
 
 
 class VideoStreams:
-    """All encodings of one video source. The device thread calls :meth:`offer`."""
+    """All encodings of one video source: one per (codec, layer) in use. The device thread
+    calls :meth:`offer`."""
 
     def __init__(
         self,
@@ -54,8 +56,10 @@ class VideoStreams:
     ) -> None:
         self.source = source
         self.cfg = cfg
+        self.layers = layers_of(source.id, cfg)
+        """This camera's layers, top first (agent/media/layers.py)."""
         self._pipeline = pipeline
-        self._by_codec: dict[str, _EncodedStream] = {}
+        self._streams: dict[tuple[str, str], _EncodedStream] = {}
         self._encoders: tuple[VideoEncoder, ...] = ()  # read by the device thread
         self.preview = PreviewTap()
 
@@ -64,20 +68,36 @@ class VideoStreams:
         for encoder in self._encoders:  # an immutable snapshot: safe from the device thread
             encoder.offer(frame)
 
-    def stream(self, codec: str) -> _EncodedStream:
-        existing = self._by_codec.get(codec)
+    def layer(self, name: str) -> Layer:
+        """The layer called ``name``, or the nearest one below it this camera has."""
+        names = [layer.name for layer in self.layers]
+        if name in names:
+            return self.layers[names.index(name)]
+        below = [
+            layer
+            for layer in self.layers
+            if LAYER_NAMES.index(layer.name) > LAYER_NAMES.index(name)
+        ]
+        return below[0] if below else self.layers[-1]
+
+    def stream(self, codec: str, layer_name: str = HIGH) -> _EncodedStream:
+        layer = self.layer(layer_name)
+        existing = self._streams.get((codec, layer.name))
         if existing is not None:
             return existing
         p = self._pipeline
         settings = VideoEncoderSettings(
             codec=codec,
-            width=self.cfg.width,
-            height=self.cfg.height,
-            fps=self.cfg.fps,
-            bitrate_kbps=self.cfg.bitrate_kbps,
-            keyframe_interval_s=p.config.encoder.keyframe_interval_s,
+            width=layer.width,
+            height=layer.height,
+            fps=layer.fps,
+            bitrate_kbps=layer.bitrate_kbps,
+            keyframe_interval_s=layer.keyframe_interval_s or p.config.encoder.keyframe_interval_s,
             h264_preset=p.config.encoder.h264_preset,
             threads=p.config.encoder.threads,
+            rate_buffer_s=layer.rate_buffer_s,
+            layer=layer.name,
+            source_fps=self.cfg.fps,
         )
         fanout_box: list[Fanout] = []
         encoder = VideoEncoder(
@@ -99,38 +119,39 @@ class VideoStreams:
         )
         fanout_box.append(fanout)
         stream = _EncodedStream(encoder, fanout, limiter)
-        self._by_codec[codec] = stream
+        self._streams[(codec, layer.name)] = stream
         encoder.start()
         self._encoders = self._video_encoders()
-        log.info("%s: %s encoder started", self.source.id, codec)
+        log.info("%s: %s %s encoder started", self.source.id, codec, layer.name)
         return stream
 
-    async def drop(self, codec: str, if_unused: bool = False) -> None:
-        stream = self._by_codec.get(codec)
+    async def drop(self, codec: str, layer: str = HIGH, if_unused: bool = False) -> None:
+        stream = self._streams.get((codec, layer))
         if stream is None or (if_unused and stream.fanout.subscribers):
             return  # with if_unused: a viewer subscribed again since the drop was scheduled
-        del self._by_codec[codec]
+        del self._streams[(codec, layer)]
         self._encoders = self._video_encoders()
         if stream.limiter is not None:
             stream.limiter.cancel()
         stream.fanout.close()
         await asyncio.to_thread(stream.encoder.stop)
-        log.info("%s: %s encoder stopped", self.source.id, codec)
+        log.info("%s: %s %s encoder stopped", self.source.id, codec, layer)
 
     def _video_encoders(self) -> tuple[VideoEncoder, ...]:
         return tuple(
-            s.encoder for s in self._by_codec.values() if isinstance(s.encoder, VideoEncoder)
+            s.encoder for s in self._streams.values() if isinstance(s.encoder, VideoEncoder)
         )
 
-    def get(self, codec: str) -> _EncodedStream | None:
-        """The running stream of ``codec``, if any (never starts one)."""
-        return self._by_codec.get(codec)
+    def get(self, codec: str, layer: str = HIGH) -> _EncodedStream | None:
+        """The running stream of ``codec`` at ``layer``, if any (never starts one)."""
+        return self._streams.get((codec, layer))
 
-    def codecs(self) -> list[str]:
-        return list(self._by_codec)
+    def running(self) -> list[tuple[str, str]]:
+        """(codec, layer) of every running encoder."""
+        return list(self._streams)
 
     def streams(self) -> list[_EncodedStream]:
-        return list(self._by_codec.values())
+        return list(self._streams.values())
 
 
 class MediaPipeline:
@@ -202,25 +223,39 @@ class MediaPipeline:
         if self.audio is not None:
             self.audio.fanout.publish(item)
 
-    def subscribe_video(self, source_id: str, codec: str) -> ViewerQueue | None:
+    def subscribe_video(self, source_id: str, codec: str, layer: str = HIGH) -> ViewerQueue | None:
+        """A queue of ``source_id`` in ``codec`` at ``layer`` (or the nearest layer below that
+        the camera has); the encoder starts if it was not running. None: no such camera."""
         streams = self.video.get(source_id)
         if streams is None:
             return None
-        return streams.stream(codec).fanout.subscribe()
+        return streams.stream(codec, layer).fanout.subscribe()
+
+    def layers(self, source_id: str) -> tuple[Layer, ...]:
+        """The layers of ``source_id``, top first; empty when that camera is not configured."""
+        streams = self.video.get(source_id)
+        return () if streams is None else streams.layers
 
     def subscribe_audio(self) -> ViewerQueue | None:
         return None if self.audio is None else self.audio.fanout.subscribe()
 
-    def unsubscribe_video(self, source_id: str, codec: str, queue: ViewerQueue) -> None:
+    def unsubscribe_video(
+        self, source_id: str, codec: str, queue: ViewerQueue, layer: str = HIGH
+    ) -> None:
+        """The pupil's queue goes; an encoder nobody watches any more stops (except the
+        primary codec's top layer, which runs for the whole class: the first pupil's first
+        picture, the kiosk's preview and the health report's figures come from it)."""
         streams = self.video.get(source_id)
         if streams is None:
             return
-        stream = streams.get(codec)
+        name = streams.layer(layer).name
+        stream = streams.get(codec, name)
         if stream is None:
             return
         stream.fanout.unsubscribe(queue)
-        if codec != self.PRIMARY_CODEC and stream.fanout.subscribers == 0:
-            self.loop.create_task(streams.drop(codec, if_unused=True))
+        primary = codec == self.PRIMARY_CODEC and name == HIGH
+        if not primary and stream.fanout.subscribers == 0:
+            self.loop.create_task(streams.drop(codec, name, if_unused=True))
 
     def unsubscribe_audio(self, queue: ViewerQueue) -> None:
         if self.audio is not None:
@@ -233,8 +268,8 @@ class MediaPipeline:
             sources.append(self.audio_source)
         await asyncio.gather(*(asyncio.to_thread(s.stop) for s in sources))
         for streams in self.video.values():
-            for codec in streams.codecs():
-                await streams.drop(codec)
+            for codec, layer in streams.running():
+                await streams.drop(codec, layer)
         if self.audio is not None:
             self.audio.fanout.close()
             await asyncio.to_thread(self.audio.encoder.stop)

@@ -32,16 +32,26 @@ def draw_clock_code(luma: np.ndarray, wall_ms: int) -> None:
     luma[:BLOCK, :WIDTH] = np.repeat(row, BLOCK)[np.newaxis, :]
 
 
-def read_clock_code(luma: np.ndarray) -> int | None:
+def read_clock_code(luma: np.ndarray, scale: float = 1.0) -> int | None:
     """Read the code back from a decoded Y plane; None when the picture carries no code.
 
-    Each block is sampled over its 12×12 centre, which survives compression at any sane bitrate;
-    a block whose mean is neither clearly white nor clearly black means there is no code.
+    Each block is sampled over its centre half (12×12 of 24×24), which survives compression at
+    any sane bitrate; a block whose mean is neither clearly white nor clearly black means there
+    is no code. ``scale``: the picture is the drawn one scaled by this (a quality layer: the
+    room camera's 320×180 of 1280×720 is 0.25, blocks of 6×6 pixels sampled over 3×3).
     """
-    if luma.shape[0] < BLOCK or luma.shape[1] < WIDTH:
+    block = BLOCK * scale
+    if block < 4 or luma.shape[0] < block or luma.shape[1] < block * BITS:
         return None
-    centre = luma[6:18, :WIDTH].astype(np.float32).reshape(12, BITS, BLOCK)[:, :, 6:18]
-    means = centre.mean(axis=(0, 2))
+    if scale == 1.0:
+        centre = luma[6:18, :WIDTH].astype(np.float32).reshape(12, BITS, BLOCK)[:, :, 6:18]
+        means = centre.mean(axis=(0, 2))
+    else:
+        low, high = round(block / 4), max(round(block * 3 / 4), round(block / 4) + 1)
+        rows = luma[low:high].astype(np.float32)
+        means = np.array(
+            [rows[:, round(block * i) + low : round(block * i) + high].mean() for i in range(BITS)]
+        )
     if np.any((means > 80) & (means < 170)):
         return None
     bits = (means >= (WHITE + BLACK) / 2).astype(np.uint64)

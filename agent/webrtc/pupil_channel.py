@@ -178,6 +178,20 @@ def ended_message() -> str:
     return _dump({"type": "ended"})
 
 
+QUALITY_LEVELS = ("full", "reduced", "audio-only")
+"""What a pupil gets (docs/adaptation.md): ``full`` every configured camera on its top layer,
+``reduced`` some camera below it, ``audio-only`` every camera paused (sound only)."""
+
+
+def quality_message(level: str) -> str:
+    """The quality this pupil now gets; the page says so while it is not ``full``. Sent when
+    the level changes (and once after ``welcome`` if not ``full``). An unknown level is a bug
+    in the kit, not something a page sent: :exc:`ValueError`."""
+    if level not in QUALITY_LEVELS:
+        raise ValueError(f"unknown quality level {level!r}")
+    return _dump({"type": "quality", "level": level})
+
+
 def error_message(reason: str) -> str:
     """A refused message; ``reason`` is one of our own public texts, never internals."""
     return _dump({"type": "error", "reason": reason})

@@ -43,10 +43,12 @@ from aiortc.mediastreams import MediaStreamError
 from ..media.packets import EncodedPacket
 from . import udp
 from .feedback import PupilFeedback
+from .pacer import Pacer
 from .tracks import PacketTrack
 
 log = logging.getLogger("agent.webrtc")
 
+MAX_PADDING_PACKETS = 64
 HISTORY = 512
 """Packets kept per viewer for retransmission (≈ 1 s of a 2 Mbit/s stream)."""
 _PREFIX = struct.Struct("!BBH")
@@ -59,13 +61,15 @@ def install(
     stream_id: str,
     on_keyframe: Callable[[], None],
     feedback: PupilFeedback | None = None,
-) -> None:
+    pacer: Pacer | None = None,
+) -> LeanRtpLoop:
     """Make ``sender`` send ``track``'s shared packets through :class:`LeanRtpLoop`; with
     ``feedback`` (the pupil's), its RTCP also feeds the pupil's estimate and its NACKs go
-    through the pupil's retransmission budget.
+    through the pupil's retransmission budget; with ``pacer`` (the pupil's), its packets are
+    paced (video waits, sound goes first).
 
     Every aiortc name used here is declared in :mod:`.contract` and checked at start-up."""
-    loop = LeanRtpLoop(sender, track, feedback)
+    loop = LeanRtpLoop(sender, track, feedback, pacer)
     sender._run_rtp = loop.run  # type: ignore[method-assign]
     sender._retransmit = loop.retransmit  # type: ignore[method-assign]
     sender._send_keyframe = on_keyframe  # type: ignore[method-assign]
@@ -73,17 +77,27 @@ def install(
     if feedback is not None:
         handler = loop.rtcp_handler(sender._handle_rtcp_packet)
         sender._handle_rtcp_packet = handler  # type: ignore[method-assign,assignment]
+    return loop
 
 
 class LeanRtpLoop:
     """One viewer's RTP loop for one track."""
 
     def __init__(
-        self, sender: RTCRtpSender, track: PacketTrack, feedback: PupilFeedback | None = None
+        self,
+        sender: RTCRtpSender,
+        track: PacketTrack,
+        feedback: PupilFeedback | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._sender = sender
         self._track = track
         self._feedback = feedback
+        self._pacer = pacer if track.kind == "video" else None
+        self._priority = 0 if track.id == "camera" else 1
+        """In the pupil's pacer, the room camera's runs go before the document camera's."""
+        self._debit = pacer.debit if pacer is not None else None
+        self._timestamp = 0
         self._seq = random.getrandbits(16)
         self._ts_origin = random.getrandbits(32)
         self._history: list[tuple[int, bytes] | None] = [None] * HISTORY
@@ -111,34 +125,98 @@ class LeanRtpLoop:
             self._get("rtp_exited").set()
 
     async def _send_frame(self, item: EncodedPacket, payload_type: int) -> None:
+        timestamp = (self._ts_origin + item.rtp_timestamp) & 0xFFFFFFFF
+        self._timestamp = timestamp
+        payloads = item.payloads
+        last = len(payloads) - 1
+        if self._pacer is None:
+            await self._send_run(payloads, 0, last, timestamp, payload_type)
+        else:
+            for run in self._pacer.chunks([len(p) + 40 for p in payloads]):
+                await self._pacer.acquire(sum(len(p) + 40 for p in payloads[run]), self._priority)
+                await self._send_run(payloads[run], run.start, last, timestamp, payload_type)
+        self._set("ntp_timestamp", rtc_clock.current_ntp_time())
+        self._set("rtp_timestamp", timestamp)
+        self._set("octet_count", self._get("octet_count") + sum(map(len, payloads)))
+        self._set("packet_count", self._get("packet_count") + len(payloads))
+        self._track.count_sent(item)
+
+    def _pair(self) -> Any:
         dtls = self._sender.transport
         if dtls.state != "connected":
             raise ConnectionError("not connected")
         pair = dtls.transport._connection._nominated.get(1)
         if pair is None:
             raise ConnectionError("no ICE pair")
-        protect = dtls._tx_srtp.protect
-        timestamp = (self._ts_origin + item.rtp_timestamp) & 0xFFFFFFFF
+        return pair
+
+    async def _send_run(
+        self, payloads: tuple[bytes, ...], first_index: int, last: int, timestamp: int, pt: int
+    ) -> None:
+        """Packets ``first_index``… of a frame (``last``: the index of its marked packet),
+        stamped with the time they leave."""
+        pair = self._pair()
+        protect = self._sender.transport._tx_srtp.protect
         first, rest = self._header_rest(timestamp)
-        last = len(item.payloads) - 1
         seq = self._seq
         history = self._history
         datagrams: list[bytes] = []
-        for i, payload in enumerate(item.payloads):
-            data = _PREFIX.pack(first, payload_type | (0x80 if i == last else 0), seq)
+        for i, payload in enumerate(payloads, first_index):
+            data = _PREFIX.pack(first, pt | (0x80 if i == last else 0), seq)
             data += rest + payload
             history[seq % HISTORY] = (seq, data)
             datagrams.append(protect(data))
             seq = (seq + 1) & 0xFFFF
         self._seq = seq
+        if self._debit is not None and self._pacer is None:
+            self._debit(sum(map(len, datagrams)))  # sound: first, and the video waits for it
+        await self._send_datagrams(pair, datagrams)
+
+    async def _send_datagrams(self, pair: Any, datagrams: list[bytes]) -> None:
         if not udp.send_batch(pair.protocol, datagrams, pair.remote_addr):
             for datagram in datagrams:  # TURN relay, or no batching: the generic path
                 await pair.protocol.send_data(datagram, pair.remote_addr)
-        self._set("ntp_timestamp", rtc_clock.current_ntp_time())
-        self._set("rtp_timestamp", timestamp)
-        self._set("octet_count", self._get("octet_count") + sum(map(len, item.payloads)))
-        self._set("packet_count", self._get("packet_count") + len(item.payloads))
-        self._track.count_sent(item)
+
+    async def send_padding(self, size: int) -> int:
+        """Probe the pupil's path with about ``size`` bytes: recent packets sent again as RTX
+        (RFC 4588), as libwebrtc pads. A receiver counts them for its estimate and drops them
+        as duplicates. Packets of ~1,100 bytes rather than padding-only ones (RTP allows 255
+        bytes of padding): four times fewer packets for the kit to encrypt and send. Returns
+        the bytes sent: 0 without RTX, or before the first frame."""
+        rtx_pt = self._get("rtx_payload_type")
+        if rtx_pt is None or self._template is None or size <= 0:
+            return 0
+        try:
+            pair = self._pair()
+        except ConnectionError:
+            return 0
+        header_len = 4 + len(self._template[1])
+        abs_offset = self._template[2]
+        abs_time = ((rtc_clock.current_ntp_time() >> 14) & 0xFFFFFF).to_bytes(3, "big")
+        rtx_ssrc = self._sender._rtx_ssrc.to_bytes(4, "big")
+        protect = self._sender.transport._tx_srtp.protect
+        rtx_seq = self._get("rtx_sequence_number")
+        datagrams: list[bytes] = []
+        sent = 0
+        for back in range(1, HISTORY):
+            entry = self._history[(self._seq - back) % HISTORY]
+            if entry is None or sent >= size or len(datagrams) >= MAX_PADDING_PACKETS:
+                break
+            data = entry[1]
+            packet = bytearray(data[0:1])
+            packet.append(rtx_pt | (data[1] & 0x80))
+            packet += rtx_seq.to_bytes(2, "big") + data[4:8] + rtx_ssrc
+            packet += data[12:header_len] + data[2:4] + data[header_len:]
+            if abs_offset is not None:
+                packet[4 + abs_offset : 7 + abs_offset] = abs_time
+            datagrams.append(protect(bytes(packet)))
+            sent += len(packet)
+            rtx_seq = (rtx_seq + 1) & 0xFFFF
+        if not datagrams:
+            return 0
+        self._set("rtx_sequence_number", rtx_seq)
+        await self._send_datagrams(pair, datagrams)
+        return sent
 
     def _header_rest(self, timestamp: int) -> tuple[int, bytes]:
         """First byte and bytes 4.. of this frame's RTP header (timestamp, SSRC, extensions).
@@ -218,4 +296,6 @@ class LeanRtpLoop:
             data = packet.serialize(ext_map)
         self.retransmitted += 1
         self._track.retransmitted += 1
+        if self._debit is not None:
+            self._debit(len(data))
         await self._sender.transport._send_rtp(data)

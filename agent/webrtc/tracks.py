@@ -7,6 +7,14 @@ nothing is encoded or packetized per viewer.
 It subscribes lazily, on the sender's first ``recv()``: that happens once DTLS is up, so the
 viewer's queue never holds packets from before it could send them, and the keyframe asked for
 on subscription is the first thing it sends.
+
+A video track follows the quality layer the pupil's allocation chose (:meth:`PacketTrack.want`,
+docs/adaptation.md): it subscribes to the new layer at once — which asks that layer's encoder
+for a keyframe — and keeps sending the old layer until the new one's first packet, a keyframe,
+is queued; then it switches, so the pupil's decoder never gets a frame that refers to a picture
+of another layer. Same SSRC and sequence numbers throughout: to the browser it is one stream
+whose resolution changes at a keyframe. ``paused`` sends nothing; ``keyframes`` sends only the
+layer's keyframes (the document camera's last step before pausing).
 """
 
 from __future__ import annotations
@@ -19,6 +27,13 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from ..media.fanout import QueueClosed, ViewerQueue
 from ..media.packets import AvPacket, EncodedPacket
 
+PAUSED = "paused"
+KEYFRAMES = "keyframes"
+"""Not a layer: the lowest layer's keyframes only."""
+Subscribe = Callable[[str], ViewerQueue | None]
+"""Subscribe to a layer (by name; audio ignores it)."""
+Unsubscribe = Callable[[ViewerQueue, str], None]
+
 
 class PacketTrack(MediaStreamTrack):
     """One viewer's view of one shared stream (room camera, document camera or microphone)."""
@@ -27,10 +42,19 @@ class PacketTrack(MediaStreamTrack):
         super().__init__()
         self.kind = kind
         self._track_id = track_id
-        self._subscribe: Callable[[], ViewerQueue | None] | None = None
-        self._unsubscribe: Callable[[ViewerQueue], None] | None = None
+        self._subscribe: Subscribe | None = None
+        self._unsubscribe: Unsubscribe | None = None
         self._bound = asyncio.Event()
         self._queue: ViewerQueue | None = None
+        self._wake = asyncio.Event()
+        self.layer = "high"
+        """The layer being sent (``paused``: none)."""
+        self.keyframes_only = False
+        self._pending: tuple[str, ViewerQueue | None] | None = None
+        """The layer asked for and its queue, until its first keyframe is queued."""
+        self._wanted = "high"
+        self._subscribed = False
+        self.switches = 0
         self.codec = ""
         self.packets_sent = 0
         self.bytes_sent = 0
@@ -50,16 +74,63 @@ class PacketTrack(MediaStreamTrack):
         return self._track_id
 
     def bind(
-        self,
-        codec: str,
-        subscribe: Callable[[], ViewerQueue | None],
-        unsubscribe: Callable[[ViewerQueue], None],
+        self, codec: str, subscribe: Subscribe, unsubscribe: Unsubscribe, layer: str = "high"
     ) -> None:
-        """Attach to the negotiated codec's stream (after the answer is known)."""
+        """Attach to the negotiated codec's streams (after the answer is known), starting on
+        ``layer``."""
         self.codec = codec
         self._subscribe = subscribe
         self._unsubscribe = unsubscribe
+        self._wanted = self.layer = layer
         self._bound.set()
+
+    def want(self, layer: str) -> None:
+        """Switch to ``layer`` (a layer name, ``keyframes`` or ``paused``) at its next keyframe.
+        Before the first packet it just sets where to start."""
+        self._wanted = layer
+        if not self._subscribed:
+            self.layer = layer
+            return
+        source = "low" if layer == KEYFRAMES else layer
+        current = (
+            PAUSED if self._queue is None else ("low" if self.layer == KEYFRAMES else self.layer)
+        )
+        if self._pending is not None:
+            if self._pending[0] == layer:
+                return
+            self._drop_pending()
+        if source == current:
+            self.layer = layer  # low ↔ keyframes only: the same queue
+            self.keyframes_only = layer == KEYFRAMES
+            return
+        queue = None if source == PAUSED else self._open(source)
+        self._pending = (layer, queue)
+        if queue is None:
+            self._switch()  # pausing needs no keyframe
+        self._wake.set()
+
+    def _open(self, layer: str) -> ViewerQueue | None:
+        assert self._subscribe is not None
+        queue = self._subscribe(layer)
+        if queue is not None:
+            queue.wakeup = self._wake.set
+        return queue
+
+    def _drop_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[1] is not None and self._unsubscribe is not None:
+            self._unsubscribe(pending[1], pending[0] if pending[0] != KEYFRAMES else "low")
+
+    def _switch(self) -> None:
+        assert self._pending is not None
+        layer, queue = self._pending
+        self._pending = None
+        old, self._queue = self._queue, queue
+        if old is not None and self._unsubscribe is not None:
+            self._unsubscribe(old, "low" if self.layer == KEYFRAMES else self.layer)
+        self.layer = layer
+        self.keyframes_only = layer == KEYFRAMES
+        self.switches += 1
 
     async def recv(self) -> AvPacket:
         """The aiortc track interface (not used by our senders, which call next_packet)."""
@@ -69,19 +140,29 @@ class PacketTrack(MediaStreamTrack):
         """The next shared packet for this viewer, with its RTP payloads already cut."""
         if self.readyState != "live":
             raise MediaStreamError
-        if self._queue is None:
+        if not self._subscribed:
             await self._bound.wait()
-            assert self._subscribe is not None
-            self._queue = self._subscribe()
-            if self._queue is None:  # this source is not configured: send nothing, forever
-                await asyncio.Event().wait()
-        assert self._queue is not None
+            self._subscribed = True
+            if self.layer != PAUSED:
+                self._queue = self._open("low" if self.layer == KEYFRAMES else self.layer)
+                if self._queue is None:  # this source is not configured: send nothing, forever
+                    await asyncio.Event().wait()
         try:
-            item = await self._queue.get()
+            while True:
+                if self.readyState != "live":
+                    raise MediaStreamError
+                pending = self._pending
+                if pending is not None and pending[1] is not None and len(pending[1]):
+                    self._switch()  # the new layer's first packet is a keyframe
+                item = self._queue.take() if self._queue is not None else None
+                if item is not None and (item.keyframe or not self.keyframes_only):
+                    return item
+                if item is None:
+                    self._wake.clear()
+                    await self._wake.wait()
         except QueueClosed:
             self.stop()
             raise MediaStreamError from None
-        return item
 
     def count_sent(self, item: EncodedPacket) -> None:
         self.packets_sent += 1
@@ -95,14 +176,18 @@ class PacketTrack(MediaStreamTrack):
             self._queue.request_keyframe()
 
     def stop(self) -> None:
+        self._drop_pending()
         queue, self._queue = self._queue, None
         if queue is not None and self._unsubscribe is not None:
-            self._unsubscribe(queue)
+            self._unsubscribe(queue, "low" if self.layer == KEYFRAMES else self.layer)
+        self._wake.set()
         super().stop()
 
     def stats(self) -> dict[str, object]:
         out: dict[str, object] = {
             "codec": self.codec,
+            "layer": self.layer,
+            "layer_switches": self.switches,
             "packets": self.packets_sent,
             "bytes": self.bytes_sent,
             "keyframe_requests": self.keyframe_requests,

@@ -30,6 +30,7 @@ from aiortc import sdp as aiortc_sdp
 from ..errors import BadRequest, ProtocolError
 from ..media.pipeline import MediaPipeline
 from . import pupil_channel, rtpsend
+from .control import FULL, PupilControl
 from .feedback import PupilFeedback
 from .sdp import MAX_MDNS_NAMES, MAX_REMOTE_CANDIDATES, Offer, is_mdns, negotiated_codecs
 from .tracks import PacketTrack
@@ -79,8 +80,15 @@ class Viewer:
         self._connect_timeout = connect_timeout
         self.pc = RTCPeerConnection(rtc_config)
         self.tracks: list[PacketTrack] = []
-        self.feedback = PupilFeedback(lambda: sum(t.bytes_sent for t in self.tracks))
+        self.feedback = PupilFeedback(self._sent_bytes)
         """The pupil's bandwidth estimate and retransmission budget (docs/adaptation.md)."""
+        config = pipeline.config
+        layers = {source_id: pipeline.layers(source_id) for source_id in VIDEO_TRACK_IDS}
+        sound_bps = config.microphone.bitrate_kbps * 1000 if pipeline.audio is not None else 0
+        self.control = PupilControl(layers, sound_bps, self.feedback)
+        """Layers, pacing and probing from that estimate (docs/adaptation.md)."""
+        self.control.on_quality = self._on_quality
+        self._control_task: asyncio.Task[None] | None = None
         self.created = time.time()
         self.connected_at: float | None = None
         self.peer: str | None = None
@@ -170,10 +178,19 @@ class Viewer:
             transceiver = self.pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(_preferences(kind))
             stream_id = VIDEO_STREAM_ID if kind == "video" else AUDIO_STREAM_ID
-            rtpsend.install(
-                transceiver.sender, track, stream_id, track.request_keyframe, self.feedback
+            loop = rtpsend.install(
+                transceiver.sender,
+                track,
+                stream_id,
+                track.request_keyframe,
+                self.feedback,
+                self.control.pacer,
             )
             self.tracks.append(track)
+            if kind == "video":
+                self.control.tracks[track_id] = track
+                if self.control.padder is None:
+                    self.control.padder = loop
 
     def _bind(self, codecs: dict[str, str]) -> None:
         """Bind each track to the codec of its own m-line (by mid: a data channel m-line may
@@ -184,23 +201,32 @@ class Viewer:
             if not isinstance(track, PacketTrack) or not codec:
                 continue
             if track.kind == "audio":
-                track.bind(codec, self._pipeline.subscribe_audio, self._pipeline.unsubscribe_audio)
+                track.bind(codec, self._subscribe_audio, self._unsubscribe_audio)
                 continue
             source_id = track.id
 
-            def subscribe(source_id: str = source_id, codec: str = codec) -> Any:
-                return self._pipeline.subscribe_video(source_id, codec)
+            def subscribe(layer: str, source_id: str = source_id, codec: str = codec) -> Any:
+                return self._pipeline.subscribe_video(source_id, codec, layer)
 
-            def unsubscribe(queue: Any, source_id: str = source_id, codec: str = codec) -> None:
-                self._pipeline.unsubscribe_video(source_id, codec, queue)
+            def unsubscribe(
+                queue: Any, layer: str, source_id: str = source_id, codec: str = codec
+            ) -> None:
+                self._pipeline.unsubscribe_video(source_id, codec, queue, layer)
 
-            track.bind(codec, subscribe, unsubscribe)
+            track.bind(codec, subscribe, unsubscribe, self.control.start_layer(source_id))
+
+    def _subscribe_audio(self, layer: str) -> Any:
+        return self._pipeline.subscribe_audio()
+
+    def _unsubscribe_audio(self, queue: Any, layer: str) -> None:
+        self._pipeline.unsubscribe_audio(queue)
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState
         log.info("pupil %s: %s", self.id, state)
         if state == "connected" and self.connected_at is None:
             self.connected_at = time.time()
+            self._control_task = asyncio.create_task(self.control.run(), name="pupil-control")
             self.on_connected(self)
         elif state in ("failed", "closed"):
             await self.close()
@@ -215,6 +241,16 @@ class Viewer:
         config = self._pipeline.config
         fps = {"camera": config.camera.fps, "document": config.document.fps}
         self.send(pupil_channel.welcome_message(fps))
+        if self.control.quality != FULL:
+            self.send(pupil_channel.quality_message(self.control.quality))
+
+    def _on_quality(self, quality: str) -> None:
+        log.info("pupil %s: %s quality", self.id, quality)
+        self.send(pupil_channel.quality_message(quality))
+
+    def _sent_bytes(self) -> int:
+        """Bytes sent to the pupil so far: media and probe padding."""
+        return sum(t.bytes_sent for t in self.tracks) + self.control.pacer.padding_bytes
 
     def _on_message(self, data: str | bytes) -> None:
         if not self._within_budget():
@@ -279,6 +315,8 @@ class Viewer:
         self._closing = True
         if self._timeout_task is not None and self._timeout_task is not asyncio.current_task():
             self._timeout_task.cancel()
+        if self._control_task is not None:
+            self._control_task.cancel()
         for task in self._mdns_tasks:
             task.cancel()
         for track in self.tracks:
@@ -339,5 +377,5 @@ class Viewer:
                 round(time.time() - self.connected_at, 1) if self.connected_at else None
             ),
             "tracks": {track.id: track.stats() for track in self.tracks},
-            "link": self.feedback.stats(),
+            "link": {**self.feedback.stats(), **self.control.stats()},
         }

@@ -35,6 +35,10 @@ const STRINGS = {
       network_none: "Les élèves à la maison ne peuvent pas rejoindre le cours : le réseau de l'établissement bloque la connexion. Les élèves dans l'établissement le peuvent. Prévenez l'administrateur.",
     },
     path: { direct: "direct", relay: "relais" },
+    // Each pupil's connection as the kit judges it (/api/status viewers[i].link, docs/kiosk.md).
+    quality: { full: "bonne connexion", reduced: "connexion faible : qualité réduite", "audio-only": "connexion très faible : son seulement" },
+    linkFigures: (kbps, loss) => [kbps === null ? "" : `${kbps.toLocaleString("fr-FR")} kbit/s`,
+      loss === null ? "" : `${loss.toLocaleString("fr-FR")} % perdus`].filter(Boolean).join(", "),
   },
   en: {
     title: "Hybrid classroom", onAir: "LIVE", start: "Start the class",
@@ -68,6 +72,9 @@ const STRINGS = {
       network_none: "Pupils at home cannot join the class: the school's network blocks the connection. Pupils in the school can. Tell the administrator.",
     },
     path: { direct: "direct", relay: "relayed" },
+    quality: { full: "good connection", reduced: "weak connection: reduced quality", "audio-only": "very weak connection: sound only" },
+    linkFigures: (kbps, loss) => [kbps === null ? "" : `${kbps.toLocaleString("en-GB")} kbit/s`,
+      loss === null ? "" : `${loss.toLocaleString("en-GB")} % lost`].filter(Boolean).join(", "),
   },
 };
 
@@ -212,10 +219,40 @@ function renderLive(t) {
   $("lower-all").hidden = !pupils.some((p) => p.hand_raised_at);
   const ordered = pupils.map((p, i) => ({ ...p, index: i + 1 }))
     .sort((a, b) => (a.hand_raised_at || Infinity) - (b.hand_raised_at || Infinity));
-  replaceList($("pupils"), ordered, (p) => pupilRow(p, t));
+  const links = new Map((status.viewers || []).map((v) => [v.id, v.link]));
+  replaceList($("pupils"), ordered, (p) => pupilRow(p, t, links.get(p.id)));
+  // The figures change every second: set in place, so the rows (and a "lower" button being
+  // pressed) are not rebuilt for a few kbit/s.
+  for (const badge of $("pupils").querySelectorAll(".link")) {
+    const figures = linkFigures(links.get(badge.closest("li").dataset.id), t);
+    if (figures) badge.title = figures; else badge.removeAttribute("title");
+  }
 }
 
-function pupilRow(p, t) {
+// A figure worth showing: a finite number ≥ 0, else null (absent, null, or nonsense).
+function figure(value, round) {
+  return typeof value === "number" && Number.isFinite(value) && value >= 0 ? round(value) : null;
+}
+
+// How this pupil's connection is: the kit's "quality" in words (the estimate and loss go in its
+// tooltip, linkFigures). Nothing for a pupil the kit gives no quality for (an older kit, a
+// pupil not judged yet, a level this page does not know).
+function linkBadge(link, t) {
+  const quality = link && typeof link.quality === "string" ? link.quality : null;
+  if (!quality || !Object.prototype.hasOwnProperty.call(t.quality, quality)) return null;
+  const badge = document.createElement("span");
+  badge.className = "link"; badge.dataset.quality = quality;
+  badge.textContent = t.quality[quality];
+  return badge;
+}
+
+function linkFigures(link, t) {
+  if (!link || typeof link !== "object") return "";
+  const kbps = figure(link.estimate_kbps, (x) => (x >= 1000 ? Math.round(x / 100) * 100 : Math.round(x / 10) * 10));
+  return t.linkFigures(kbps, figure(link.loss_percent, (x) => Math.round(x)));
+}
+
+function pupilRow(p, t, link) {
   const li = document.createElement("li");
   li.dataset.id = p.id;
   const name = document.createElement("span");
@@ -231,6 +268,10 @@ function pupilRow(p, t) {
     path.className = "path"; path.title = p.path; path.dataset.path = p.path;
     path.textContent = p.path.startsWith("relay/") ? t.path.relay : t.path.direct;
     li.append(path);
+  }
+  if (p.connected) {
+    const badge = linkBadge(link, t);
+    if (badge) li.append(badge);
   }
   if (p.hand_raised_at) {
     li.className = "hand";

@@ -143,6 +143,29 @@ function kitNetwork(kit) {
   return `réseau : ${reachWords(kit.network.reach)}${pupils ? " · élèves : " + pupils : ""}`;
 }
 
+// -- the class's distribution: pupils per quality level and layer, worst loss (health "pupils") --
+
+const QUALITY_WORDS = { full: "pleine qualité", reduced: "qualité réduite", "audio-only": "son seulement" };
+const LAYER_WORDS = {
+  high: "haute", mid: "moyenne", low: "basse", keyframes: "images clés seules", paused: "en pause",
+};
+
+// "19 haute, 4 basse" in the given order of keys, or "aucun" when every count is 0.
+function counted(counts, words) {
+  return Object.keys(words).filter((k) => counts?.[k] > 0).map((k) => `${counts[k]} ${words[k]}`).join(", ") || "aucun";
+}
+
+function pupilFacts(pupils) {
+  if (!pupils) return [];
+  const loss = pupils.worst_loss_percent;
+  return [
+    ["Qualité des élèves", counted(pupils.quality, QUALITY_WORDS)],
+    ["Caméra de la salle (élèves par couche)", counted(pupils.layers?.camera, LAYER_WORDS)],
+    ["Caméra document (élèves par couche)", counted(pupils.layers?.document, LAYER_WORDS)],
+    ["Perte la plus forte (un élève)", loss === null || loss === undefined ? "—" : `${loss.toLocaleString("fr-FR")} %`],
+  ];
+}
+
 function duration(seconds) {
   const h = Math.floor(seconds / 3600), m = Math.round((seconds % 3600) / 60);
   return h ? `${h} h${m ? " " + String(m).padStart(2, "0") : ""}` : `${m} min`;
@@ -422,6 +445,7 @@ async function renderKit(kitId) {
     ["Élèves par chemin", kit.network ? pathWords(kit.network.paths) || "aucun élève connecté" : "—"],
     ["Dernier test du réseau", kit.network ? when(kit.network.probed_at) : "—"],
     ...(kit.network?.turn_error ? [["Échec du relais TURN", kit.network.turn_error]] : []),
+    ...pupilFacts(health.pupils),
   ]);
   facts($("kit-config"), [
     ["Version voulue", kit.config.desired || "—"],

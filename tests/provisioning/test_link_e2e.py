@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from agent.link.credential import CREDENTIAL_FILE, enroll
-from kitlink import CLOSE_REVOKED, LINK_PATH, Hello
+from kitlink import CLOSE_REVOKED, LINK_PATH, Hello, PushedConfig
 from provisioning import store
 from provisioning.db import database_url, open_database
 from provisioning.fleet import Kit
@@ -131,12 +131,16 @@ async def test_config_push_applied_refused_and_deferred(
         admin, "PUT", "/api/v1/config/school/0751234A", {"camera": {"fps": 15, "width": 640}}
     )
     status, body = await live_server.call(
-        admin, "PUT", f"/api/v1/config/kit/{agent.kit_id}", {"kiosk": {"language": "en"}}
+        admin,
+        "PUT",
+        f"/api/v1/config/kit/{agent.kit_id}",
+        {"kiosk": {"language": "en"}, "network": {"uplink_kbps": 20000}},
     )
     assert status == 200 and body["pushed_to"] == 1
     await until(lambda: kit.applied_config == kit.desired_version, 5, "applied")
     config = agent.session.config
     assert (config.camera.fps, config.camera.width, config.kiosk.language) == (15, 640, "en")
+    assert config.network.uplink_kbps == 20000
     good = kit.desired_version
 
     # Structurally valid, refused by the agent's own schema: odd width.
@@ -253,3 +257,27 @@ async def test_without_turn_a_kit_that_knows_ice_servers_gets_an_empty_set(
             frames = [json.loads(await ws.recv()) for _ in range(3)]
     assert [f["type"] for f in frames] == ["welcome", "config", "ice_servers"], frames
     assert frames[2]["ice_servers"] == []
+
+
+async def test_the_uplink_budget_is_pushed_only_to_kits_that_know_it(
+    live_server: LiveServer,
+) -> None:
+    """A kit from before ``network`` would refuse the whole push (an unknown key) and close the
+    link at every push: it gets the rest of its configuration without it."""
+    await live_server.school("0751234A")
+    admin = "root@example.fr"
+    await live_server.admin(admin)
+    school = {"camera": {"fps": 15}, "network": {"uplink_kbps": 20000}}
+    await live_server.call(admin, "PUT", "/api/v1/config/school/0751234A", school)
+    url = live_server.url.replace("http://", "ws://") + LINK_PATH
+    pushed: dict[bool, dict[str, Any]] = {}
+    for features in (["network_config"], []):
+        credential = await enroll(live_server.url, await live_server.code("0751234A"))
+        async with connect(url, open_timeout=5, ping_interval=None) as ws:
+            await ws.send(hello_for(credential.kit_id, credential.secret, features=features))
+            async with asyncio.timeout(5):
+                frames = [json.loads(await ws.recv()) for _ in range(2)]
+        assert [f["type"] for f in frames] == ["welcome", "config"], frames
+        pushed[bool(features)] = PushedConfig.model_validate(frames[1]["config"]).overlay()
+    assert pushed[True] == school
+    assert pushed[False] == {"camera": {"fps": 15}}

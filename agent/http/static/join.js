@@ -17,6 +17,8 @@ const STRINGS = {
     nameNote: "Visible seulement par ton enseignant, pendant ce cours.",
     quality: { good: "Connexion bonne", fair: "Connexion moyenne", poor: "Connexion faible" },
     handLowered: "Ton enseignant a baissé ta main.",
+    // What the kit sends this pupil ("quality" message): said plainly while it is not "full".
+    adapted: { reduced: "Connexion faible : qualité réduite", "audio-only": "Connexion très faible : son seulement" },
   },
   en: {
     title: "Live class", connecting: "Connecting…", live: "Live",
@@ -31,6 +33,7 @@ const STRINGS = {
     nameNote: "Only your teacher sees it, during this class.",
     quality: { good: "Good connection", fair: "Fair connection", poor: "Poor connection" },
     handLowered: "Your teacher lowered your hand.",
+    adapted: { reduced: "Weak connection: reduced quality", "audio-only": "Very weak connection: sound only" },
   },
 };
 const lang = (navigator.languages || [navigator.language || "fr"])
@@ -71,6 +74,15 @@ function setState(state, text) {
 function renderHand() {
   $("hand").textContent = handRaised ? T.lower : T.raise;
   $("hand").setAttribute("aria-pressed", String(handRaised));
+}
+
+// The kit's word on what this pupil gets (docs/pupil-channel.md): nothing on "full" (or any
+// level this page does not know), a plain line otherwise, beside the connection indicator.
+function showAdapted(level) {
+  const text = level === "reduced" || level === "audio-only" ? T.adapted[level] : "";
+  $("adapted").textContent = text;
+  $("adapted").dataset.level = text ? level : "";
+  $("adapted").hidden = !text;
 }
 
 function send(message) {
@@ -168,7 +180,7 @@ function watch(current, mine) {
     if (mine !== generation || session !== current) return;
     stopWatching();
     session = null; current.close();  // DELETE: free our place at once
-    stopStats();
+    stopStats(); showAdapted("full");  // the next session's kit says again if need be
     retryLater();
   };
   stopWatching = watchPackets(current, () => probe(current, lost), lost);
@@ -193,11 +205,13 @@ function watch(current, mine) {
       const fps = Number(message.fps?.camera);
       if (fps >= 1 && fps <= 60) cameraFps = fps;
     } else if (message.type === "ended") {
-      generation += 1; session = null; current.close(); stopStats(); stopWatching();
+      generation += 1; session = null; current.close(); stopStats(); stopWatching(); showAdapted("full");
       setState("ended", T.ended);
     } else if (message.type === "hand" && typeof message.raised === "boolean") {
       if (handRaised && !message.raised) $("status").textContent = T.handLowered;
       handRaised = message.raised; renderHand();
+    } else if (message.type === "quality" && typeof message.level === "string") {
+      showAdapted(message.level);
     }
   });
   channel.addEventListener("close", () => lost());  // the kit closed our session

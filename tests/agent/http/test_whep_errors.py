@@ -461,7 +461,7 @@ async def test_status_shape(agent: LiveAgent) -> None:
     assert {"id", "state", "connected_s", "tracks", "link"} <= set(viewer)
     assert viewer["connected_s"] is None  # negotiated, never connected (nobody is there)
     assert viewer["link"] == {  # nothing heard from the pupil yet: the safe start
-        "estimate_kbps": 800,
+        "estimate_kbps": 1000,
         "remb_kbps": None,
         "loss_percent": None,
         "rtt_ms": None,
@@ -469,6 +469,13 @@ async def test_status_shape(agent: LiveAgent) -> None:
         "resent_packets": 0,
         "nacks_ignored": 0,
         "nacks_over_budget": 0,
+        "layers": {"camera": "mid", "document": "low"},  # the middle level
+        "quality": "reduced",
+        "allotted_kbps": 560,
+        "pace_kbps": 1000,
+        "probing": False,
+        "padding_bytes": 0,
+        "layer_changes": 0,
     }
     assert set(viewer["tracks"]) == {"camera", "document", "microphone"}
     assert viewer["tracks"]["camera"]["codec"] == "h264"

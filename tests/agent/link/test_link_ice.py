@@ -99,7 +99,7 @@ async def test_kit_takes_the_servers_ice_servers_until_they_expire(
     caplog.set_level("DEBUG")
     async with fake_server() as (server, port), running_client(port, tmp_path) as client:
         await until(lambda: server.healths())
-        assert server.frames[0]["features"] == ["ice_servers"]
+        assert "ice_servers" in server.frames[0]["features"]
         # A server that never sent ice_servers may not know the report's "network".
         assert all("network" not in h["report"] for h in server.healths())
         network = client.session.network

@@ -82,3 +82,17 @@ def test_media_change_waits_for_the_end_of_the_class(tmp_path: Path) -> None:
     ack = configs.session_changed()
     assert ack is not None and ack.status == "applied" and ack.version == media.version
     assert session.config.camera.bitrate_kbps == 900
+
+
+def test_uplink_budget_applies_at_once_even_during_a_class() -> None:
+    """It changes no capture or encoding: the class's allocation uses it from now on."""
+    base = agent_config()
+    configs = PushedConfigs(base, None)
+    session = ClassSession(base, "")
+    configs.session = session
+    session.state = SessionState.LIVE
+    assert configs.offer(_push({"network": {"uplink_kbps": 20000}})).status == "applied"
+    assert session.config.network.uplink_kbps == 20000
+    typo = configs.offer(_push({"network": {"uplink_kbps": 20}}))
+    assert typo.status == "refused" and "network.uplink_kbps" in typo.reason
+    assert session.config.network.uplink_kbps == 20000

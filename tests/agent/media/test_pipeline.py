@@ -32,7 +32,7 @@ async def pipeline() -> AsyncIterator[MediaPipeline]:
 
 
 def codecs(pipeline: MediaPipeline, source: str = "camera") -> list[str]:
-    return pipeline.video[source].codecs()
+    return [codec for codec, layer in pipeline.video[source].running() if layer == "high"]
 
 
 async def test_vp8_encoder_starts_and_stops_with_its_viewers(pipeline: MediaPipeline) -> None:
@@ -48,7 +48,7 @@ async def test_vp8_encoder_starts_and_stops_with_its_viewers(pipeline: MediaPipe
     assert codecs(pipeline) == ["h264", "vp8"]  # the other viewer still needs it
     pipeline.unsubscribe_video("camera", "vp8", second)
     await until(lambda: codecs(pipeline) == ["h264"], 5, "VP8 encoder dropped")
-    await until(lambda: "encode-camera-vp8" not in media_threads(), 5, "VP8 thread ended")
+    await until(lambda: "encode-camera-vp8-high" not in media_threads(), 5, "VP8 thread ended")
 
 
 async def test_a_viewer_arriving_as_the_last_one_leaves_keeps_the_encoder(

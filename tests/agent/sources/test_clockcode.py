@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import av
 import numpy as np
+import pytest
 
 from agent.clock import VIDEO_TIME_BASE
 from agent.media.encoder import VideoEncoderSettings, open_video_codec
@@ -70,3 +71,15 @@ def test_code_survives_h264_on_both_cards() -> None:
                 decoded += decoder.decode(packet)
         codes = [read_clock_code(f.to_ndarray(format="gray")) for f in decoded]
         assert codes and codes == [123_456_789 + i for i in range(len(codes))]
+
+
+@pytest.mark.parametrize(("width", "height"), [(640, 360), (320, 180)])
+def test_the_code_reads_back_on_a_scaled_layer(width: int, height: int) -> None:
+    """A quality layer scales the captured picture, code and all (agent/media/layers.py)."""
+    luma = np.full((720, 1280), 128, np.uint8)
+    draw_clock_code(luma, 1_234_567)
+    chroma = np.full((360, 1280), 128, np.uint8)
+    frame = av.VideoFrame.from_ndarray(np.vstack([luma, chroma]), format="yuv420p")
+    small = frame.reformat(width=width, height=height).to_ndarray(format="gray")
+    assert read_clock_code(small, width / 1280) == 1_234_567
+    assert read_clock_code(small) is None  # read at full scale it is no code

@@ -61,3 +61,14 @@ def test_messages_from_the_kit() -> None:
         "type": "error",
         "reason": "raised must be true or false",
     }
+
+
+@pytest.mark.parametrize("level", ["full", "reduced", "audio-only"])
+def test_quality_message(level: str) -> None:
+    assert pc.quality_message(level) == f'{{"type":"quality","level":"{level}"}}'
+
+
+@pytest.mark.parametrize("level", ["", "Full", "low", "audio_only", "reduced "])
+def test_an_unknown_quality_level_is_a_programming_error(level: str) -> None:
+    with pytest.raises(ValueError, match="unknown quality level"):
+        pc.quality_message(level)

@@ -40,6 +40,7 @@ from aiortc.rtp import (
     RtcpRtpfbPacket,
     RtpPacket,
     pack_remb_fci,
+    unwrap_rtx,
 )
 from pylibsrtp import Policy, Session
 
@@ -250,10 +251,15 @@ class FakeQueue:
     def __init__(self, items: list[EncodedPacket]) -> None:
         self.items = items
 
-    async def get(self) -> EncodedPacket:
+    wakeup: object = None
+
+    def take(self) -> EncodedPacket:
         if not self.items:
             raise QueueClosed
         return self.items.pop(0)
+
+    def __len__(self) -> int:
+        return len(self.items)
 
     def request_keyframe(self) -> None:
         pass
@@ -267,7 +273,7 @@ async def test_the_loop_runs_until_its_queue_closes(kit: Kit) -> None:
     started and exited (``stop`` waits for that)."""
     queue = FakeQueue([encoded(frame, i * 3000) for i, frame in enumerate(FRAMES)])
     unsubscribed: list[object] = []
-    kit.track.bind("h264", lambda: queue, unsubscribed.append)  # type: ignore[arg-type, return-value]
+    kit.track.bind("h264", lambda layer: queue, lambda q, layer: unsubscribed.append(q))  # type: ignore[arg-type, return-value]
     codec = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=PT)
     async with asyncio.timeout(5):
         await kit.sender._run_rtp(codec)
@@ -332,11 +338,15 @@ async def test_receiver_reports_and_remb_reach_the_pupils_estimate(kit: Kit) -> 
     assert kit.feedback.estimator.loss == pytest.approx(0.25, abs=0.01)
     assert kit.feedback.estimate() < estimate.START_BPS  # backed off
     assert kit.track.stats()["lost"] == 25
-    remb = RtcpPsfbPacket(
-        fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(300_000, [ssrc])
-    )
-    await handle(remb)
-    assert kit.feedback.estimate() == 300_000
+    before = kit.feedback.estimate()
+    for bitrate in (600_000, 300_000):
+        remb = RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(bitrate, [ssrc])
+        )
+        await handle(remb)
+    assert kit.feedback.stats()["remb_kbps"] == 300
+    assert kit.feedback.estimator.remb_fell(kit.clock[0])  # it ends a probe, no ceiling
+    assert kit.feedback.estimate() == before
     other = RtcpPsfbPacket(
         fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(1, [ssrc + 1])
     )
@@ -389,3 +399,37 @@ async def test_a_failure_in_the_feedback_stays_out_of_aiortcs_rtcp_loop(
     monkeypatch.setattr(kit.feedback, "on_rtcp", broken)
     await kit.sender._handle_rtcp_packet(report(kit.sender._ssrc, 0, 1000, 0))
     assert "RTCP feedback of camera not used" in caplog.text
+
+
+async def test_probe_padding_is_recent_packets_again_as_rtx(kit: Kit) -> None:
+    """What ``control`` sends while probing: the newest packets again on the RTX stream, each
+    unwrapping to the packet it repeats (a receiver drops it as a duplicate), stamped now."""
+    assert await kit.loop.send_padding(3000) == 0  # nothing sent yet, no RTX: nothing to probe
+    kit.set_private("rtx_payload_type", RTX_PT)
+    kit.set_private("rtx_sequence_number", 7)
+    kit.loop._seq = 100
+    kit.loop._ts_origin = 0
+    await send_frames(kit)
+    kit.capture.sent.clear()
+    before = clock.current_ntp_time()
+    sent = await kit.loop.send_padding(2000)
+    after = clock.current_ntp_time()
+    padding = decrypt([data for data, _ in kit.capture.sent], kit.ext_map)
+    assert [p.payload_type for p in padding] == [RTX_PT] * 5  # until ≥ 2000 bytes
+    assert {p.ssrc for p in padding} == {kit.sender._rtx_ssrc}
+    assert [p.sequence_number for p in padding] == [7, 8, 9, 10, 11]
+    assert kit.private("rtx_sequence_number") == 12
+    repeated = [unwrap_rtx(p, PT, kit.sender._ssrc) for p in padding]
+    assert [(p.sequence_number, p.payload, p.marker) for p in repeated] == [
+        (105, b"f" * 50, 1),
+        (104, b"e" * 10, 1),
+        (103, b"d" * 900, 0),
+        (102, b"c" * 300, 1),
+        (101, b"b" * 1200, 0),
+    ]
+    assert [p.timestamp for p in padding] == [6000, 3000, 3000, 0, 0]
+    assert all(p.extensions.mid == "1" for p in padding)
+    (stamp,) = {p.extensions.abs_send_time for p in padding}  # when they left, not the frame
+    low, high = (before >> 14) & 0xFFFFFF, (after >> 14) & 0xFFFFFF
+    assert stamp is not None and (low <= stamp <= high or high < low)
+    assert sent == sum(len(p.serialize(kit.ext_map)) for p in padding)
