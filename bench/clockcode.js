@@ -59,8 +59,9 @@
   async function readFrame(frame) {
     const visible = frame.visibleRect;
     if (!visible) return null;
-    // the room camera's lower layers are scaled from its 1280-pixel-wide picture
-    const block = visible.width < ROOM_WIDTH ? (BLOCK * visible.width) / ROOM_WIDTH : BLOCK;
+    // a picture too narrow for the code is one of the room camera's lower layers, scaled
+    // from its 1280-pixel-wide picture (docs/clock-code.md)
+    const block = visible.width < WIDTH ? (BLOCK * visible.width) / ROOM_WIDTH : BLOCK;
     const width = 2 * Math.ceil((block * BITS) / 2), height = 2 * Math.ceil(block / 2);
     if (block < 4 || visible.width < width || visible.height < height) return null;
     const rect = { x: visible.x, y: visible.y, width, height };

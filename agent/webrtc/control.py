@@ -156,9 +156,12 @@ class PupilControl:
     def stats(self) -> dict[str, Any]:
         level = self.choice.level
         tracks = self.tracks
+        states = {"camera": level.camera, "document": level.document}
         return {
-            "layers": {
-                source_id: tracks[source_id].layer if source_id in tracks else None
+            "layers": {  # what each track sends (it follows the level at the next keyframe)
+                source_id: tracks[source_id].layer
+                if source_id in tracks and states[source_id] is not None
+                else None
                 for source_id in ("camera", "document")
             },
             "quality": self.quality,

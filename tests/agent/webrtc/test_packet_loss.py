@@ -137,7 +137,9 @@ async def test_five_percent_loss_keeps_full_rate_without_freezes(tmp_path: Path)
     # 5 % loss holds a pupil's level (the loss controller's 2–10 % band, docs/adaptation.md):
     # the safe start's middle layer, or the top one if a probe got through before the loss
     assert end["width"] in (400, 800)
-    assert 0.02 <= loss <= 0.1 and (dropped is None or dropped > 20)  # the loss was real
+    # the loss was real (what Chromium counts lost is less: the kit's probe padding is recent
+    # packets sent again, which repairs some losses before any NACK)
+    assert 0.005 <= loss <= 0.1 and (dropped is None or dropped > 20)
     assert end["nacks"] > 0 and camera.get("retransmitted", 0) > 0  # and repaired
     assert result["fps"] >= 25.0, f"the kit itself encoded {encoded_fps:.1f} fps"
     assert result["longest_s"] <= 1.0
