@@ -115,6 +115,9 @@ def make_errors_middleware(log: logging.Logger, route_headers: RouteHeaders = ()
             response.headers.update(exc.headers)
         except web.HTTPException:
             raise
+        except ConnectionResetError:  # the client went away (mid-handshake, mid-answer)
+            log.info("%s %s: the client went away", request.method, request.path)
+            return web.Response(status=400, text="gone\n")  # nobody to read it
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
             response = error_response(500, "internal error", json=not whep)

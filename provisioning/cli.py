@@ -451,7 +451,9 @@ def _parser() -> argparse.ArgumentParser:
     create = code.add_parser("create", help="create a code and print it")
     _common(create)
     create.add_argument("--school", required=True)
-    create.add_argument("--uses", type=int, default=1)
+    create.add_argument(
+        "--uses", type=int, default=1, help="how many kits may enroll with it: 1 to 10000 (1)"
+    )
     create.add_argument("--expires", type=parse_duration, default=7 * 86400.0, help="e.g. 7d")
     ks = sub.add_parser("kits", help="list kits")
     _common(ks)
