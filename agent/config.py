@@ -181,7 +181,10 @@ class ServerLinkConfig(_Strict):
     relay_join_links: bool = True
     """Join links point to the server (reachable from home); false keeps LAN-only links."""
     reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 1.0
-    reconnect_max_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    reconnect_max_s: Annotated[float, Field(ge=1, le=3600)] = 20.0
+    """The redial backoff's cap: with full jitter, every kit is back within about this long
+    after the server returns, however long it was down (issue 16: ≤ 30 s asked; 15,000 kits
+    over 20 s is ~750 connections a second, which one server took at ~1,000 a second)."""
     keepalive_s: Annotated[float, Field(ge=5, le=300)] = 30.0
     """WebSocket ping interval: finds a dead server or NAT mapping between health reports."""
     proxy: str = ""

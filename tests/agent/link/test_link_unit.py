@@ -28,6 +28,16 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
     assert backoff_delay(3, 1, 60, lambda: 0.0) == 0.5  # never a busy loop
 
 
+def test_after_any_outage_every_kit_redials_within_the_default_cap() -> None:
+    """Issue 16: all kits back ≤ 30 s after the server returns, however long it was down."""
+    server = agent_config().server
+    worst = max(
+        backoff_delay(n, server.reconnect_min_s, server.reconnect_max_s, lambda: 1.0)
+        for n in range(200)
+    )
+    assert worst == server.reconnect_max_s <= 20
+
+
 def test_credential_file_is_private_and_round_trips(tmp_path: Path) -> None:
     credential = Credential("https://prov.example.fr", "kit-0011aabbccdd", "s" * 43)
     path = save_credential(tmp_path / "state", credential)
