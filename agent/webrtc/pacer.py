@@ -52,8 +52,6 @@ class Pacer:
         self._probe_bps = 0
         self._media_since_pad = 0
         self._pad_at = self._at
-        self.waited_s = 0.0
-        """Time video spent waiting for its bytes, in all (a measure of how paced it is)."""
         self.padding_bytes = 0
         """Padding bytes really sent (counted by whoever sends them)."""
 
@@ -112,9 +110,7 @@ class Pacer:
             if not padding:
                 self._media_since_pad += size
             if self._tokens < 0:
-                wait = -self._tokens / self._byte_rate
-                self.waited_s += wait
-                await self._sleep(wait)  # type: ignore[misc]
+                await self._sleep(-self._tokens / self._byte_rate)  # type: ignore[misc]
         finally:
             self._release()
 

@@ -49,6 +49,8 @@ from .tracks import PacketTrack
 log = logging.getLogger("agent.webrtc")
 
 MAX_PADDING_PACKETS = 64
+PACKET_OVERHEAD = 40
+"""The allowance per packet beyond its payload (its headers) when the pacer counts bytes."""
 HISTORY = 512
 """Packets kept per viewer for retransmission (≈ 1 s of a 2 Mbit/s stream)."""
 _PREFIX = struct.Struct("!BBH")
@@ -132,8 +134,9 @@ class LeanRtpLoop:
         if self._pacer is None:
             await self._send_run(payloads, 0, last, timestamp, payload_type)
         else:
-            for run in self._pacer.chunks([len(p) + 40 for p in payloads]):
-                await self._pacer.acquire(sum(len(p) + 40 for p in payloads[run]), self._priority)
+            sizes = [len(p) + PACKET_OVERHEAD for p in payloads]
+            for run in self._pacer.chunks(sizes):
+                await self._pacer.acquire(sum(sizes[run]), self._priority)
                 await self._send_run(payloads[run], run.start, last, timestamp, payload_type)
         self._set("ntp_timestamp", rtc_clock.current_ntp_time())
         self._set("rtp_timestamp", timestamp)

@@ -30,6 +30,13 @@ from ..media.packets import AvPacket, EncodedPacket
 PAUSED = "paused"
 KEYFRAMES = "keyframes"
 """Not a layer: the lowest layer's keyframes only."""
+
+
+def _stream_of(layer: str) -> str:
+    """The layer whose stream a track state reads: keyframes-only reads the low layer's."""
+    return "low" if layer == KEYFRAMES else layer
+
+
 Subscribe = Callable[[str], ViewerQueue | None]
 """Subscribe to a layer (by name; audio ignores it)."""
 Unsubscribe = Callable[[ViewerQueue, str], None]
@@ -91,10 +98,8 @@ class PacketTrack(MediaStreamTrack):
         if not self._subscribed:
             self.layer = layer
             return
-        source = "low" if layer == KEYFRAMES else layer
-        current = (
-            PAUSED if self._queue is None else ("low" if self.layer == KEYFRAMES else self.layer)
-        )
+        source = _stream_of(layer)
+        current = PAUSED if self._queue is None else _stream_of(self.layer)
         if self._pending is not None:
             if self._pending[0] == layer:
                 return
@@ -119,7 +124,7 @@ class PacketTrack(MediaStreamTrack):
     def _drop_pending(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None and pending[1] is not None and self._unsubscribe is not None:
-            self._unsubscribe(pending[1], pending[0] if pending[0] != KEYFRAMES else "low")
+            self._unsubscribe(pending[1], _stream_of(pending[0]))
 
     def _switch(self) -> None:
         assert self._pending is not None
@@ -127,7 +132,7 @@ class PacketTrack(MediaStreamTrack):
         self._pending = None
         old, self._queue = self._queue, queue
         if old is not None and self._unsubscribe is not None:
-            self._unsubscribe(old, "low" if self.layer == KEYFRAMES else self.layer)
+            self._unsubscribe(old, _stream_of(self.layer))
         self.layer = layer
         self.keyframes_only = layer == KEYFRAMES
         self.switches += 1
@@ -144,7 +149,7 @@ class PacketTrack(MediaStreamTrack):
             await self._bound.wait()
             self._subscribed = True
             if self.layer != PAUSED:
-                self._queue = self._open("low" if self.layer == KEYFRAMES else self.layer)
+                self._queue = self._open(_stream_of(self.layer))
                 if self._queue is None:  # this source is not configured: send nothing, forever
                     await asyncio.Event().wait()
         try:
@@ -179,7 +184,7 @@ class PacketTrack(MediaStreamTrack):
         self._drop_pending()
         queue, self._queue = self._queue, None
         if queue is not None and self._unsubscribe is not None:
-            self._unsubscribe(queue, "low" if self.layer == KEYFRAMES else self.layer)
+            self._unsubscribe(queue, _stream_of(self.layer))
         self._wake.set()
         super().stop()
 
