@@ -237,6 +237,9 @@ class NetworkConfig(_Strict):
 class KioskConfig(_Strict):
     language: Literal["fr", "en"] = "fr"
     """Language the kiosk starts in (the teacher can switch on screen)."""
+    waiting_room: bool = False
+    """Whether a class starts with its waiting room on: pupils wait, with no picture or sound,
+    until the teacher lets them in (the teacher can switch it on the kiosk, per class)."""
 
 
 class AgentConfig(_Strict):

@@ -12,6 +12,8 @@ own branch:
   * :exc:`StateFileError` — ``session.json`` exists but is not a state this agent wrote
   * ``agent.media.fanout.QueueClosed`` — a pupil's packet queue ended (the fan-out or the
     pupil went away)
+  * ``agent.media.echo.EchoCancellerUnavailable`` — the echo canceller's binding cannot be
+    loaded (talk-back)
   * ``agent.link.credential.LinkError`` — the kit's server-link credential is unusable
   * ``agent.link.client.Refused`` — the server closed the server link with a refusal code
 

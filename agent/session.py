@@ -1,10 +1,14 @@
-"""The class session: Start, Stop, the join token and the viewers.
+"""The class session: Start, Stop, the join token, the viewers, and who is in.
 
 States: ``idle`` → ``starting`` → ``live`` → ``stopping`` → ``idle``. Nothing is captured
 while idle (devices closed, camera LEDs off). Start opens the devices and creates a join token
 (192 random bits, URL-safe); Stop closes every viewer, releases the devices and invalidates the
 token. Tokens of ended sessions are remembered (hashed) so a stale link gets "expired" (404)
 rather than "not live" (409).
+
+Who may join and what pupils asked is the live class's :class:`~agent.classroom.Classroom`
+(the waiting room, removal, lock, questions, the audit): created at Start, dropped at Stop with
+every name in it. The teacher's controls below apply its decisions to the viewers.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from .classroom import Classroom
 from .clock import MediaClock
 from .config import AgentConfig
-from .errors import Conflict, NotFound, ServiceUnavailable
+from .errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from .media.pipeline import MediaPipeline
 from .sources.presence import idle_sources_status
 from .webrtc import pupil_channel, uplink
@@ -88,6 +93,12 @@ class ClassSession:
         self._uplink_task: asyncio.Task[None] | None = None
         self.persist: Callable[[ClassSession], Awaitable[None]] | None = None
         """Awaited after every Start, Stop and mute change: saves the state (agent/resume.py)."""
+        self.waiting_room = config.kiosk.waiting_room
+        """The next class's waiting room (the teacher may switch it before Start); back to the
+        configured default at Stop."""
+        self.classroom: Classroom | None = None
+        """Who is in and what they asked, for the live class only (agent/classroom.py):
+        dropped at Stop with every name and question."""
 
     # -- Start / Stop ----------------------------------------------------------------------
 
@@ -114,6 +125,7 @@ class ClassSession:
             self.muted = pipeline.muted = False
             self.token = resume_token or self._new_token()
             self.started_at = started_at if resume_token and started_at else time.time()
+            self.classroom = Classroom(self.waiting_room, self.started_at)
             self.state = SessionState.LIVE
             self._uplink_task = asyncio.create_task(self._share_uplink(), name="uplink-share")
             log.info("class is live")
@@ -141,6 +153,8 @@ class ClassSession:
                 await asyncio.sleep(ENDED_FLUSH_S)
             await asyncio.gather(*(v.close() for v in viewers), return_exceptions=True)
             self.viewers.clear()
+            self.classroom = None  # names, questions and the audit go with it
+            self.waiting_room = self.config.kiosk.waiting_room
             if self.pipeline is not None:
                 await self.pipeline.stop()
             self.pipeline = None
@@ -174,6 +188,8 @@ class ClassSession:
     def reconfigure(self, config: AgentConfig) -> None:
         """Use ``config`` from now on: viewers that join next get its ICE servers and limits;
         the media settings take effect at the next Start (the caller waits for idle)."""
+        if self.state == SessionState.IDLE and self.waiting_room == self.config.kiosk.waiting_room:
+            self.waiting_room = config.kiosk.waiting_room  # unless the teacher chose already
         self.config = config
         self.network.set_configured(config.webrtc.ice_servers)
 
@@ -199,12 +215,14 @@ class ClassSession:
                     pass
 
     async def add_viewer(
-        self, token: str, body: bytes, peer: str | None = None
+        self, token: str, body: bytes, peer: str | None = None, key: str | None = None
     ) -> tuple[Viewer, str]:
         """WHEP POST: validate, negotiate and return the viewer and the answer SDP. ``peer``:
-        the LAN address it comes from (``ratelimit.peer_key``), None for the kit or the relay."""
+        the LAN address it comes from (``ratelimit.peer_key``), None for the kit or the relay;
+        ``key``: the page's rejoin key (``X-Pupil-Key``, agent/classroom.py)."""
         await self.wait_started()
         self.check_token(token)
+        self.check_join(key)
         offer = parse_offer(body)
         webrtc = self.config.webrtc
         if len(self.viewers) >= webrtc.max_viewers:
@@ -222,18 +240,22 @@ class ClassSession:
         if waited >= 0.05:
             log.info("a join waited %.2f s for the network probe", waited)
         self.check_token(token)  # the class may have ended while this join waited
+        self.check_join(key)  # or been locked
         if len(self.viewers) >= webrtc.max_viewers:
             raise ServiceUnavailable("this class is full", "full")
-        assert self.pipeline is not None
+        assert self.pipeline is not None and self.classroom is not None
+        viewer_id = secrets.token_urlsafe(16)
         viewer = Viewer(
-            secrets.token_urlsafe(16),
+            viewer_id,
             self.pipeline,
             self.network.rtc_configuration(),
             self._viewer_closed,
             self.config.webrtc.connect_timeout_s,
             self._pupil_event,
+            admitted=self.classroom.joined(viewer_id, key, time.time()),
         )
         viewer.peer = peer
+        viewer.key = key
         viewer.on_connected = self._viewer_connected
         self.viewers[viewer.id] = viewer
         try:
@@ -253,7 +275,11 @@ class ClassSession:
         to probe). Pupils on the school's LAN do not use the uplink and are not counted. Read
         at each round: a budget pushed during a class applies at once."""
         budget = self.config.network.uplink_kbps * 1000
-        outside = {v.id: v.control.demand_bps for v in self.viewers.values() if v.peer is None}
+        outside = {  # a pupil in the waiting room is sent nothing: no share
+            v.id: v.control.demand_bps
+            for v in self.viewers.values()
+            if v.peer is None and v.admitted
+        }
         shares = uplink.share(budget, outside) if budget else {}
         for viewer in self.viewers.values():
             viewer.control.cap_bps = shares.get(viewer.id, 0)
@@ -273,8 +299,14 @@ class ClassSession:
             raise NotFound("unknown WHEP session")
         await viewer.close()
 
+    def check_join(self, key: str | None) -> None:
+        """Refuse a removed tab, or a new pupil of a locked class (403, agent/classroom.py)."""
+        if self.classroom is not None:
+            self.classroom.check_join(key, time.time())
+
     def _viewer_closed(self, viewer: Viewer) -> None:
-        self.viewers.pop(viewer.id, None)
+        if self.viewers.pop(viewer.id, None) is not None and self.classroom is not None:
+            self.classroom.left(viewer.id, viewer.name, time.time())
         self._joins.changed()
 
     def _viewer_connected(self, viewer: Viewer) -> None:
@@ -291,6 +323,14 @@ class ClassSession:
     def _pupil_event(self, viewer: Viewer, event: pupil_channel.PupilEvent) -> None:
         if isinstance(event, pupil_channel.SetHand):
             log.info("pupil %s: hand %s", viewer.id, "raised" if event.raised else "lowered")
+        elif isinstance(event, pupil_channel.Ask) and self.classroom is not None:
+            try:
+                question = self.classroom.ask(viewer.id, viewer.name, event.text, time.time())
+            except ValueError as exc:  # over the pupil's question budget: our own text
+                viewer.send(pupil_channel.error_message(str(exc)))
+                return
+            log.info("pupil %s: asked a question (%d characters)", viewer.id, len(event.text))
+            viewer.send(pupil_channel.question_message(question.id, "open"))
 
     # -- Teacher's controls ----------------------------------------------------------------
 
@@ -304,6 +344,103 @@ class ClassSession:
         for viewer in self.viewers.values():
             if viewer.hand_raised_at is not None:
                 viewer.lower_hand()
+
+    # -- Who is in, and the questions (agent/classroom.py, docs/kiosk.md) --------------------
+
+    def _live_classroom(self) -> Classroom:
+        if self.state != SessionState.LIVE or self.classroom is None:
+            raise Conflict("the class is not live")
+        return self.classroom
+
+    def _pupil(self, viewer_id: str) -> Viewer:
+        viewer = self.viewers.get(viewer_id)
+        if viewer is None:
+            raise NotFound("this pupil has left")
+        return viewer
+
+    def admit(self, viewer_id: str) -> None:
+        """Let a waiting pupil in: their media starts, and the question shown to the class."""
+        classroom = self._live_classroom()
+        viewer = self._pupil(viewer_id)
+        if viewer.admitted:
+            return
+        classroom.admitted(viewer.id, viewer.key, viewer.name, time.time())
+        viewer.admit()
+        shown = classroom.shown_text()
+        if shown is not None:
+            viewer.send(pupil_channel.shown_message(shown))
+        log.info("pupil %s: admitted", viewer.id)
+
+    def admit_all(self) -> None:
+        self._live_classroom()
+        for viewer in sorted(self.viewers.values(), key=lambda v: v.created):
+            if not viewer.admitted:
+                self.admit(viewer.id)
+
+    async def remove_pupil(self, viewer_id: str) -> None:
+        """The teacher removes a pupil (waiting or in): the page is told, the connection ends,
+        and that tab's rejoin key is refused for the rest of the class."""
+        classroom = self._live_classroom()
+        viewer = self._pupil(viewer_id)
+        before = classroom.shown
+        classroom.removed(viewer.id, viewer.key, viewer.name, time.time())
+        log.info("pupil %s: removed by the teacher", viewer.id)
+        if viewer.channel is not None:
+            viewer.send(pupil_channel.removed_message())
+            await asyncio.sleep(ENDED_FLUSH_S)  # the message leaves before the close
+        await viewer.close()
+        self._shown_changed(before)
+
+    def set_locked(self, locked: bool) -> None:
+        """Lock the class: no new pupil may join (pupils already in, or admitted earlier and
+        coming back from a network blip, still may)."""
+        self._live_classroom().locked = locked
+        log.info("class %s", "locked" if locked else "unlocked")
+
+    def set_waiting_room(self, enabled: bool) -> None:
+        """Switch the waiting room: while idle for the next class, while live for this one
+        (switched off, everyone waiting is let in)."""
+        if self.state != SessionState.LIVE or self.classroom is None:
+            self.waiting_room = enabled
+            return
+        self.classroom.waiting_room = self.waiting_room = enabled
+        if not enabled:
+            self.admit_all()
+
+    def mark_question(self, question_id: str, state: str) -> None:
+        """``answered`` or ``dismissed``: it leaves the kiosk's list (and the class's screen
+        if shown); the asker's page is told."""
+        classroom = self._live_classroom()
+        before = classroom.shown
+        try:
+            question = classroom.set_question(question_id, state)
+        except ValueError:
+            raise BadRequest("state must be answered or dismissed") from None
+        asker = self.viewers.get(question.viewer_id)
+        if asker is not None:
+            asker.send(pupil_channel.question_message(question.id, state))
+        self._shown_changed(before)
+
+    def show_question(self, question_id: str | None) -> None:
+        """Show an open question's text (never its asker's name) on every admitted pupil's
+        page; None hides it."""
+        classroom = self._live_classroom()
+        before = classroom.shown
+        classroom.show(question_id)
+        self._shown_changed(before)
+
+    def _shown_changed(self, before: str | None) -> None:
+        """Tell every admitted pupil what is shown now, if it changed from ``before``."""
+        if self.classroom is None or self.classroom.shown == before:
+            return
+        message = pupil_channel.shown_message(self.classroom.shown_text())
+        for viewer in self.viewers.values():
+            if viewer.admitted:
+                viewer.send(message)
+
+    def audit(self) -> list[dict[str, Any]]:
+        """The live class's audit, oldest first (empty while idle: nothing outlives Stop)."""
+        return list(self.classroom.audit) if self.classroom is not None else []
 
     def set_muted(self, muted: bool) -> None:
         if self.state != SessionState.LIVE or self.pipeline is None:
@@ -320,11 +457,13 @@ class ClassSession:
         return data
 
     def pupils(self) -> list[dict[str, Any]]:
-        """Connected pupils, in order of arrival, for the kiosk."""
+        """Connected pupils, in order of arrival, for the kiosk (``admitted`` false: in the
+        waiting room)."""
         return [
             {
                 "id": v.id,
                 "name": v.name,
+                "admitted": v.admitted,
                 "hand_raised_at": v.hand_raised_at,
                 "connected": v.connected_at is not None and v.state == "connected",
                 "path": v.path(),
@@ -333,6 +472,32 @@ class ClassSession:
         ]
 
     # -- Status ----------------------------------------------------------------------------
+
+    def classroom_health(self) -> dict[str, Any] | None:
+        """The live class's admissions for the health report: counts only, never a name
+        (kitlink ``ClassroomHealth``); None while idle."""
+        classroom = self.classroom
+        if self.state != SessionState.LIVE or classroom is None:
+            return None
+        waiting = sum(1 for v in self.viewers.values() if not v.admitted)
+        return {
+            "waiting_room": classroom.waiting_room,
+            "locked": classroom.locked,
+            "waiting": waiting,
+            **classroom.audit_counts(),
+        }
+
+    def class_status(self) -> dict[str, Any]:
+        """The kiosk's "who is in" settings and the open questions, oldest first."""
+        classroom = self.classroom
+        if classroom is None:
+            return {
+                "waiting_room": self.waiting_room,
+                "locked": False,
+                "shown": None,
+                "questions": [],
+            }
+        return {**classroom.settings(), "questions": classroom.open_questions()}
 
     @property
     def join_url(self) -> str | None:
@@ -378,6 +543,7 @@ class ClassSession:
             "encoders": pipeline.encoder_stats() if pipeline is not None else [],
             "viewers": [v.stats() for v in self.viewers.values()],
             "pupils": self.pupils(),
+            "class": self.class_status(),
             "network": self.network_status(),
             "language": self.config.kiosk.language,
         }

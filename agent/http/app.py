@@ -9,6 +9,12 @@ Routes
   POST /api/session/stop      end the class, localhost only
   POST /api/session/mute      {"muted": true|false}: pupils get silence, localhost only
   POST /api/pupils/{id}/lower-hand, POST /api/hands/lower-all       localhost only
+  POST /api/pupils/{id}/admit, POST /api/pupils/admit-all, POST /api/pupils/{id}/remove
+  POST /api/class/lock {"locked": bool}, POST /api/class/waiting-room {"enabled": bool}
+  POST /api/questions/{id} {"state": "answered"|"dismissed"}
+  POST /api/questions/show {"id": "q3"|null}   the waiting room, removal, lock and written
+                              questions (docs/kiosk.md), localhost only
+  GET  /api/audit             the live class's audit (names: the kiosk only), localhost only
   GET  /api/preview/{source}  small JPEG of what pupils see of a camera, localhost only
   GET  /api/qr.svg            QR code of the join link, localhost only
   GET  /join/{token}          the pupil page
@@ -64,6 +70,8 @@ from .ratelimit import peer_key
 
 log = logging.getLogger("agent.http")
 
+PUPIL_KEY_HEADER = "X-Pupil-Key"
+"""The page's rejoin key (agent/classroom.py): refused for the class once the pupil is removed."""
 SESSION_KEY = web.AppKey("session", ClassSession)
 PROBLEMS_KEY = web.AppKey("problems", Problems)
 LIMITER_KEY = web.AppKey("whep_limiter", TokenBuckets)
@@ -159,6 +167,68 @@ async def post_lower_all(request: web.Request) -> web.Response:
     return _status(request)
 
 
+async def post_admit(request: web.Request) -> web.Response:
+    require_local(request)
+    request.app[SESSION_KEY].admit(request.match_info["viewer_id"])
+    return _status(request)
+
+
+async def post_admit_all(request: web.Request) -> web.Response:
+    require_local(request)
+    request.app[SESSION_KEY].admit_all()
+    return _status(request)
+
+
+async def post_remove(request: web.Request) -> web.Response:
+    require_local(request)
+    await request.app[SESSION_KEY].remove_pupil(request.match_info["viewer_id"])
+    return _status(request)
+
+
+async def _flag(request: web.Request, name: str) -> bool:
+    value = (await _json_body(request)).get(name)
+    if not isinstance(value, bool):
+        raise BadRequest(f'expected {{"{name}": true}} or {{"{name}": false}}')
+    return value
+
+
+async def post_lock(request: web.Request) -> web.Response:
+    require_local(request)
+    request.app[SESSION_KEY].set_locked(await _flag(request, "locked"))
+    return _status(request)
+
+
+async def post_waiting_room(request: web.Request) -> web.Response:
+    require_local(request)
+    request.app[SESSION_KEY].set_waiting_room(await _flag(request, "enabled"))
+    return _status(request)
+
+
+async def post_question(request: web.Request) -> web.Response:
+    require_local(request)
+    state = (await _json_body(request)).get("state")
+    if not isinstance(state, str):
+        raise BadRequest('expected {"state": "answered"} or {"state": "dismissed"}')
+    request.app[SESSION_KEY].mark_question(request.match_info["question_id"], state)
+    return _status(request)
+
+
+async def post_show_question(request: web.Request) -> web.Response:
+    require_local(request)
+    question_id = (await _json_body(request)).get("id")
+    if question_id is not None and not isinstance(question_id, str):
+        raise BadRequest('expected {"id": "q1"} or {"id": null}')
+    request.app[SESSION_KEY].show_question(question_id)
+    return _status(request)
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    require_local(request)
+    return web.json_response(
+        {"events": request.app[SESSION_KEY].audit()}, headers={"Cache-Control": "no-store"}
+    )
+
+
 async def get_preview(request: web.Request) -> web.Response:
     require_local(request)
     data = await request.app[SESSION_KEY].preview_jpeg(request.match_info["source"])
@@ -228,8 +298,10 @@ async def post_whep(request: web.Request) -> web.Response:
     session.check_token(token)
     if request.content_type != "application/sdp":
         raise UnsupportedMediaType("Content-Type must be application/sdp")
+    key = request.headers.get(PUPIL_KEY_HEADER)
+    session.check_join(key)  # a removed tab, or a locked class: refused before the body
     body = await read_body(request, MAX_OFFER_BYTES)
-    viewer, answer = await session.add_viewer(token, body, peer)
+    viewer, answer = await session.add_viewer(token, body, peer, key=key)
     headers = CIMultiDict({"Location": f"/whep/resource/{viewer.id}"})
     for link in link_headers(session.config.webrtc.pupil_ice_servers):
         headers.add("Link", link)
@@ -327,6 +399,14 @@ def make_app(session: ClassSession, problems: Problems | None = None) -> web.App
     app.router.add_post("/api/session/mute", post_mute)
     app.router.add_post("/api/pupils/{viewer_id}/lower-hand", post_lower_hand)
     app.router.add_post("/api/hands/lower-all", post_lower_all)
+    app.router.add_post("/api/pupils/admit-all", post_admit_all)
+    app.router.add_post("/api/pupils/{viewer_id}/admit", post_admit)
+    app.router.add_post("/api/pupils/{viewer_id}/remove", post_remove)
+    app.router.add_post("/api/class/lock", post_lock)
+    app.router.add_post("/api/class/waiting-room", post_waiting_room)
+    app.router.add_post("/api/questions/show", post_show_question)
+    app.router.add_post("/api/questions/{question_id}", post_question)
+    app.router.add_get("/api/audit", get_audit)
     app.router.add_get("/api/preview/{source}", get_preview)
     app.router.add_get("/api/qr.svg", get_qr)
     app.router.add_get("/join/{token}", join_page)

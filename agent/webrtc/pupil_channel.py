@@ -1,4 +1,5 @@
-"""The pupil data channel: hand raising and display names (docs/pupil-channel.md).
+"""The pupil data channel: display names, hands, written questions, the waiting room
+(docs/pupil-channel.md).
 
 A sans-I/O core: :func:`parse_pupil_message` turns one received message into an event or raises
 :class:`~agent.errors.ProtocolError`; :class:`MessageBudget` decides, clock injected, which
@@ -18,11 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .. import boundedjson
+from ..classroom import MAX_QUESTION_CHARS, clean_text
 from ..errors import ProtocolError
 
 CHANNEL_LABEL = "classroom"
-PROTOCOL_VERSION = 1
-MAX_MESSAGE_BYTES = 1024
+PROTOCOL_VERSION = 2
+MAX_MESSAGE_BYTES = 2048
+"""A 280-character question in any script, JSON-escaped, fits; a 10 kB paste does not."""
 MAX_NAME_CHARS = 40
 MAX_DEPTH = 4
 """Messages are flat objects; deeper JSON is refused before the parser recurses into it."""
@@ -40,7 +43,14 @@ class SetHand:
     raised: bool
 
 
-PupilEvent = SetName | SetHand
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A written question: printable, one line, 1 to 280 characters (``classroom.clean_text``)."""
+
+    text: str
+
+
+PupilEvent = SetName | SetHand | Ask
 
 
 def clean_name(value: object) -> str | None:
@@ -79,7 +89,22 @@ def parse_pupil_message(data: str | bytes) -> PupilEvent:
         if not isinstance(raised, bool):
             raise ProtocolError("raised must be true or false")
         return SetHand(raised)
+    if kind == "question":
+        _only(message, {"type", "text"})
+        return Ask(_question_text(message.get("text")))
     raise ProtocolError("unknown message type")
+
+
+def _question_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError("text must be a string")
+    try:
+        text = clean_text(value, MAX_QUESTION_CHARS)
+    except ValueError:
+        raise ProtocolError(f"question longer than {MAX_QUESTION_CHARS} characters") from None
+    if not text:
+        raise ProtocolError("empty question")
+    return text
 
 
 def _only(message: dict[str, object], allowed: set[str]) -> None:
@@ -161,11 +186,14 @@ def _dump(message: dict[str, object]) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
-def welcome_message(fps: Mapping[str, int]) -> str:
-    """Sent when the channel opens: the protocol version the kit speaks and the frame rate each
+def welcome_message(fps: Mapping[str, int], admitted: bool = True) -> str:
+    """Sent when the channel opens: the protocol version the kit speaks, the frame rate each
     camera is sent at (``{"camera": 30, "document": 15}``), against which the page judges the
-    rate it receives."""
-    return _dump({"type": "welcome", "version": PROTOCOL_VERSION, "fps": dict(fps)})
+    rate it receives, and whether the pupil is in (``admitted`` false: in the waiting room, no
+    media until ``admitted``)."""
+    return _dump(
+        {"type": "welcome", "version": PROTOCOL_VERSION, "fps": dict(fps), "admitted": admitted}
+    )
 
 
 def hand_message(raised: bool) -> str:
@@ -195,3 +223,30 @@ def quality_message(level: str) -> str:
 def error_message(reason: str) -> str:
     """A refused message; ``reason`` is one of our own public texts, never internals."""
     return _dump({"type": "error", "reason": reason})
+
+
+def admitted_message() -> str:
+    """The teacher let this pupil in: the media starts now."""
+    return _dump({"type": "admitted"})
+
+
+def removed_message() -> str:
+    """The teacher removed this pupil: the page says so and does not reconnect."""
+    return _dump({"type": "removed"})
+
+
+QUESTION_STATES = ("open", "answered", "dismissed")
+
+
+def question_message(question_id: str, state: str) -> str:
+    """This pupil's question as the kiosk sees it: ``open`` when received, then ``answered``
+    or ``dismissed`` when the teacher marks it."""
+    if state not in QUESTION_STATES:
+        raise ValueError(f"unknown question state {state!r}")
+    return _dump({"type": "question", "id": question_id, "state": state})
+
+
+def shown_message(text: str | None) -> str:
+    """The question the teacher shows to the whole class (its text only, never the asker's
+    name); ``None``: nothing shown any more."""
+    return _dump({"type": "shown", "text": text})

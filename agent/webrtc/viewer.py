@@ -6,13 +6,20 @@ answered inactive. Each sender prefers H.264 and falls back to VP8, and its keyf
 (PLI/FIR, which aiortc ignores for pre-encoded packets) go to the shared encoder.
 
 A pupil page also opens one data channel (``classroom``) in the same peer connection for its
-display name and raised hand (docs/pupil-channel.md); its messages are parsed by
-``pupil_channel`` and handed to the session through ``on_event``.
+display name, raised hand and written questions (docs/pupil-channel.md); its messages are parsed
+by ``pupil_channel`` and handed to the session through ``on_event``.
+
+A pupil in the waiting room (``admitted=False``) is connected but gets no media at all: its
+tracks are bound to their streams only when the teacher admits it (:meth:`Viewer.admit`), and
+until then a track's sender waits for its first packet forever, so not one RTP packet (media or
+probe padding: the adaptation loop starts at admission too) leaves for it. Its data channel
+works: it gives its name and learns when it is let in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -44,6 +51,7 @@ AUDIO_STREAM_ID = "classroom-sound"
 BAD_MESSAGES_LOGGED = 5
 VIDEO_TRACK_IDS = ("camera", "document")
 AUDIO_TRACK_IDS = ("microphone",)
+NOT_ADMITTED = "not admitted yet: only the name can be sent"
 
 
 def _preferences(kind: str) -> list[Any]:
@@ -67,8 +75,14 @@ class Viewer:
         on_closed: Callable[[Viewer], None],
         connect_timeout: float,
         on_event: Callable[[Viewer, pupil_channel.PupilEvent], None] = lambda v, e: None,
+        admitted: bool = True,
     ) -> None:
         self.id = viewer_id
+        self.admitted = admitted
+        """False while in the waiting room: no media until :meth:`admit`."""
+        self.key: str | None = None
+        """The page's rejoin key (``X-Pupil-Key``), kept to refuse this tab once removed."""
+        self._binds: list[Callable[[], None]] = []
         self._pipeline = pipeline
         self._on_closed = on_closed
         self._on_event = on_event
@@ -201,7 +215,11 @@ class Viewer:
             if not isinstance(track, PacketTrack) or not codec:
                 continue
             if track.kind == "audio":
-                track.bind(codec, self._subscribe_audio, self._unsubscribe_audio)
+                self._bind_when_admitted(
+                    functools.partial(
+                        track.bind, codec, self._subscribe_audio, self._unsubscribe_audio
+                    )
+                )
                 continue
             source_id = track.id
 
@@ -213,7 +231,33 @@ class Viewer:
             ) -> None:
                 self._pipeline.unsubscribe_video(source_id, codec, queue, layer)
 
-            track.bind(codec, subscribe, unsubscribe, self.control.start_layer(source_id))
+            start = self.control.start_layer(source_id)
+            self._bind_when_admitted(
+                functools.partial(track.bind, codec, subscribe, unsubscribe, start)
+            )
+
+    def _bind_when_admitted(self, bind: Callable[[], None]) -> None:
+        """Bind now if admitted, else at :meth:`admit` (an unbound track sends nothing)."""
+        if self.admitted:
+            bind()
+        else:
+            self._binds.append(bind)
+
+    def admit(self) -> None:
+        """The teacher lets this pupil in: its tracks start (each asks for a keyframe), the
+        adaptation loop too if connected, and the page is told."""
+        if self.admitted or self._closing:
+            return
+        self.admitted = True
+        binds, self._binds = self._binds, []
+        for bind in binds:
+            bind()
+        if self.connected_at is not None and self._control_task is None:
+            self._start_control()
+        self.send(pupil_channel.admitted_message())
+
+    def _start_control(self) -> None:
+        self._control_task = asyncio.create_task(self.control.run(), name="pupil-control")
 
     def _subscribe_audio(self, layer: str) -> Any:
         return self._pipeline.subscribe_audio()
@@ -226,7 +270,8 @@ class Viewer:
         log.info("pupil %s: %s", self.id, state)
         if state == "connected" and self.connected_at is None:
             self.connected_at = time.time()
-            self._control_task = asyncio.create_task(self.control.run(), name="pupil-control")
+            if self.admitted:
+                self._start_control()
             self.on_connected(self)
         elif state in ("failed", "closed"):
             await self.close()
@@ -240,8 +285,8 @@ class Viewer:
         channel.on("message", self._on_message)
         config = self._pipeline.config
         fps = {"camera": config.camera.fps, "document": config.document.fps}
-        self.send(pupil_channel.welcome_message(fps))
-        if self.control.quality != FULL:
+        self.send(pupil_channel.welcome_message(fps, self.admitted))
+        if self.admitted and self.control.quality != FULL:
             self.send(pupil_channel.quality_message(self.control.quality))
 
     def _on_quality(self, quality: str) -> None:
@@ -262,6 +307,12 @@ class Viewer:
             if self._bad_messages <= BAD_MESSAGES_LOGGED:  # a buggy page must not flood the log
                 log.info("pupil %s: bad data channel message: %s", self.id, exc)
             self.send(pupil_channel.error_message(str(exc)))
+            return
+        if not isinstance(event, pupil_channel.SetName) and not self.admitted:
+            self.send(pupil_channel.error_message(NOT_ADMITTED))
+            return
+        if isinstance(event, pupil_channel.Ask):
+            self._on_event(self, event)
             return
         before = (self.name, self.hand_raised_at is not None)
         if isinstance(event, pupil_channel.SetName):
@@ -372,6 +423,7 @@ class Viewer:
             "id": self.id,
             "name": self.name,
             "hand_raised_at": self.hand_raised_at,
+            "admitted": self.admitted,
             "state": self.state,
             "connected_s": (
                 round(time.time() - self.connected_at, 1) if self.connected_at else None

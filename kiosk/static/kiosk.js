@@ -19,6 +19,14 @@ const STRINGS = {
     cancel: "Continuer le cours", confirmStopButton: "Arrêter", close: "Fermer",
     qrZoom: "Agrandir le QR code", qrAlt: "QR code du lien pour les élèves", meter: "Niveau du micro",
     devices: "Appareils", other: "English",
+    waitingRoom: (on) => `Salle d'attente : ${on ? "oui" : "non"}`,
+    lock: "Verrouiller la classe", locked: "Classe verrouillée : toucher pour rouvrir",
+    lobby: (n) => (n === 1 ? "1 élève en attente" : `${n} élèves en attente`),
+    admitAll: "Tout admettre", admit: "Admettre", refuse: "Refuser", remove: "Retirer",
+    confirmRemove: (name) => `Retirer ${name} du cours ? Cette page ne pourra plus revenir dans ce cours.`,
+    questions: (n) => (n === 1 ? "1 question" : `${n} questions`),
+    answered: "Répondu", dismiss: "Écarter", show: "Montrer à la classe", unshow: "Ne plus montrer",
+    askedBy: (name) => `${name} demande :`,
     problems: {
       camera_missing: "La caméra de la salle est débranchée. Les élèves voient « caméra indisponible ».",
       camera_error: "La caméra de la salle ne répond pas. Nouvel essai automatique…",
@@ -56,6 +64,14 @@ const STRINGS = {
     cancel: "Keep teaching", confirmStopButton: "End", close: "Close",
     qrZoom: "Enlarge the QR code", qrAlt: "QR code of the pupils' link", meter: "Microphone level",
     devices: "Devices", other: "Français",
+    waitingRoom: (on) => `Waiting room: ${on ? "on" : "off"}`,
+    lock: "Lock the class", locked: "Class locked: tap to reopen",
+    lobby: (n) => (n === 1 ? "1 pupil waiting" : `${n} pupils waiting`),
+    admitAll: "Admit all", admit: "Admit", refuse: "Refuse", remove: "Remove",
+    confirmRemove: (name) => `Remove ${name} from the class? This page will not be able to come back to this class.`,
+    questions: (n) => (n === 1 ? "1 question" : `${n} questions`),
+    answered: "Answered", dismiss: "Dismiss", show: "Show to the class", unshow: "Stop showing",
+    askedBy: (name) => `${name} asks:`,
     problems: {
       camera_missing: "The room camera is unplugged. Pupils see “camera unavailable”.",
       camera_error: "The room camera is not responding. Retrying automatically…",
@@ -143,6 +159,7 @@ function render() {
   translate();
   const v = view();
   document.body.dataset.view = v;
+  if (status) renderClassControls(t);
   $("starting").querySelector("p").textContent = busy === "stopping" ? t.stopping : t.starting;
   renderProblems(t);
   if (!status) return;
@@ -214,10 +231,13 @@ function renderLive(t) {
   $("mute").setAttribute("aria-pressed", String(s.muted));
   $("mute").textContent = s.muted ? t.unmute : t.mute;
   $("mute").disabled = !mic;
-  const pupils = status.pupils;
+  const everyone = status.pupils.map((p, i) => ({ ...p, index: i + 1 }));
+  const pupils = everyone.filter((p) => p.admitted !== false);
+  renderLobby(everyone.filter((p) => p.admitted === false), t);
+  renderQuestions(t);
   $("pupil-count").textContent = t.pupils(pupils.length);
   $("lower-all").hidden = !pupils.some((p) => p.hand_raised_at);
-  const ordered = pupils.map((p, i) => ({ ...p, index: i + 1 }))
+  const ordered = pupils
     .sort((a, b) => (a.hand_raised_at || Infinity) - (b.hand_raised_at || Infinity));
   const links = new Map((status.viewers || []).map((v) => [v.id, v.link]));
   replaceList($("pupils"), ordered, (p) => pupilRow(p, t, links.get(p.id)));
@@ -284,7 +304,90 @@ function pupilRow(p, t, link) {
     lower.addEventListener("click", () => act(`/api/pupils/${encodeURIComponent(p.id)}/lower-hand`));
     li.append(lower);
   }
+  li.append(removeButton(p, name.textContent, t));
   return li;
+}
+
+// -- Who is in: waiting room, lock, removal; written questions (docs/kiosk.md) -------------------
+
+function classState() {
+  return (status && status.class) || { waiting_room: false, locked: false, shown: null, questions: [] };
+}
+
+function renderClassControls(t) {
+  const c = classState();
+  for (const id of ["waiting-room", "waiting-room-idle"]) {
+    $(id).textContent = t.waitingRoom(c.waiting_room);
+    $(id).setAttribute("aria-pressed", String(Boolean(c.waiting_room)));
+  }
+  $("lock").textContent = c.locked ? t.locked : t.lock;
+  $("lock").setAttribute("aria-pressed", String(Boolean(c.locked)));
+  $("confirm-remove-button").textContent = t.remove;
+}
+
+function button(className, text, label, onClick) {
+  const b = document.createElement("button");
+  b.type = "button"; b.className = className; b.textContent = text;
+  if (label) b.setAttribute("aria-label", label);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+let removing = null;  // the pupil the confirmation dialog is about: { id }
+
+function removeButton(p, shownName, t) {
+  return button(p.admitted === false ? "refuse" : "remove", p.admitted === false ? t.refuse : t.remove,
+    `${p.admitted === false ? t.refuse : t.remove} : ${shownName}`, () => {
+      removing = { id: p.id };
+      $("confirm-remove-text").textContent = t.confirmRemove(shownName);
+      $("confirm-remove").showModal();
+    });
+}
+
+function renderLobby(waiting, t) {
+  $("lobby").hidden = waiting.length === 0;
+  $("lobby-count").textContent = t.lobby(waiting.length);
+  replaceList($("lobby-list"), waiting, (p) => {
+    const li = document.createElement("li");
+    li.dataset.id = p.id;
+    const name = document.createElement("span");
+    name.className = "name"; name.textContent = p.name || t.unnamed(p.index);
+    li.append(name,
+      button("admit", t.admit, `${t.admit} : ${name.textContent}`,
+        () => act(`/api/pupils/${encodeURIComponent(p.id)}/admit`)),
+      removeButton(p, name.textContent, t));
+    return li;
+  });
+  document.body.dataset.busy = String(waiting.length > 0 || classState().questions.length > 0);
+}
+
+function renderQuestions(t) {
+  const c = classState();
+  const questions = c.questions || [];
+  $("questions-section").hidden = questions.length === 0;
+  $("questions-title").textContent = t.questions(questions.length);
+  const numbers = new Map(status.pupils.map((p, i) => [p.id, i + 1]));
+  replaceList($("questions"), questions, (q) => {
+    const li = document.createElement("li");
+    li.dataset.id = q.id;
+    const shown = c.shown === q.id;
+    if (shown) li.className = "shown";
+    const who = document.createElement("span");
+    who.className = "who";
+    const asker = q.name || (numbers.has(q.pupil) ? t.unnamed(numbers.get(q.pupil)) : "?");
+    who.textContent = t.askedBy(asker);
+    const text = document.createElement("p");
+    text.className = "text"; text.textContent = q.text;  // the pupil's words: text, never HTML
+    const path = `/api/questions/${encodeURIComponent(q.id)}`;
+    const show = button("show", shown ? t.unshow : t.show, null,
+      () => act("/api/questions/show", { id: shown ? null : q.id }));
+    show.setAttribute("aria-pressed", String(shown));
+    li.append(who, text,
+      button("answered", t.answered, `${t.answered} : ${asker}`, () => act(path, { state: "answered" })),
+      button("dismiss secondary", t.dismiss, `${t.dismiss} : ${asker}`, () => act(path, { state: "dismissed" })),
+      show);
+    return li;
+  });
 }
 
 // Replace children only when what they show changed (keeps focus and avoids flicker).
@@ -344,6 +447,17 @@ $("confirm-stop-button").addEventListener("click", async () => {
 });
 $("mute").addEventListener("click", () => act("/api/session/mute", { muted: !status.session.muted }));
 $("lower-all").addEventListener("click", () => act("/api/hands/lower-all"));
+$("admit-all").addEventListener("click", () => act("/api/pupils/admit-all"));
+for (const id of ["waiting-room", "waiting-room-idle"]) {
+  $(id).addEventListener("click", () => act("/api/class/waiting-room", { enabled: !classState().waiting_room }));
+}
+$("lock").addEventListener("click", () => act("/api/class/lock", { locked: !classState().locked }));
+$("cancel-remove").addEventListener("click", () => { removing = null; $("confirm-remove").close(); });
+$("confirm-remove-button").addEventListener("click", () => {
+  const target = removing;
+  removing = null; $("confirm-remove").close();
+  if (target) act(`/api/pupils/${encodeURIComponent(target.id)}/remove`);
+});
 $("qr-button").addEventListener("click", () => $("qr-dialog").showModal());
 $("qr-close").addEventListener("click", () => $("qr-dialog").close());
 $("lang").addEventListener("click", () => {

@@ -54,3 +54,42 @@ async def test_kiosk_and_pupil_page_pass_axe(agent: LiveAgent, browser: Any) -> 
     assert await violations(pupil) == []
     for page in (kiosk, pupil, english):
         await page.context.close()
+
+
+async def test_waiting_room_and_questions_pass_axe(agent: LiveAgent, browser: Any) -> None:
+    """The screens of issue 17: the kiosk with pupils waiting and questions, the pupil page in
+    the waiting room, with a question shown to the class, removed, and refused by a lock."""
+    kiosk = await open_kiosk(browser, agent.base_url)
+    await kiosk.wait_for_selector("body[data-view=idle]")
+    await kiosk.click("#waiting-room-idle")
+    await kiosk.wait_for_selector("#waiting-room-idle[aria-pressed=true]")
+    assert await violations(kiosk) == []
+    await kiosk.click("#start")
+    await kiosk.wait_for_selector("body[data-view=live]", timeout=20_000)
+    join_url = agent.session.join_url
+    assert join_url is not None
+    pupil = await open_pupil_page(browser, join_url, viewport=PHONE)
+    await pupil.wait_for_selector("body[data-state=lobby]", timeout=20_000)
+    await kiosk.wait_for_selector("#lobby-list li")
+    assert await violations(pupil) == []
+    assert await violations(kiosk) == []
+    await kiosk.click("#admit-all")
+    await pupil.wait_for_selector("body[data-state=live]", timeout=20_000)
+    await pupil.fill("#question", "Pourquoi ?")
+    await pupil.click("#question-send")
+    await kiosk.wait_for_selector("#questions li")
+    assert await violations(kiosk) == []
+    await kiosk.click("#questions li button.show")
+    await pupil.wait_for_selector("#shown:not([hidden])")
+    assert await violations(pupil) == []
+    await kiosk.click("#lock")
+    await kiosk.click("#pupils li button.remove")
+    assert await violations(kiosk) == []  # the confirmation dialog
+    await kiosk.click("#confirm-remove-button")
+    await pupil.wait_for_selector("body[data-state=removed]", timeout=10_000)
+    assert await violations(pupil) == []
+    late = await open_pupil_page(browser, join_url, locale="en-GB")
+    await late.wait_for_selector("body[data-state=locked]", timeout=20_000)
+    assert await violations(late) == []
+    for page in (kiosk, pupil, late):
+        await page.context.close()

@@ -1,6 +1,9 @@
 // The pupil's page: join the class through WHEP (the link's token), play both cameras and the
-// sound, raise a hand over the "classroom" data channel, and come back by itself after a
-// network blip. While the class has not started the page waits and joins when it does.
+// sound, raise a hand and ask written questions over the "classroom" data channel, and come back
+// by itself after a network blip. While the class has not started the page waits and joins when
+// it does; in a class with a waiting room it waits, connected but without picture or sound,
+// until the teacher lets it in (docs/pupil-channel.md). Text from the kit is only ever set as
+// textContent: never parsed as HTML, never made a link.
 "use strict";
 
 const STRINGS = {
@@ -17,6 +20,14 @@ const STRINGS = {
     nameNote: "Visible seulement par ton enseignant, pendant ce cours.",
     quality: { good: "Connexion bonne", fair: "Connexion moyenne", poor: "Connexion faible" },
     handLowered: "Ton enseignant a baissé ta main.",
+    lobbyShort: "Salle d'attente",
+    lobby: "Tu es dans la salle d'attente. Ton enseignant va te faire entrer. Écris ton prénom ci-dessous pour qu'il te reconnaisse.",
+    removed: "Ton enseignant t'a retiré de ce cours. Tu ne peux pas revenir avec cette page.",
+    locked: "La classe est verrouillée : personne ne peut plus entrer pour le moment. Nouvel essai automatique…",
+    questionLabel: "Ta question (280 caractères au plus)", questionSend: "Poser la question",
+    questionSent: "Question envoyée à ton enseignant.", questionAnswered: "Ton enseignant a répondu à ta question.",
+    questionDismissed: "Ton enseignant a écarté ta question.", questionRefused: "Question refusée : ",
+    shownLabel: "Question montrée à la classe :",
     // What the kit sends this pupil ("quality" message): said plainly while it is not "full".
     adapted: { reduced: "Connexion faible : qualité réduite", "audio-only": "Connexion très faible : son seulement" },
   },
@@ -33,6 +44,14 @@ const STRINGS = {
     nameNote: "Only your teacher sees it, during this class.",
     quality: { good: "Good connection", fair: "Fair connection", poor: "Poor connection" },
     handLowered: "Your teacher lowered your hand.",
+    lobbyShort: "Waiting room",
+    lobby: "You are in the waiting room. Your teacher will let you in. Write your first name below so they recognise you.",
+    removed: "Your teacher removed you from this class. You cannot come back with this page.",
+    locked: "The class is locked: nobody can join right now. Trying again automatically…",
+    questionLabel: "Your question (280 characters at most)", questionSend: "Ask the question",
+    questionSent: "Question sent to your teacher.", questionAnswered: "Your teacher answered your question.",
+    questionDismissed: "Your teacher set your question aside.", questionRefused: "Question refused: ",
+    shownLabel: "Question shown to the class:",
     adapted: { reduced: "Weak connection: reduced quality", "audio-only": "Very weak connection: sound only" },
   },
 };
@@ -48,6 +67,15 @@ let generation = 0;      // bumps on every (re)join, so stale callbacks do nothi
 let failures = 0;        // consecutive failed attempts, for the back-off
 let handRaised = false;
 let pupilName = sessionStorage.getItem(`name.${token}`) || "";
+let inLobby = false;     // connected, in the class's waiting room: no media until admitted
+// The rejoin key of this tab for this class (random, never shown): the kit refuses it once the
+// teacher has removed this pupil, and lets it back in without waiting after a network blip.
+const pupilKey = sessionStorage.getItem(`key.${token}`) || (() => {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  const key = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  sessionStorage.setItem(`key.${token}`, key);
+  return key;
+})();
 let statsTimer = null;
 let cameraFps = 30;      // the rate the kit sends the room camera at (its welcome says)
 
@@ -60,15 +88,25 @@ function translatePage() {
   $("camera").setAttribute("aria-label", T.camera); $("document").setAttribute("aria-label", T.document);
   $("name-label").textContent = T.nameLabel; $("name-save").textContent = T.nameSave;
   $("name-note").textContent = T.nameNote; $("name").value = pupilName;
+  $("question-label").textContent = T.questionLabel; $("question-send").textContent = T.questionSend;
+  $("shown-label").textContent = T.shownLabel;
   renderHand();
 }
 
 function setState(state, text) {
   document.body.dataset.state = state;
-  $("status").textContent = state === "live" ? T.live : text;
+  $("status").textContent = state === "live" ? T.live : state === "lobby" ? T.lobbyShort : text;
   $("overlay-text").textContent = text;
   $("overlay").setAttribute("aria-hidden", String(state === "live"));
   $("hand").disabled = state !== "live";
+  $("question-send").disabled = state !== "live";
+}
+
+// Connected: in the class, or in its waiting room (the kit's welcome says which, then
+// "waiting" / "admitted"). A kit before the waiting room sends no "waiting": in at once.
+function showJoined() {
+  if (inLobby) setState("lobby", T.lobby);
+  else setState("live", T.live);
 }
 
 function renderHand() {
@@ -99,7 +137,7 @@ async function join() {
   if (!document.body.dataset.state || document.body.dataset.state === "connecting") setState("connecting", T.connecting);
   let joined;
   try {
-    joined = await whepConnect(whepUrl, { dataChannel: true });
+    joined = await whepConnect(whepUrl, { dataChannel: true, headers: { "X-Pupil-Key": pupilKey } });
   } catch (err) {
     if (mine !== generation) return;
     refused(err);
@@ -117,7 +155,8 @@ async function join() {
 
 function refused(err) {
   const state = err.classState || (err.status === 409 ? "waiting" : err.status === 404 ? "invalid" : "");
-  if (state === "ended" || state === "invalid") { setState(state, T[state]); return; }
+  if (state === "ended" || state === "invalid" || state === "removed") { setState(state, T[state]); return; }
+  if (state === "locked") { failures = 0; setState("locked", T.locked); setTimeout(join, 10000); return; }
   if (state === "waiting") { failures = 0; setState("waiting", T.waiting); setTimeout(join, 2000); return; }
   if (state === "full") { setState("full", T.full); setTimeout(join, 5000); return; }
   retryLater();
@@ -163,7 +202,8 @@ function watchPackets(current, onStall, onLost) {
       for (const source of receiver.getSynchronizationSources()) latest = Math.max(latest, source.timestamp);
     }
     const state = current.pc.connectionState;
-    if (latest !== newest || (state !== "connected" && state !== "disconnected")) {
+    // In the waiting room nothing is sent on purpose: not a stall.
+    if (inLobby || latest !== newest || (state !== "connected" && state !== "disconnected")) {
       newest = latest; changedAt = now; return;
     }
     if (now - changedAt > STALL_LOST_MS) onLost();
@@ -175,6 +215,7 @@ function watchPackets(current, onStall, onLost) {
 function watch(current, mine) {
   const { pc, channel } = current;
   let disconnectTimer = null;
+  let welcomed = false;
   let stopWatching = () => {};
   const lost = () => {
     if (mine !== generation || session !== current) return;
@@ -187,7 +228,13 @@ function watch(current, mine) {
   pc.addEventListener("connectionstatechange", () => {
     const state = pc.connectionState;
     clearTimeout(disconnectTimer);
-    if (state === "connected") { failures = 0; setState("live", T.live); startStats(current); }
+    if (state === "connected") {
+      failures = 0; startStats(current);
+      // The welcome says whether this pupil is in or waits: shown when it comes (the channel
+      // opens just after the connection), or after 3 s without one (a player with no channel).
+      if (welcomed) showJoined();
+      else setTimeout(() => { if (!welcomed && session === current && pc.connectionState === "connected") showJoined(); }, 3000);
+    }
     else if (state === "failed" || state === "closed") lost();
     else if (state === "disconnected") {
       disconnectTimer = setTimeout(lost, 2500);  // may recover
@@ -204,9 +251,22 @@ function watch(current, mine) {
     if (message.type === "welcome") {
       const fps = Number(message.fps?.camera);
       if (fps >= 1 && fps <= 60) cameraFps = fps;
-    } else if (message.type === "ended") {
+      welcomed = true; inLobby = message.admitted === false;  // a kit before it: in at once
+      if (pc.connectionState === "connected") showJoined();
+    } else if (message.type === "ended" || message.type === "removed") {
       generation += 1; session = null; current.close(); stopStats(); stopWatching(); showAdapted("full");
-      setState("ended", T.ended);
+      inLobby = false; showShown(null);
+      setState(message.type, T[message.type]);
+    } else if (message.type === "admitted") {
+      inLobby = false; if (pc.connectionState === "connected") showJoined();
+    } else if (message.type === "question" && typeof message.state === "string") {
+      const text = { open: T.questionSent, answered: T.questionAnswered, dismissed: T.questionDismissed }[message.state];
+      if (text) $("question-status").textContent = text;
+      if (message.state === "open") $("question").value = "";
+    } else if (message.type === "shown") {
+      showShown(typeof message.text === "string" ? message.text : null);
+    } else if (message.type === "error" && typeof message.reason === "string" && /question/.test(message.reason)) {
+      $("question-status").textContent = T.questionRefused + message.reason.slice(0, 200);
     } else if (message.type === "hand" && typeof message.raised === "boolean") {
       if (handRaised && !message.raised) $("status").textContent = T.handLowered;
       handRaised = message.raised; renderHand();
@@ -247,6 +307,12 @@ function startStats(current) {
   }, 2000);
 }
 
+// The question the teacher shows to the class: plain text, never the asker's name.
+function showShown(text) {
+  $("shown-text").textContent = text || "";
+  $("shown").hidden = !text;
+}
+
 function stopStats() {
   clearInterval(statsTimer); statsTimer = null;
   $("quality").dataset.level = "";
@@ -275,6 +341,12 @@ $("name-form").addEventListener("submit", (event) => {
   sessionStorage.setItem(`name.${token}`, pupilName);  // this tab, this class only
   send({ type: "name", name: pupilName || null });
   $("name").blur();
+});
+$("question-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("question").value.trim().slice(0, 280);
+  if (!text) return;
+  send({ type: "question", text });
 });
 window.addEventListener("pagehide", () => { if (session) session.close(); });
 

@@ -152,7 +152,8 @@ function newPeerConnection(iceServers) {
 }
 
 // iceServers: null (the default) asks the endpoint first (whepIceServers).
-async function whepConnect(url, { iceServers = null, gatherTimeoutMs = 1000, dataChannel = false } = {}) {
+// headers: extra request headers for the offer (the pupil page's X-Pupil-Key).
+async function whepConnect(url, { iceServers = null, gatherTimeoutMs = 1000, dataChannel = false, headers = {} } = {}) {
   const made = newPeerConnection(iceServers === null ? await whepIceServers(url) : iceServers);
   const pc = made.pc;
   const camera = pc.addTransceiver("video", { direction: "recvonly" });
@@ -164,7 +165,7 @@ async function whepConnect(url, { iceServers = null, gatherTimeoutMs = 1000, dat
   let response;
   try {
     response = await fetch(url, {
-      method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp,
+      method: "POST", headers: { ...headers, "Content-Type": "application/sdp" }, body: pc.localDescription.sdp,
     });
   } catch (err) {
     pc.close();

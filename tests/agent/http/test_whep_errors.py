@@ -223,7 +223,9 @@ async def test_unexpected_errors_are_500_without_details(
 ) -> None:
     path = path_of(await agent.start())
 
-    async def broken(token: str, body: bytes, peer: str | None = None) -> Any:
+    async def broken(
+        token: str, body: bytes, peer: str | None = None, key: str | None = None
+    ) -> Any:
         raise RuntimeError("/etc/secret/device.conf: kaboom")
 
     with mock.patch.object(agent.session, "add_viewer", broken), caplog.at_level(logging.ERROR):
@@ -406,10 +408,17 @@ async def test_status_shape(agent: LiveAgent) -> None:
         "encoders",
         "viewers",
         "pupils",
+        "class",
         "network",
         "language",
         "problems",
         "software",
+    }
+    assert idle["class"] == {
+        "waiting_room": False,
+        "locked": False,
+        "shown": None,
+        "questions": [],
     }
     assert idle["network"] == {
         "reach": "unknown",

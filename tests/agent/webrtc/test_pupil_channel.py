@@ -23,6 +23,15 @@ from agent.webrtc import pupil_channel as pc
         ('{"type":"name","name":"a\\u0000b\\u202ec\\u0007"}', pc.SetName("abc")),
         ('{"type":"name","name":"' + "x" * 60 + '"}', pc.SetName("x" * 40)),
         ('{"type":"name","name":"Zoe\\u0301"}', pc.SetName("Zoé")),
+        ('{"type":"question","text":"Pourquoi ?"}', pc.Ask("Pourquoi ?")),
+        # Markup stays text (the kiosk never renders it); control and bidi characters go, and
+        # every run of white space (new lines too) is one space.
+        (
+            '{"type":"question","text":"<b>x</b> <a href=\\"j\\">y</a>"}',
+            pc.Ask('<b>x</b> <a href="j">y</a>'),
+        ),
+        ('{"type":"question","text":"a\\u0000b\\u202ec\\u0007\\r\\n\\n d"}', pc.Ask("abc d")),
+        ('{"type":"question","text":"' + "é" * 280 + '"}', pc.Ask("é" * 280)),
     ],
 )
 def test_valid_messages(data: str | bytes, event: pc.PupilEvent) -> None:
@@ -43,7 +52,13 @@ def test_valid_messages(data: str | bytes, event: pc.PupilEvent) -> None:
         ('{"type":"hand","raised":1}', "true or false"),
         ('{"type":"hand","raised":true,"extra":1}', "unknown field 'extra'"),
         ('{"type":"name","name":42}', "must be a string"),
-        ('{"type":"name","name":"' + "x" * 2000 + '"}', "larger than 1024 bytes"),
+        ('{"type":"name","name":"' + "x" * 3000 + '"}', "larger than 2048 bytes"),
+        ('{"type":"question","text":"' + "x" * 10_000 + '"}', "larger than 2048 bytes"),
+        ('{"type":"question","text":"' + "x" * 281 + '"}', "longer than 280 characters"),
+        ('{"type":"question","text":" \\u0000\\u202e\\t "}', "empty question"),
+        ('{"type":"question"}', "text must be a string"),
+        ('{"type":"question","text":["a"]}', "text must be a string"),
+        ('{"type":"question","text":"a","to":"all"}', "unknown field 'to'"),
     ],
 )
 def test_refused_messages(data: str | bytes, reason: str) -> None:
@@ -53,8 +68,18 @@ def test_refused_messages(data: str | bytes, reason: str) -> None:
 
 def test_messages_from_the_kit() -> None:
     assert pc.welcome_message({"camera": 15, "document": 10}) == (
-        '{"type":"welcome","version":1,"fps":{"camera":15,"document":10}}'
+        '{"type":"welcome","version":2,"fps":{"camera":15,"document":10},"admitted":true}'
     )
+    assert json.loads(pc.welcome_message({"camera": 30}, admitted=False))["admitted"] is False
+    assert pc.admitted_message() == '{"type":"admitted"}'
+    assert pc.removed_message() == '{"type":"removed"}'
+    assert pc.question_message("q3", "answered") == (
+        '{"type":"question","id":"q3","state":"answered"}'
+    )
+    assert pc.shown_message("<i>2+2</i>") == '{"type":"shown","text":"<i>2+2</i>"}'
+    assert pc.shown_message(None) == '{"type":"shown","text":null}'
+    with pytest.raises(ValueError, match="unknown question state"):
+        pc.question_message("q1", "deleted")
     assert pc.hand_message(False) == '{"type":"hand","raised":false}'
     assert pc.ended_message() == '{"type":"ended"}'
     assert json.loads(pc.error_message("raised must be true or false")) == {

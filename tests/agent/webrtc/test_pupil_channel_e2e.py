@@ -17,11 +17,12 @@ async def joined(agent: LiveAgent) -> object:
     await until(lambda: pupil.messages, 5, "welcome")
     assert pupil.messages[0] == {
         "type": "welcome",
-        "version": 1,
+        "version": 2,
         "fps": {
             "camera": agent.session.config.camera.fps,
             "document": agent.session.config.document.fps,
         },
+        "admitted": True,
     }
     return pupil
 

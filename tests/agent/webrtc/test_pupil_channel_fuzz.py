@@ -19,6 +19,7 @@ VALID = [
     {"type": "hand", "raised": False},
     {"type": "name", "name": "Léa"},
     {"type": "name", "name": None},
+    {"type": "question", "text": "Pourquoi le ciel est-il bleu ?"},
 ]
 SEEDS = [json.dumps(m).encode() for m in VALID]
 
@@ -30,7 +31,10 @@ def check(data: str | bytes) -> None:
         except ProtocolError as exc:
             assert str(exc) and len(str(exc)) < 100
             return
-    assert isinstance(event, pc.SetName | pc.SetHand)
+    assert isinstance(event, pc.SetName | pc.SetHand | pc.Ask)
+    if isinstance(event, pc.Ask):
+        assert 0 < len(event.text) <= 280
+        assert event.text == event.text.strip() and event.text.isprintable()
     if isinstance(event, pc.SetName) and event.name is not None:
         assert 0 < len(event.name) <= pc.MAX_NAME_CHARS
         assert event.name == event.name.strip() and event.name.isprintable()
@@ -113,3 +117,9 @@ def test_budget_never_admits_more_than_promised(
         if verdict is Verdict.CLOSE:
             assert budget.closed
     assert budget.admit(now - 5) in set(Verdict)  # a clock stepping back is harmless
+
+
+@given(ODD_TEXT.map(lambda text: json.dumps({"type": "question", "text": text})))
+def test_any_question(text: str) -> None:
+    check(text)
+    check(text.encode())
