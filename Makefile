@@ -10,21 +10,24 @@
 #   make bench   the media benchmark; prints a table and writes docs/PERFORMANCE.md
 #   make bench-network  pupils on thin links (tc tbf in network namespaces, root): prints the
 #                table of issue 14 and writes its section of docs/PERFORMANCE.md
-#   make bench-provisioning  15,000 simulated kits against one provisioning server
+#   make bench-provisioning  15,000 simulated kits against one provisioning server (SQLite, ~4.5 min)
+#   make bench-provisioning-cluster  PostgreSQL, 2 nodes behind HAProxy, one node killed (~6.5 min)
 #   make lint    ruff + mypy
 #   make screenshots  refresh docs/screenshots (kiosk and pupil page, from the browser tests)
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 nftables fonts-dejavu-core postgresql systemd shellcheck coturn firefox-esr nodejs
+DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 nftables fonts-dejavu-core postgresql systemd shellcheck coturn haproxy firefox-esr nodejs
 # coturn: the NAT tests run their own turnserver (tests/nat.py); the package's service is disabled.
+# haproxy: tests/provisioning/test_haproxy.py runs its own in front of two server nodes; the
+# package's service is disabled likewise.
 # firefox-esr, nodejs (and npm, unless nodejs brings its own): the Firefox pupil of the tests
 # (tests/firefox.py), driven by puppeteer-core, which `npm ci` installs in tests/firefox/node_modules.
 FIREFOX_DRIVER := tests/firefox/node_modules/.installed
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-agent test fuzz bench bench-network bench-provisioning lint screenshots clean
+.PHONY: setup demo demo-agent test fuzz bench bench-network bench-provisioning bench-provisioning-cluster lint screenshots clean
 
 setup: $(VENV)/.installed
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -34,7 +37,8 @@ setup: $(VENV)/.installed
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	    case "$$missing" in *coturn*) systemctl disable coturn.service 2>/dev/null; systemctl stop coturn.service 2>/dev/null; esac; true; \
+	    case "$$missing" in *coturn*) systemctl disable coturn.service 2>/dev/null; systemctl stop coturn.service 2>/dev/null; esac; \
+	    case "$$missing" in *haproxy*) systemctl disable haproxy.service 2>/dev/null; systemctl stop haproxy.service 2>/dev/null; esac; true; \
 	  else \
 	    echo "missing Debian packages (run as root or: sudo apt-get install$$missing)"; \
 	  fi; \
@@ -80,6 +84,11 @@ screenshots: setup
 
 bench-provisioning: setup
 	$(PY) -m bench.provisioning $(BENCH_ARGS)
+
+# 19,000 kits: the most this machine can hold with one node killed (docs/PERFORMANCE-provisioning.md:
+# every process here may open 20,000 files, and the surviving node takes every link).
+bench-provisioning-cluster: setup
+	$(PY) -m bench.provisioning --db postgresql --nodes 2 --kits 19000 $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check agent kiosk provisioning kitsys kitlink tests bench

@@ -48,8 +48,13 @@ class _Msg(BaseModel):
 # -- health ------------------------------------------------------------------------------------
 
 DeviceState = Literal["ok", "missing", "error", "disabled"]
-ClassState = Literal["waiting", "ended", "invalid", "full"]
-"""Why a join link was refused (sent to the pupil page as ``X-Class-State``, docs/whep.md)."""
+ClassState = Literal["waiting", "ended", "invalid", "full", "locked", "removed"]
+"""Why a join link was refused (sent to the pupil page as ``X-Class-State``, docs/whep.md).
+``locked`` and ``removed`` (issue 17) are sent by a kit only in answer to an offer that carried
+``pupil_key``: only servers that know them send it (a server before them would refuse the
+whole ``whep_answer`` and close the link)."""
+PupilKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+"""The pupil page's rejoin key for this class (``X-Pupil-Key``, docs/whep.md)."""
 
 
 class DeviceHealth(_Msg):
@@ -132,6 +137,22 @@ class PupilsHealth(_Msg):
     """The highest ``loss_percent`` over the pupils (``null``: no pupil has reported any)."""
 
 
+class ClassroomHealth(_Msg):
+    """Who came into the live class (issue 17), counted: never a name (names stay on the kit
+    and vanish at Stop). Counts are of events since Start (a pupil reconnecting joins again);
+    ``waiting``: pupils in the waiting room now."""
+
+    waiting_room: bool = False
+    locked: bool = False
+    waiting: PupilCount = 0
+    knocked: PupilCount = 0
+    joined: PupilCount = 0
+    admitted: PupilCount = 0
+    removed: PupilCount = 0
+    refused: PupilCount = 0
+    asked: PupilCount = 0
+
+
 class HealthReport(_Msg):
     software: Annotated[str, Field(max_length=64)]
     uptime_s: NonNegative
@@ -148,6 +169,9 @@ class HealthReport(_Msg):
     pupils: PupilsHealth | None = Field(default=None, exclude_if=lambda value: value is None)
     """The class's distribution over layers and quality levels; left out when absent (like
     ``network``, and sent on the same condition, docs/protocol.md)."""
+    classroom: ClassroomHealth | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The live class's admissions, counted; sent only to servers whose welcome listed
+    :data:`~kitlink.rules.SERVER_FEATURE_CLASSROOM_HEALTH` (older ones refuse the field)."""
 
     def problems(self) -> list[str]:
         """Devices that are not ``ok`` (``disabled`` is a choice, not a problem)."""
@@ -184,6 +208,9 @@ class PushedWebrtc(_Msg):
 
 class PushedKiosk(_Msg):
     language: Annotated[str, Field(max_length=8)] | None = None
+    waiting_room: bool | None = None
+    """Only to kits whose hello lists :data:`~kitlink.rules.FEATURE_CLASS_CONTROL` (older kits
+    refuse an unknown key): whether a class starts with its waiting room on."""
 
 
 class PushedNetwork(_Msg):
@@ -314,6 +341,12 @@ class Welcome(_Msg):
     name: Text
     health_interval_s: Annotated[float, Field(gt=0, le=300)]
     server_time: float
+    features: Annotated[list[Id], Field(max_length=16)] = Field(
+        default=[], exclude_if=lambda value: not value
+    )
+    """What this server understands beyond version 1 (``classroom_health``). Sent only to kits
+    whose hello listed :data:`~kitlink.rules.FEATURE_CLASS_CONTROL`: older kits refuse an
+    unknown field, and the field is left out of the frame when empty."""
 
 
 class PushConfig(_Msg):
@@ -333,11 +366,22 @@ class IceServers(_Msg):
     """The server's wall clock when these credentials stop working."""
 
 
+class Stored(_Msg):
+    """Every report of this kit made at or before ``upto`` (its ``sent_at``) is committed to
+    the database. Sent only to kits whose hello listed ``stored_ack``, after each write."""
+
+    type: Literal["stored"] = "stored"
+    upto: float
+
+
 class WhepOffer(_Msg):
     type: Literal["whep_offer"] = "whep_offer"
     req: Id
     token: Annotated[str, Field(min_length=1, max_length=200)]
     sdp: Annotated[str, Field(max_length=MAX_SDP)]
+    pupil_key: PupilKey | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The page's rejoin key; only to kits whose hello lists
+    :data:`~kitlink.rules.FEATURE_CLASS_CONTROL` (older kits refuse an unknown field)."""
 
 
 class WhepDelete(_Msg):
@@ -346,7 +390,7 @@ class WhepDelete(_Msg):
     resource: Id
 
 
-AnyServerMessage = Welcome | PushConfig | IceServers | WhepOffer | WhepDelete
+AnyServerMessage = Welcome | PushConfig | IceServers | Stored | WhepOffer | WhepDelete
 """Every message a server sends."""
 ServerMessage = Annotated[AnyServerMessage, Field(discriminator="type")]
 

@@ -14,7 +14,7 @@ The link's life, on both sides::
                                             AUTHENTICATING  (the server checks the credential:
                                                              refuses with 4401/4403/4426, or)
     OPEN         ◀──────────── welcome ──   OPEN
-    OPEN         ◀── config, ice_servers, whep_offer, whep_delete ──  OPEN
+    OPEN         ◀── config, ice_servers, stored, whep_offer, whep_delete ──  OPEN
     OPEN         ── health, config_ack, session, whep_answer, whep_deleted ──▶  OPEN
     CLOSED       (either side, with a close code)  CLOSED
 
@@ -98,7 +98,9 @@ class Side(enum.Enum):
 
 
 KIT_TYPES = frozenset({"hello", "health", "config_ack", "session", "whep_answer", "whep_deleted"})
-SERVER_TYPES = frozenset({"welcome", "config", "ice_servers", "whep_offer", "whep_delete"})
+SERVER_TYPES = frozenset(
+    {"welcome", "config", "ice_servers", "stored", "whep_offer", "whep_delete"}
+)
 _KIT_AFTER_WELCOME = KIT_TYPES - {"hello"}
 _SERVER_AFTER_WELCOME = SERVER_TYPES - {"welcome"}
 
@@ -144,7 +146,21 @@ FEATURE_ICE_SERVERS = "ice_servers"
 FEATURE_NETWORK_CONFIG = "network_config"
 """A kit that lists it takes a pushed configuration's ``network`` section (the school's uplink
 budget); the server leaves that section out of the pushes to other kits."""
-FEATURE_MESSAGES: dict[str, str] = {"ice_servers": FEATURE_ICE_SERVERS}
+FEATURE_STORED_ACK = "stored_ack"
+"""A kit that lists it gets ``stored`` (its reports committed up to a time) and sends again,
+after a reconnect, the reports it sent that were never acknowledged: a server node that dies
+with reports in its write queue loses none (the history stores each report once)."""
+FEATURE_CLASS_CONTROL = "class_control"
+"""A kit that lists it has the waiting room, removal and lock (issue 17): the server sends it
+the pupil's rejoin key in ``whep_offer`` (``pupil_key``) and the ``kiosk.waiting_room``
+setting in pushes; it answers such an offer with ``class_state`` ``locked`` or ``removed``."""
+SERVER_FEATURE_CLASSROOM_HEALTH = "classroom_health"
+"""In a welcome's ``features``: the server takes a health report's ``classroom`` section (the
+class's admissions, counted)."""
+FEATURE_MESSAGES: dict[str, str] = {
+    "ice_servers": FEATURE_ICE_SERVERS,
+    "stored": FEATURE_STORED_ACK,
+}
 """Server messages a kit gets only if its hello listed the feature (message type → feature)."""
 
 BUDGETED = frozenset({Side.SERVER})

@@ -39,7 +39,7 @@ WHEP_PREFIX = "/whep/"
 WHEP_CORS: Mapping[str, str] = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match, X-Pupil-Key",
     "Access-Control-Expose-Headers": (
         "Location, Link, ETag, Accept-Patch, X-Class-State, Retry-After"
     ),

@@ -12,7 +12,10 @@ import asyncio
 import contextlib
 import hmac
 import json
+import re
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
@@ -21,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kitlink import PushedConfig
 from kitsys.http import read_body
 
-from . import store
+from . import kitlist, store
 from .auth import (
     DEPARTEMENT,
     Admin,
@@ -227,12 +230,193 @@ async def me(request: web.Request) -> web.Response:
 # -- kits ------------------------------------------------------------------------------------------
 
 
+LIST_PARAMS = frozenset({"limit", "offset", "sort", "order", "departement", "school", "state", "q"})
+MAX_PAGE = 500
+MAX_OFFSET = 10_000_000
+MAX_SEARCH = 100
+SCHOOL_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _choice(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in choices:
+        raise BadRequest(f"{name} must be one of {', '.join(choices)}")
+    return raw
+
+
+def _matching(request: web.Request, name: str, pattern: re.Pattern[str]) -> str | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if not pattern.match(raw):
+        raise BadRequest(f"{name} is not a valid {name} code")
+    return raw
+
+
+def kit_query(request: web.Request, admin: Admin) -> kitlist.KitQuery:
+    """The list's query parameters, checked strictly (a 400 names the first bad one)."""
+    unknown = sorted(set(request.query) - LIST_PARAMS)
+    if unknown:
+        shown = "".join(c if c.isprintable() else "?" for c in unknown[0][:40])
+        raise BadRequest(f"unknown query parameter {shown!r}")
+    for name in LIST_PARAMS:
+        if len(request.query.getall(name, [])) > 1:
+            raise BadRequest(f"{name} is given more than once")
+    search = request.query.get("q", "").strip()
+    if len(search) > MAX_SEARCH or not search.isprintable():
+        raise BadRequest(f"q must be printable text of at most {MAX_SEARCH} characters")
+    return kitlist.KitQuery(
+        role=admin.role,
+        scope=admin.scope,
+        limit=_int_query(request, "limit", 100, 1, MAX_PAGE),
+        offset=_int_query(request, "offset", 0, 0, MAX_OFFSET),
+        sort=_choice(request, "sort", kitlist.KIT_SORTS) or "departement",
+        order=_choice(request, "order", ("asc", "desc")) or "asc",
+        departement=_matching(request, "departement", DEPARTEMENT),
+        school=_matching(request, "school", SCHOOL_ID),
+        state=_choice(request, "state", kitlist.KIT_STATES),
+        q=search or None,
+    )
+
+
+NETWORK_KEY = '"network":{'
+_decoder = json.JSONDecoder()
+
+
+def network_part(health: str | None) -> dict[str, Any] | None:
+    """The network part of a stored latest report, decoded alone (the rest of the report is
+    not parsed: the list shows only this). The text is the server's compact JSON of a
+    validated report; anything unreadable is shown as no network."""
+    start = health.find(NETWORK_KEY) if health else -1
+    if health is None or start < 0:
+        return None
+    try:
+        value, _end = _decoder.raw_decode(health, start + len(NETWORK_KEY) - 1)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def row_summary(row: Any, desired_version: str) -> dict[str, Any]:
+    """A kit's summary (as :meth:`Kit.summary`) from its row of :func:`kitlist.kit_page`."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "school": row.school_id,
+        "departement": row.departement,
+        "revoked": row.revoked_at is not None,
+        "online": bool(row.online),
+        "last_seen": row.last_seen,
+        "offline_since": row.offline_since,
+        "software": row.software,
+        "problems": row.problems.split(),
+        "session": row.session,
+        "network": network_part(row.health),
+        "config": {
+            "desired": desired_version,
+            "applied": row.applied_config,
+            "status": row.config_status,
+            "reason": row.config_reason,
+        },
+    }
+
+
+JSON_CHUNK = 200
+"""Items encoded per ``json.dumps`` call off the loop: the C encoder keeps the GIL for a whole
+call, so one call over 3,000 items would stall the event loop ~8 ms; 200 take ~0.5 ms."""
+
+
+def chunked_json(listed: str, items: Sequence[Any], others: dict[str, Any]) -> str:
+    """``{listed: items, **others}`` as JSON text, encoded a chunk of items at a time."""
+    parts = [json.dumps(items[i : i + JSON_CHUNK])[1:-1] for i in range(0, len(items), JSON_CHUNK)]
+    rest = json.dumps(others)
+    tail = ", " + rest[1:] if others else "}"
+    return f'{{"{listed}": [{", ".join(p for p in parts if p)}]{tail}'
+
+
+async def json_off_loop(
+    build: Callable[[], tuple[str, Sequence[Any], dict[str, Any]]],
+) -> web.Response:
+    """A large answer built and encoded in a worker thread: the event loop only waits.
+
+    Pure Python there still takes the GIL, but gives it back every switch interval (0.5 ms in
+    ``kit-provisioning serve``), so links keep being served; measured at 15,000 kits in
+    docs/provisioning.md ("Admin list")."""
+    text = await asyncio.to_thread(lambda: chunked_json(*build()))
+    return web.Response(text=text, content_type="application/json")
+
+
 async def list_kits(request: web.Request) -> web.Response:
+    """One page of the kits in scope, filtered, sorted and counted by the database
+    (docs/provisioning.md, "Admin list")."""
     admin = await admin_of(request)
-    fleet = server_of(request).fleet
-    kits = [k.summary() for k in fleet.kits.values() if admin.sees_kit(k)]
-    kits.sort(key=lambda k: (k["departement"], k["school"], k["name"]))
-    return web.json_response({"kits": kits, "server_time": time.time()})
+    query = kit_query(request, admin)
+    server = server_of(request)
+    rows, total = await kitlist.kit_page(server.engine, query)
+    fleet = server.fleet.kits
+    desired = [kit.desired_version if (kit := fleet.get(row.id)) else "" for row in rows]
+    others = {"total": total, "limit": query.limit, "offset": query.offset}
+
+    def build() -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+        kits = [row_summary(row, version) for row, version in zip(rows, desired, strict=True)]
+        return "kits", kits, {**others, "server_time": time.time()}
+
+    return await json_off_loop(build)
+
+
+def _summed(rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {**extra, **{name: sum(r[name] for r in rows) for name in kitlist.COUNT_NAMES}}
+
+
+COUNTS_FRESH_S = 1.0
+"""Counts answered again from memory within this time, per scope: every open dashboard asks
+after live changes (at most every 2 s each); reading the kits' reports for each school's
+network is most of a count's ~100 ms at 15,000 kits, done once for all of them."""
+
+
+@dataclass
+class CountsCache:
+    answers: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+
+    def forget(self) -> None:
+        """After an admin's change (a school added, a kit moved or revoked, one enrolled)."""
+        self.answers.clear()
+
+
+COUNTS_KEY = web.AppKey("kit_counts", CountsCache)
+
+
+async def kit_counts(request: web.Request) -> web.Response:
+    """Kits, online, live, problem and revoked per département and per school in scope, with
+    each school's network class: one GROUP BY, no kit loaded."""
+    admin = await admin_of(request)
+    if request.query:
+        raise BadRequest("this endpoint takes no query parameter")
+    cache = request.app[COUNTS_KEY].answers
+    key = (admin.role, admin.scope if admin.role != "national" else "")
+    cached = cache.get(key)
+    if cached is not None and time.monotonic() - cached[0] < COUNTS_FRESH_S:
+        return web.Response(text=cached[1], content_type="application/json")
+    asked = time.monotonic()
+    rows = await kitlist.kit_counts(server_of(request).engine, admin.role, admin.scope)
+
+    def build() -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+        schools = kitlist.count_dicts(rows)
+        by_departement: dict[str, list[dict[str, Any]]] = {}
+        for school in schools:
+            by_departement.setdefault(school["departement"], []).append(school)
+        departements = [_summed(rows, departement=d) for d, rows in by_departement.items()]
+        others = {"total": _summed(schools), "departements": departements}
+        return "schools", schools, {**others, "server_time": time.time()}
+
+    response = await json_off_loop(build)
+    assert response.text is not None
+    if len(cache) > 1000:
+        cache.clear()
+    cache[key] = (asked, response.text)
+    return response
 
 
 async def get_kit(request: web.Request) -> web.Response:
@@ -240,20 +424,20 @@ async def get_kit(request: web.Request) -> web.Response:
     server = server_of(request)
     kit = kit_in_scope(request, admin)
     limit = _int_query(request, "history", 60, 1, 2000)
-    history = await store.health_history_of(server.engine, kit.id, limit)
-    return web.json_response(
-        {
-            **kit.summary(),
-            "health": json.loads(kit.health) if kit.health else None,
-            "history": history,
-            "desired_config": kit.desired,
-            "layers": {
-                "fleet": server.fleet.layers.get(("fleet", ""), {}),
-                "school": server.fleet.layers.get(("school", kit.school_id), {}),
-                "kit": server.fleet.layers.get(("kit", kit.id), {}),
-            },
-        }
-    )
+    history = await kitlist.health_history_json(server.engine, kit.id, limit)
+    body = {
+        **kit.summary(),
+        "desired_config": kit.desired,
+        "layers": {
+            "fleet": server.fleet.layers.get(("fleet", ""), {}),
+            "school": server.fleet.layers.get(("school", kit.school_id), {}),
+            "kit": server.fleet.layers.get(("kit", kit.id), {}),
+        },
+    }
+    # The stored texts are the server's own validated JSON: spliced in, not parsed again.
+    health = kit.health or "null"
+    text = f'{json.dumps(body)[:-1]}, "health": {health}, "history": {history}}}'
+    return web.Response(text=text, content_type="application/json")
 
 
 async def patch_kit(request: web.Request) -> web.Response:
@@ -268,6 +452,7 @@ async def patch_kit(request: web.Request) -> web.Response:
     await server.fleet.change(kit, body.name, school)
     detail = {"before": before, "after": {"name": kit.name, "school": kit.school_id}}
     await store.audit(server.engine, admin.email, "kit.update", kit.id, detail)
+    request.app[COUNTS_KEY].forget()
     return web.json_response(kit.summary())
 
 
@@ -278,6 +463,7 @@ async def revoke_kit(request: web.Request) -> web.Response:
     if not kit.revoked:
         await server.fleet.revoke(kit)
         await store.audit(server.engine, admin.email, "kit.revoke", kit.id, {"name": kit.name})
+        request.app[COUNTS_KEY].forget()
     return web.json_response(kit.summary())
 
 
@@ -293,8 +479,8 @@ async def turn_settings(request: web.Request) -> web.Response:
 
 async def list_schools(request: web.Request) -> web.Response:
     admin = await admin_of(request)
-    schools = await store.list_schools(server_of(request).engine)
-    return web.json_response({"schools": [s for s in schools if admin.sees_school(s)]})
+    rows = await kitlist.schools_in_scope(server_of(request).engine, admin.role, admin.scope)
+    return await json_off_loop(lambda: ("schools", [dict(r._mapping) for r in rows], {}))
 
 
 async def add_school(request: web.Request) -> web.Response:
@@ -307,6 +493,7 @@ async def add_school(request: web.Request) -> web.Response:
         raise Conflict("a school with this id exists")
     await store.add_school(server.engine, body.id, body.name, body.departement)
     await store.audit(server.engine, admin.email, "school.add", body.id, body.model_dump())
+    request.app[COUNTS_KEY].forget()
     return web.json_response(body.model_dump(), status=201)
 
 
@@ -337,6 +524,7 @@ async def enroll(request: web.Request) -> web.Response:
         raise Forbidden("this enrollment code is unknown, expired or used up")
     row, secret = result
     kit = server.fleet.add(row)
+    request.app[COUNTS_KEY].forget()
     return web.json_response(
         {"kit_id": kit.id, "secret": secret, "name": kit.name, "school": kit.school_id},
         status=201,
@@ -444,8 +632,8 @@ async def list_audit(request: web.Request) -> web.Response:
     admin = await admin_of(request)
     limit = _int_query(request, "limit", 100, 1, 1000)
     actor = None if admin.role == "national" else admin.email
-    entries = await store.list_audit(server_of(request).engine, limit, actor)
-    return web.json_response({"entries": entries})
+    rows = await store.audit_rows(server_of(request).engine, limit, actor)
+    return await json_off_loop(lambda: ("entries", store.audit_dicts(rows), {}))
 
 
 SESSION_RECHECK_S = 15.0
@@ -504,12 +692,14 @@ def _int_query(request: web.Request, name: str, default: int, low: int, high: in
 
 
 def add_routes(app: web.Application) -> None:
+    app[COUNTS_KEY] = CountsCache()
     r = app.router
     r.add_post("/api/v1/login", login)
     r.add_post("/api/v1/logout", logout)
     r.add_get("/api/v1/me", me)
     r.add_post("/api/v1/me/password", change_password)
     r.add_get("/api/v1/kits", list_kits)
+    r.add_get("/api/v1/kits/counts", kit_counts)
     r.add_get("/api/v1/kits/{kit_id}", get_kit)
     r.add_patch("/api/v1/kits/{kit_id}", patch_kit)
     r.add_post("/api/v1/kits/{kit_id}/revoke", revoke_kit)

@@ -14,6 +14,7 @@ Routes
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiohttp import web
@@ -27,7 +28,8 @@ from kitlink import (
 from kitsys import http
 
 from . import api
-from .errors import TooManyRequests, UnsupportedMediaType
+from .cluster import Cluster, ForwardAuth, resource_node
+from .errors import NotFound, ServiceUnavailable, TooManyRequests, UnsupportedMediaType
 from .forwarded import rate_key
 from .openapi import openapi_document
 from .server import Server
@@ -124,9 +126,25 @@ async def metrics(request: web.Request) -> web.Response:
         f"provisioning_turn_pupil_sets_total {server.ice.pupil_sets}",
         f"provisioning_relay_offers_limited_total {server.relay.offer_limit.refused}",
     ]
+    if server.cluster is not None:
+        lines += _cluster_metrics(server.cluster)
+    lines.append(f"provisioning_forwarded_refused_total {server.forward_auth.refused}")
     lines += _histogram("provisioning_report_stored_ms", writer.latency)
     lines += _histogram("provisioning_report_received_stored_ms", writer.server_latency)
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def _cluster_metrics(cluster: Cluster) -> list[str]:
+    return [
+        f"provisioning_cluster_nodes {len(cluster.nodes)}",
+        f"provisioning_cluster_listening {int(cluster.listening.is_set())}",
+        f"provisioning_cluster_events_sent_total {cluster.sent}",
+        f"provisioning_cluster_events_received_total {cluster.received}",
+        f"provisioning_cluster_events_dropped_total {cluster.dropped}",
+        f"provisioning_cluster_forwarded_total {cluster.forwarded}",
+        f"provisioning_cluster_forward_failed_total {cluster.unreachable}",
+        f"provisioning_cluster_takeovers_total {len(cluster.taken_over)}",
+    ]
 
 
 def _histogram(name: str, histogram: LatencyHistogram) -> list[str]:
@@ -144,20 +162,37 @@ def _histogram(name: str, histogram: LatencyHistogram) -> list[str]:
 # -- WHEP relay --------------------------------------------------------------------------------
 
 
+def pupil_of(request: web.Request) -> tuple[str, bool]:
+    """The pupil's address, and whether another node of the cluster forwarded the request (it
+    then carries the address, signed: rate limits stay per pupil). Forwarding headers that are
+    not a node's signature: 403."""
+    server = request.app[api.SERVER_KEY]
+    if ForwardAuth.is_forwarded(request.headers):
+        return server.forward_auth.check(request.method, request.path, request.headers), True
+    return api.client_of(request), False
+
+
 async def post_whep(request: web.Request) -> web.Response:
     server = request.app[api.SERVER_KEY]
-    relay = server.relay
-    relay.admit(rate_key(api.client_of(request)))  # 429 beyond a burst per pupil address
+    relay, cluster = server.relay, server.cluster
+    pupil, forwarded = pupil_of(request)
+    relay.admit(rate_key(pupil))  # 429 beyond a burst per pupil address
     token = request.match_info["token"]
-    kit = relay.find_kit(token)  # unknown or expired link: the same answer as the agent's, at once
+    if cluster is not None:
+        await cluster.learn_token(token_digest(token))
+    # Unknown or expired link: the same answer as the agent's, at once. In a cluster, a kit
+    # linked to another node is asked through that node (a forwarded request is not sent on).
+    kit = relay.find_kit(token, linked_here=cluster is None or forwarded)
     if request.content_type != "application/sdp":
         raise UnsupportedMediaType("Content-Type must be application/sdp")
     body = await http.read_body(request, MAX_SDP)
+    if kit.link is None and cluster is not None:
+        return await cluster.forward(await cluster.route(kit.id), request, body, pupil)
     try:
         sdp = body.decode("utf-8")
     except UnicodeDecodeError:
         return web.Response(status=400, text="the offer is not UTF-8 text\n")
-    location, answer = await relay.offer(token, sdp)
+    location, answer = await relay.offer(token, sdp, request.headers.get("X-Pupil-Key"))
     response = web.Response(
         status=201,
         body=answer.encode(),
@@ -169,12 +204,33 @@ async def post_whep(request: web.Request) -> web.Response:
 
 
 async def delete_whep(request: web.Request) -> web.Response:
+    forwarded = await _to_minting_node(request)
+    if forwarded is not None:
+        return forwarded
     await request.app[api.SERVER_KEY].relay.delete(request.match_info["resource"])
     return web.Response(status=200)
 
 
 async def patch_whep(request: web.Request) -> web.Response:
+    forwarded = await _to_minting_node(request)
+    if forwarded is not None:
+        return forwarded
     return web.Response(status=405, headers={"Allow": "DELETE"}, text="trickle ICE not supported\n")
+
+
+async def _to_minting_node(request: web.Request) -> web.Response | None:
+    """A resource another node minted (its id names it): that node's answer."""
+    server = request.app[api.SERVER_KEY]
+    pupil, forwarded = pupil_of(request)
+    node = resource_node(request.match_info["resource"])
+    cluster = server.cluster
+    if cluster is None or forwarded or node is None or node == cluster.node_id:
+        return None
+    url = await cluster.node_url(node)
+    if url is None:  # that node is gone, and its resources with it
+        raise NotFound("unknown WHEP session")
+    body = await http.read_body(request, MAX_SDP) if request.can_read_body else b""
+    return await cluster.forward(url, request, body, pupil)
 
 
 async def options_whep(request: web.Request) -> web.Response:
@@ -186,10 +242,17 @@ async def options_whep(request: web.Request) -> web.Response:
     token = request.match_info.get("token")
     if token is not None and "Access-Control-Request-Method" not in request.headers:
         server = request.app[api.SERVER_KEY]
+        pupil, forwarded = pupil_of(request)
         kit = server.fleet.by_token.get(token_digest(token))
+        cluster = server.cluster
+        if kit is not None and kit.link is None and cluster is not None and not forwarded:
+            with contextlib.suppress(ServiceUnavailable):  # no node has it: no ICE servers
+                if server.ice.enabled:
+                    return await cluster.forward(await cluster.route(kit.id), request, b"", pupil)
+            return response
         if kit is not None and not kit.revoked and server.ice.enabled:
             try:  # one client asking over and over gets no fresh usernames (coturn quotas)
-                server.ice_options_limit.take(rate_key(api.client_of(request)))
+                server.ice_options_limit.take(rate_key(pupil))
             except TooManyRequests:
                 return response
             _add_ice_links(response, server.ice.pupil_links(kit.class_started_at))

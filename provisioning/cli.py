@@ -4,6 +4,7 @@ kit-provisioning serve [--http HOST:PORT] [--db URL] [--data-dir DIR] [--public-
                        [--trusted-proxy ADDRESS[/BITS] ...] [--forwarded-header NAME]
                        [--turn-url URL ... --turn-secret-file PATH]
                        [--turn-class-length 2h] [--turn-margin 30m]
+                       [--node-url URL --cluster-secret-file PATH [--node-id ID]]
 kit-provisioning user add EMAIL --role ROLE [--scope SCOPE]        (password on stdin)
 kit-provisioning user password EMAIL                               (new password on stdin)
 kit-provisioning school add ID --name NAME --departement CODE
@@ -46,12 +47,13 @@ from kitsys.watchdog import http_probe, start_watchdog
 
 from . import store
 from .auth import check_new_user, check_password, hash_password
+from .cluster import DEAD_AFTER_S, check_node_id
 from .db import database_url, open_database
 from .errors import ConfigError, ProvisioningError, RequestError
 from .fleet import Settings
 from .forwarded import HEADERS, parse_networks
 from .ice import DEFAULT_CLASS_S, DEFAULT_MARGIN_S
-from .server import Server, ServerOptions, tune_gc
+from .server import Server, ServerOptions, check_node_url, default_node_id, tune_gc
 from .turn import parse_turn_url
 
 log = logging.getLogger("provisioning")
@@ -117,6 +119,46 @@ def turn_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+NODE_ID_ENV = "KIT_PROVISIONING_NODE_ID"
+NODE_URL_ENV = "KIT_PROVISIONING_NODE_URL"
+CLUSTER_SECRET_FILE_ENV = "KIT_PROVISIONING_CLUSTER_SECRET_FILE"
+
+
+def parse_node_id(text: str) -> str:
+    try:
+        return check_node_id(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_node_url(text: str) -> str:
+    try:
+        return check_node_url(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cluster_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--node-id``, ``--node-url``, ``--cluster-secret-file``, or else
+    ``$KIT_PROVISIONING_NODE_ID``, ``$KIT_PROVISIONING_NODE_URL`` and
+    ``$KIT_PROVISIONING_CLUSTER_SECRET_FILE`` (the env file): the command line wins. Checked
+    when the server opens (:func:`provisioning.server.load_cluster`)."""
+    node_url = args.node_url or os.environ.get(NODE_URL_ENV, "").strip()
+    node_id = args.node_id or os.environ.get(NODE_ID_ENV, "").strip()
+    secret_file = args.cluster_secret_file
+    if secret_file is None and os.environ.get(CLUSTER_SECRET_FILE_ENV, "").strip():
+        secret_file = Path(os.environ[CLUSTER_SECRET_FILE_ENV].strip())
+    port = args.http[1]
+    if node_url and not node_id and port:  # <hostname>-<the port this node listens on>
+        node_id = default_node_id(f"http://host:{port}")
+    return {
+        "node_id": node_id,
+        "node_url": node_url,
+        "cluster_secret_file": secret_file,
+        "node_dead_after_s": args.node_dead_after,
+    }
+
+
 def raise_file_limit() -> int:
     """Each kit holds one socket: lift the soft open-files limit to the hard one."""
     return raise_open_files_limit()
@@ -165,6 +207,7 @@ async def serve(args: argparse.Namespace) -> None:
         trusted_proxies=tuple(p for group in args.trusted_proxy for p in group),
         forwarded_header=args.forwarded_header,
         **turn_options(args),
+        **cluster_options(args),
         fleet=Settings(
             health_interval_s=args.health_interval,
             offline_after_s=args.offline_after,
@@ -190,9 +233,10 @@ async def serve(args: argparse.Namespace) -> None:
     runner = await listen(make_app(server), host, port, limits)
     bound = runner.addresses[0][1] if runner.addresses else port
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    node = f", node {server.cluster.node_id}" if server.cluster is not None else ""
     print(
         f"provisioning: http://{shown}:{bound}/admin/ ({len(server.fleet.kits)} kits, "
-        f"open-files limit {limit})",
+        f"open-files limit {limit}{node})",
         flush=True,
     )
     notifier = Notifier()  # under systemd: READY=1 now, WATCHDOG=1 while /healthz answers
@@ -397,6 +441,41 @@ def _turn_arguments(srv: argparse.ArgumentParser) -> None:
     )
 
 
+def _cluster_arguments(srv: argparse.ArgumentParser) -> None:
+    """Several nodes on one PostgreSQL (docs/cluster.md); also from the env file."""
+    srv.add_argument(
+        "--node-url",
+        type=parse_node_url,
+        default=None,
+        metavar="URL",
+        help="how the other nodes reach this node's listener directly, e.g. "
+        f"http://10.0.0.2:8443: turns cluster mode on (PostgreSQL only; default ${NODE_URL_ENV})",
+    )
+    srv.add_argument(
+        "--node-id",
+        type=parse_node_id,
+        default=None,
+        metavar="ID",
+        help=f"this node's name (default ${NODE_ID_ENV}, or HOSTNAME-PORT)",
+    )
+    srv.add_argument(
+        "--cluster-secret-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the nodes' shared secret, one line, mode 0600, required with --node-url "
+        f"(default ${CLUSTER_SECRET_FILE_ENV})",
+    )
+    srv.add_argument(
+        "--node-dead-after",
+        type=float,
+        default=DEAD_AFTER_S,
+        metavar="SECONDS",
+        help=f"a node silent this long is taken over by another (default {DEAD_AFTER_S:.0f}, "
+        "at least 3 heartbeats)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kit-provisioning", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -422,6 +501,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _guard_arguments(srv)
     _turn_arguments(srv)
+    _cluster_arguments(srv)
     srv.add_argument("--health-interval", type=float, default=10.0, help="seconds (default 10)")
     srv.add_argument("--offline-after", type=float, default=30.0, help="seconds of silence")
     srv.add_argument(

@@ -24,6 +24,7 @@ from kitlink import (
     CLOSE_REPLACED,
     CLOSE_REVOKED,
     CLOSE_TIMEOUT,
+    FEATURE_CLASS_CONTROL,
     FEATURE_NETWORK_CONFIG,
     AnyServerMessage,
     ConfigAck,
@@ -40,8 +41,17 @@ from kitlink import (
 )
 
 from . import store
+from .cluster import (
+    ROW_FIELDS,
+    Cluster,
+    LayerEvent,
+    LinkEvent,
+    TokenEvent,
+    row_state,
+    summary_state,
+)
 from .ice import KitIce
-from .writer import Writer
+from .writer import Report, Writer
 
 log = logging.getLogger("provisioning.fleet")
 
@@ -63,9 +73,17 @@ CONTESTED_WINDOW_S = 600.0
 def pushable(desired: dict[str, Any], features: tuple[str, ...]) -> PushedConfig:
     """The configuration to push to a kit: ``desired`` without the sections its version does not
     know (a kit from before ``network`` would refuse the whole push and close the link). Such a
-    kit applies the rest and keeps its own file's uplink budget."""
+    kit applies the rest and keeps its own file's uplink budget (and, before ``class_control``,
+    its own ``kiosk.waiting_room``)."""
     if FEATURE_NETWORK_CONFIG not in features:
         desired = {key: value for key, value in desired.items() if key != "network"}
+    kiosk = desired.get("kiosk")
+    if FEATURE_CLASS_CONTROL not in features and isinstance(kiosk, dict):
+        # A kit before the waiting room (issue 17) would refuse the key, and the whole push.
+        kiosk = {key: value for key, value in kiosk.items() if key != "waiting_room"}
+        desired = {key: value for key, value in desired.items() if key != "kiosk"}
+        if kiosk:
+            desired["kiosk"] = kiosk
     return PushedConfig.model_validate(desired)
 
 
@@ -99,6 +117,13 @@ class Kit:
     desired: dict[str, Any] = field(default_factory=dict)
     desired_version: str = ""
     link: Link | None = None
+    link_node: str | None = None
+    """The node holding the kit's link (several nodes, docs/cluster.md): this one's id when
+    :attr:`link` is set; another's when the kit is linked there; None when offline."""
+    linked_at: float = 0.0
+    """When this node accepted the kit's current link (a stale "moved" event is older)."""
+    claiming: str | None = None
+    """A class token this kit claimed that the database has not yet given it (cluster)."""
     features: tuple[str, ...] = ()
     """What the kit's latest hello said it understands beyond version 1."""
     token: str | None = None
@@ -216,32 +241,44 @@ class Fleet:
         self.backlog_dropped = 0
         """Reports kits said they dropped while offline (their queue is bounded)."""
         self.links_opened = 0
+        self.cluster: Cluster | None = None
+        """Set when this server is one node of several (provisioning/cluster.py)."""
 
     async def load(self) -> None:
+        """The fleet from the database. One node: no kit is linked yet. In a cluster, the
+        kits of the other live nodes keep their state (this node's were released by
+        :meth:`Cluster.start_up`)."""
         now = self.clock()
-        await store.mark_all_offline(self.engine, now)
+        if self.cluster is None:
+            await store.mark_all_offline(self.engine, now)
         self.layers = await store.load_config_layers(self.engine)
         for row in await store.load_kits(self.engine):
-            kit = Kit(
-                id=row["id"],
-                name=row["name"],
-                school_id=row["school_id"],
-                departement=row["departement"],
-                secret_hash=row["secret_hash"],
-                revoked=row["revoked_at"] is not None,
-                last_seen=row["last_seen"],
-                offline_since=row["offline_since"] or row["last_seen"],
-                software=row["software"],
-                health=row["health"],
-                applied_config=row["applied_config"],
-                config_status=row["config_status"],
-                config_reason=row["config_reason"],
-                network=_stored_network(row["health"]),
-            )
-            self._compute_desired(kit)
+            kit = self._kit_of(row)
             self.kits[kit.id] = kit
         for row in await store.load_class_tokens(self.engine, now - ENDED_TOKENS_KEEP_S):
             self._restore_token(row)
+
+    def _kit_of(self, row: dict[str, Any]) -> Kit:
+        kit = Kit(
+            id=row["id"],
+            name=row["name"],
+            school_id=row["school_id"],
+            departement=row["departement"],
+            secret_hash=row["secret_hash"],
+            revoked=row["revoked_at"] is not None,
+            last_seen=row["last_seen"],
+            offline_since=row["offline_since"] or row["last_seen"],
+            software=row["software"],
+            health=row["health"],
+            applied_config=row["applied_config"],
+            config_status=row["config_status"],
+            config_reason=row["config_reason"],
+            network=_stored_network(row["health"]),
+        )
+        if self.cluster is not None:
+            row_state(kit, row)
+        self._compute_desired(kit)
+        return kit
 
     def _restore_token(self, row: dict[str, Any]) -> None:
         kit = self.kits.get(row["kit_id"])
@@ -269,6 +306,14 @@ class Fleet:
 
     # -- authentication and the link's lifecycle ----------------------------------------------
 
+    async def learn_kit(self, kit_id: str) -> None:
+        """In a cluster, a kit this node does not know yet (enrolled on another node, its event
+        still on the way) is read from the database."""
+        if self.cluster is not None and kit_id not in self.kits:
+            row = await store.load_kit(self.engine, kit_id)
+            if row is not None and row["id"] not in self.kits:
+                self.apply_row(row)
+
     def authenticate(self, kit_id: str, secret: str) -> Kit | None:
         kit = self.kits.get(kit_id)
         digest = store.sha256_hex(secret)
@@ -285,6 +330,10 @@ class Fleet:
             old.close_soon(CLOSE_REPLACED, "replaced by a newer connection of this kit")
             self._replaced(kit, now)
         kit.link = link
+        if self.cluster is not None:  # other nodes route this kit's pupils here now
+            kit.link_node, kit.linked_at = self.cluster.node_id, now
+            self.cluster.link_state(kit.id, True)
+            self.cluster.announce(LinkEvent(node=self.cluster.node_id, kit=kit.id, at=now))
         self.links_opened += 1
         kit.software = hello.software
         kit.features = tuple(hello.features)
@@ -300,7 +349,15 @@ class Fleet:
             return  # replaced: the newer link owns the kit now
         kit.link = None
         self._seen.pop(kit.id, None)
+        self._release(kit)
         self._set_online(kit, False, self.clock())
+
+    def _release(self, kit: Kit) -> None:
+        """In a cluster, the kit's link row is cleared (if still this node's)."""
+        if self.cluster is not None:
+            if kit.link_node == self.cluster.node_id:
+                kit.link_node = None
+            self.cluster.link_state(kit.id, False)
 
     def _replaced(self, kit: Kit, now: float) -> None:
         """A kit's link replaced by another: normal after a network change, but over and over
@@ -328,7 +385,10 @@ class Fleet:
             return
         kit.online = online
         kit.offline_since = None if online else kit.last_seen or now
-        self.writer.online(kit.id, online, kit.offline_since, kit.last_seen or now)
+        if self.cluster is not None:  # with link_node, only if still this node's
+            self.cluster.link_state(kit.id, online)
+        else:
+            self.writer.online(kit.id, online, kit.offline_since, kit.last_seen or now)
         self.publish(kit)
 
     def sweep(self, monotonic_now: float | None = None) -> list[Kit]:
@@ -347,6 +407,7 @@ class Fleet:
             if kit.link is not None:
                 kit.link.close_soon(CLOSE_TIMEOUT, "no message for too long")
                 kit.link = None
+                self._release(kit)
         if silent:
             log.info(
                 "%d kit(s) silent for %.0f s: offline", len(silent), self.settings.offline_after_s
@@ -362,6 +423,7 @@ class Fleet:
         if message.queued or message.dropped:
             self._backlog(kit, message, now)
             if message.queued:
+                self.writer.acknowledge(kit.id, message.sent_at)
                 return
         report = message.report
         text = report.model_dump_json()
@@ -378,7 +440,8 @@ class Fleet:
         kit.problems = problems
         kit.session = report.session.state
         kit.network = report.network
-        self.writer.health(kit.id, now, text, kit.software, message.sent_at, keep)
+        stored = Report(text, kit.software, kit.session, problems, message.sent_at)
+        self.writer.health(kit.id, now, stored, keep)
         if not kit.online:
             self._set_online(kit, True, now)  # publishes
         elif changed or network_changed:
@@ -399,7 +462,7 @@ class Fleet:
         spaced = abs(at - kit.backlog_at) >= self.settings.history_every_s
         if problems != kit.backlog_problems or spaced:
             kit.backlog_at, kit.backlog_problems = at, problems
-            self.writer.backlog(kit.id, at, report.model_dump_json())
+            self.writer.backlog(kit.id, at, report.model_dump_json(), message.sent_at)
 
     def config_ack(self, kit: Kit, ack: ConfigAck) -> None:
         self._mark_seen(kit, self.clock())
@@ -428,17 +491,52 @@ class Fleet:
             digest = None
         if kit.token is not None and kit.token != digest:
             self._end_token(kit)
+        kit.claiming = None
         if digest is not None and digest != kit.token:
-            kit.token = digest
-            kit.class_started_at = self.clock()
-            self.by_token[digest] = kit
-            self.expired_tokens.pop(digest, None)  # its own class, resumed after a restart
-            self.writer.token(digest, kit.id, self.clock(), None)
-            if kit.ice_wake is not None:  # the class's TURN credentials (provisioning/link.py)
-                kit.ice_wake.set()
+            if self.cluster is not None and self.owner(digest) is None:
+                kit.claiming = digest  # another node may have bound it: the database decides
+                self.cluster.claim(kit, digest)
+            else:
+                self._bind(kit, digest)
         if kit.session != info.state:
             kit.session = info.state
             self.publish(kit)
+
+    def _bind(self, kit: Kit, digest: str) -> None:
+        kit.token = digest
+        kit.class_started_at = self.clock()
+        self.by_token[digest] = kit
+        self.expired_tokens.pop(digest, None)  # its own class, resumed after a restart
+        self.writer.token(digest, kit.id, self.clock(), None)
+        if kit.ice_wake is not None:  # the class's TURN credentials (provisioning/link.py)
+            kit.ice_wake.set()
+        if self.cluster is not None:
+            event = TokenEvent(
+                node=self.cluster.node_id, kit=kit.id, digest=digest, live=True, at=self.clock()
+            )
+            self.cluster.announce(event)
+
+    def claimed(self, kit: Kit, digest: str, owner: str) -> None:
+        """The database's answer to a claim (:meth:`Cluster.claim`): ``owner`` is the kit the
+        digest is bound to ("" when the database could not be asked: no pupils for now)."""
+        if kit.claiming != digest:  # the class ended (or changed) while the claim was out
+            if owner == kit.id:
+                self.writer.token(digest, kit.id, self.clock(), self.clock())
+            return
+        kit.claiming = None
+        if owner == kit.id and not kit.revoked:
+            self._bind(kit, digest)
+        elif owner:
+            self._remember_owner(digest, owner)
+            self._refuse_claim(kit, digest, "class-of-another-kit", owner)
+        else:
+            log.warning("kit %s: its class could not be registered (database)", kit.id)
+
+    def _remember_owner(self, digest: str, owner: str) -> None:
+        """A binding another node made, learnt from the database before its event came."""
+        holder = self.kits.get(owner)
+        if holder is not None and holder.token is None and digest not in self.expired_tokens:
+            self.apply_token(holder, digest, True, self.clock())
 
     def _may_claim(self, kit: Kit, digest: str) -> bool:
         owner = self.owner(digest)
@@ -471,6 +569,11 @@ class Fleet:
         self.by_token.pop(kit.token, None)
         self._remember_ended(kit.token, kit.id)
         self.writer.token(kit.token, kit.id, self.clock(), self.clock())
+        if self.cluster is not None:
+            event = TokenEvent(
+                node=self.cluster.node_id, kit=kit.id, digest=kit.token, live=False, at=0.0
+            )
+            self.cluster.announce(event)
         kit.token = None
         kit.class_started_at = None
 
@@ -527,21 +630,29 @@ class Fleet:
         """Store a configuration layer and push the result to every kit it changes."""
         await store.put_config_layer(self.engine, level, scope_id, overlay, actor)
         self.layers[(level, scope_id)] = overlay
-        affected = [
+        if self.cluster is not None:
+            self.cluster.announce(
+                LayerEvent(node=self.cluster.node_id, level=level, scope=scope_id)  # type: ignore[arg-type]
+            )
+        return await self._reconfigure(self._affected(level, scope_id))
+
+    def _affected(self, level: str, scope_id: str) -> list[Kit]:
+        return [
             kit
             for kit in self.kits.values()
             if level == "fleet"
             or (level == "school" and kit.school_id == scope_id)
             or (level == "kit" and kit.id == scope_id)
         ]
-        return await self._reconfigure(affected)
 
-    async def _reconfigure(self, kits: list[Kit]) -> int:
+    async def _reconfigure(self, kits: list[Kit], remote: bool = False) -> int:
         pushed = 0
-        for kit in kits:
+        for done, kit in enumerate(kits, 1):
+            if done % 500 == 0:  # 15,000 kits held the event loop ~80 ms at once: now ~3 ms
+                await asyncio.sleep(0)
             if self._compute_desired(kit):
                 kit.config_status = "pending"
-                self.publish(kit)
+                self.publish(kit, remote=remote)
                 if await self.push_config(kit):
                     pushed += 1
         return pushed
@@ -559,6 +670,97 @@ class Fleet:
         kit.config_status = "pending"
         return True
 
+    # -- other nodes' events (provisioning/cluster.py) ------------------------------------------
+
+    async def apply_summary(self, kit: Kit, summary: dict[str, Any], link_node: str | None) -> None:
+        """A kit's change seen by another node. What an admin changes (name, school, revoked)
+        applies everywhere; the link's state only to a kit whose link is not here (this node's
+        own view of its kits is theirs). The kit's :attr:`Kit.link` is never touched."""
+        school = str(summary.get("school", kit.school_id))
+        moved = school != kit.school_id
+        kit.name = str(summary.get("name", kit.name))
+        kit.school_id, kit.departement = school, str(summary.get("departement", kit.departement))
+        if summary.get("revoked") is True and not kit.revoked:
+            self._revoked_elsewhere(kit)
+        if kit.link is None:
+            summary_state(kit, summary, link_node)
+        if moved:
+            await self._reconfigure([kit], remote=True)
+        self.publish(kit, remote=True)
+
+    def _revoked_elsewhere(self, kit: Kit) -> None:
+        kit.revoked = True
+        if kit.link is not None:
+            kit.link.close_soon(CLOSE_REVOKED, "this kit's credential has been revoked")
+            self.detach(kit, kit.link)
+        if kit.token is not None:  # the revoking node stored the class's end
+            self.by_token.pop(kit.token, None)
+            self._remember_ended(kit.token, kit.id)
+            kit.token = None
+
+    def apply_token(self, kit: Kit, digest: str, live: bool, at: float) -> None:
+        """A class claimed or ended on the node holding ``kit``'s link."""
+        if kit.link is not None:
+            return  # linked here now: this node's binding is the kit's latest
+        if live:
+            if kit.token is not None and kit.token != digest:
+                self.by_token.pop(kit.token, None)
+                self._remember_ended(kit.token, kit.id)
+            kit.token, kit.class_started_at = digest, at
+            self.by_token[digest] = kit
+            self.expired_tokens.pop(digest, None)
+            return
+        if kit.token == digest:
+            kit.token, kit.class_started_at = None, None
+        if self.by_token.get(digest) is kit:
+            del self.by_token[digest]
+        self._remember_ended(digest, kit.id)
+
+    def moved_away(self, kit: Kit, node: str, at: float) -> None:
+        """The kit linked to ``node`` at ``at``: a link it still has here is stale (closed,
+        and its end changes nothing: the kit is online there) unless it is the newer one."""
+        old = kit.link
+        if old is not None and at < kit.linked_at:
+            return  # the kit came back here since: that event is old news
+        kit.link_node = node
+        if old is not None:
+            kit.link = None
+            self._seen.pop(kit.id, None)
+            old.close_soon(CLOSE_REPLACED, "replaced by a newer connection of this kit")
+
+    def node_dead(self, node: str) -> list[Kit]:
+        """``node`` was taken over: its kits are offline (the database says so already)."""
+        now = self.clock()
+        gone = [k for k in self.kits.values() if k.link_node == node and k.link is None]
+        for kit in gone:
+            kit.link_node = None
+            if kit.online:
+                kit.online = False
+                kit.offline_since = kit.last_seen or now
+                self.publish(kit, remote=True)
+        return gone
+
+    async def apply_layer(self, level: str, scope_id: str, overlay: dict[str, Any] | None) -> None:
+        """A configuration layer another node stored: pushed to the kits linked here."""
+        if overlay is None:
+            self.layers.pop((level, scope_id), None)
+        else:
+            self.layers[(level, scope_id)] = overlay
+        await self._reconfigure(self._affected(level, scope_id), remote=True)
+
+    def apply_row(self, row: dict[str, Any]) -> Kit:
+        """A kit as the database has it (one enrolled on another node, or a resync)."""
+        kit = self.kits.get(row["id"])
+        if kit is None:
+            kit = self.kits[row["id"]] = self._kit_of(row)
+        elif kit.link is None:
+            fresh = self._kit_of(row)
+            for name in ROW_FIELDS:
+                setattr(kit, name, getattr(fresh, name))
+            self._compute_desired(kit)
+        self.publish(kit, remote=True)
+        return kit
+
     # -- live updates for the dashboard -------------------------------------------------------
 
     def subscribe(self, scope: Scope) -> asyncio.Queue[dict[str, Any] | None]:
@@ -575,7 +777,11 @@ class Fleet:
                 queue.get_nowait()
             queue.put_nowait({"_close": True})
 
-    def publish(self, kit: Kit) -> None:
+    def publish(self, kit: Kit, remote: bool = False) -> None:
+        """Tell this node's dashboards of ``kit``'s change, and the other nodes unless the
+        change came from one of them (``remote``)."""
+        if self.cluster is not None and not remote:
+            self.cluster.kit_changed(kit)
         if not self._subscribers:
             return
         event = kit.summary()

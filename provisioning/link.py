@@ -25,28 +25,37 @@ from kitlink import (
     CLOSE_INTERNAL,
     CLOSE_REVOKED,
     CLOSE_UNAUTHORIZED,
+    FEATURE_CLASS_CONTROL,
+    FEATURE_STORED_ACK,
     HELLO_TIMEOUT_S,
     MAX_MESSAGE_BYTES,
+    SERVER_FEATURE_CLASSROOM_HEALTH,
     AnyKitMessage,
     AnyServerMessage,
     ConfigAck,
     Health,
     Hello,
     IceServers,
+    LocalProtocolError,
     MessageBudget,
     ProtocolError,
     ServerConnection,
     Session,
+    Stored,
     Welcome,
     WhepAnswer,
     WhepDeleted,
 )
 
-from .fleet import Fleet, Kit
+from .fleet import Fleet, Kit, Link
 from .ice import ICE_FEATURE, IceIssuer, KitIce
 from .relay import Relay
 
 log = logging.getLogger("provisioning.link")
+
+ACK_SEND_TIMEOUT_S = 1.0
+"""A kit that does not read its link for this long misses an acknowledgement (it sends those
+reports again after its next reconnect, stored once)."""
 
 
 class WsLink:
@@ -91,6 +100,7 @@ class LinkEndpoint:
         self.fleet = fleet
         self.relay = relay
         self.rejected = 0
+        self._acks: set[asyncio.Task[None]] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(
@@ -103,12 +113,17 @@ class LinkEndpoint:
         ice_task: asyncio.Task[None] | None = None
         try:
             hello = await self._read_hello(ws, conn)
+            await self.fleet.learn_kit(hello.kit_id)  # enrolled on another node just now
             kit = self._authenticate(conn, hello)
             welcome = Welcome(
                 kit_id=kit.id,
                 name=kit.name,
                 health_interval_s=self.fleet.settings.health_interval_s,
                 server_time=time.time(),
+                # Only to kits that know the field (an older kit refuses it in its welcome).
+                features=[SERVER_FEATURE_CLASSROOM_HEALTH]
+                if FEATURE_CLASS_CONTROL in hello.features
+                else [],
             )
             await ws.send_str(conn.accept(welcome, self.clock()))
             await self.fleet.attach(kit, link, hello)
@@ -139,6 +154,29 @@ class LinkEndpoint:
                 if kit.link is None:  # not replaced by a newer link of the same kit
                     self.relay.kit_gone(kit)
         return ws
+
+    def acknowledge(self, acks: dict[str, float]) -> None:
+        """The writer committed these kits' reports (kit → newest ``sent_at``): tell each kit
+        that asked for it (``stored_ack``), from a task per commit, so a kit slow to read never
+        holds the writer (docs/protocol.md, "Reports stored")."""
+        links = []
+        for kit_id, upto in acks.items():
+            kit = self.fleet.kits.get(kit_id)
+            if kit is not None and kit.link is not None and FEATURE_STORED_ACK in kit.features:
+                links.append((kit.link, upto))
+        if links:
+            task = asyncio.get_running_loop().create_task(self._send_acks(links))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
+    @staticmethod
+    async def _send_acks(links: list[tuple[Link, float]]) -> None:
+        for link, upto in links:
+            try:
+                async with asyncio.timeout(ACK_SEND_TIMEOUT_S):
+                    await link.send(Stored(upto=upto))
+            except (ConnectionError, RuntimeError, TimeoutError, LocalProtocolError):
+                continue  # the link is going: the kit sends those reports again
 
     async def _read_hello(self, ws: web.WebSocketResponse, conn: ServerConnection) -> Hello:
         deadline = conn.deadline

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import api
+from . import api, kitlist
+from .auth import DEPARTEMENT
 
 JSON = "application/json"
 
@@ -43,6 +44,26 @@ def _error() -> dict[str, Any]:
 
 def _kit_param() -> list[dict[str, Any]]:
     return [{"name": "kit_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _list_params() -> list[dict[str, Any]]:
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "schema": schema, "description": description}
+
+    return [
+        query("limit", {"type": "integer", "minimum": 1, "maximum": api.MAX_PAGE}, "default 100"),
+        query("offset", {"type": "integer", "minimum": 0, "maximum": api.MAX_OFFSET}, ""),
+        query("sort", {"enum": list(kitlist.KIT_SORTS)}, "default departement; ties by kit id"),
+        query("order", {"enum": ["asc", "desc"]}, "default asc"),
+        query("departement", {"type": "string", "pattern": DEPARTEMENT.pattern}, ""),
+        query("school", {"type": "string", "pattern": api.SCHOOL_ID.pattern}, "a school id"),
+        query("state", {"enum": list(kitlist.KIT_STATES)}, "docs/provisioning.md, Admin list"),
+        query(
+            "q",
+            {"type": "string", "maxLength": api.MAX_SEARCH},
+            "text in the kit's name or id, or its school's name or id (any case)",
+        ),
+    ]
 
 
 def _config_params() -> list[dict[str, Any]]:
@@ -111,7 +132,21 @@ def _paths() -> dict[str, Any]:
             )
         },
         "/api/v1/kits": {
-            "get": _op("Kits in the admin's scope: online state, network (reach, pupils by path)")
+            "get": {
+                **_op(
+                    "One page of the kits in the admin's scope, filtered and sorted by the "
+                    "database: {kits, total, limit, offset, server_time}; each kit's online "
+                    "state, session, problems, network (reach, pupils by path), configuration"
+                ),
+                "parameters": _list_params(),
+            }
+        },
+        "/api/v1/kits/counts": {
+            "get": _op(
+                "Kits, online, live, problem and revoked per département and per school in "
+                "scope (schools without a kit too), each school's network class: "
+                "{total, departements, schools, server_time}"
+            )
         },
         "/api/v1/kits/{kit_id}": {
             "parameters": _kit_param(),

@@ -16,10 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 
-from kitlink import WhepAnswer, WhepDelete, WhepDeleted, WhepOffer, token_digest
+from kitlink import (
+    FEATURE_CLASS_CONTROL,
+    WhepAnswer,
+    WhepDelete,
+    WhepDeleted,
+    WhepOffer,
+    token_digest,
+)
 
 from .errors import (
     BadGateway,
@@ -34,8 +42,11 @@ from .limits import RateLimit
 
 log = logging.getLogger("provisioning.relay")
 
-RELAYED_STATUSES = frozenset({400, 404, 409, 413, 415, 503})
-"""Refusals of the kit passed on to the pupil as they are (with the kit's public message)."""
+RELAYED_STATUSES = frozenset({400, 403, 404, 409, 413, 415, 503})
+"""Refusals of the kit passed on to the pupil as they are (with the kit's public message);
+403: a locked class, or a pupil the teacher removed (``X-Class-State``, docs/whep.md)."""
+PUPIL_KEY = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+"""The page's rejoin key (``X-Pupil-Key``); anything else is not passed on."""
 
 
 @dataclass(slots=True)
@@ -46,9 +57,16 @@ class Pending:
 
 class Relay:
     def __init__(
-        self, fleet: Fleet, timeout_s: float = 15.0, offer_limit: RateLimit | None = None
+        self,
+        fleet: Fleet,
+        timeout_s: float = 15.0,
+        offer_limit: RateLimit | None = None,
+        node_id: str = "",
     ) -> None:
         self.fleet = fleet
+        self.node_id = node_id
+        """In a cluster, this node's id: the suffix of the resource ids it mints, so that any
+        node can send a pupil's DELETE to the node that knows the resource (docs/cluster.md)."""
         self.timeout_s = timeout_s
         self.offer_limit = offer_limit if offer_limit is not None else RateLimit(20, 1.0)
         self.pending: dict[str, Pending] = {}
@@ -60,7 +78,9 @@ class Relay:
         """One offer from this client (a :func:`provisioning.forwarded.rate_key`), or 429."""
         self.offer_limit.take(client_key)
 
-    def find_kit(self, token: str) -> Kit:
+    def find_kit(self, token: str, linked_here: bool = True) -> Kit:
+        """The kit of a live class's token, or the refusal for the pupil. ``linked_here``
+        False (a cluster node that may forward): the kit may be linked to another node."""
         digest = token_digest(token)
         kit = self.fleet.by_token.get(digest)
         if kit is None:
@@ -69,18 +89,24 @@ class Relay:
             raise NotFound("unknown link", "invalid")
         if kit.revoked:
             raise NotFound("unknown link", "invalid")
-        if kit.link is None:
-            raise ServiceUnavailable("the classroom is not reachable right now; try again soon")
+        if kit.link is None and linked_here:
+            raise ServiceUnavailable(
+                "the classroom is not reachable right now; try again soon", retry_after_s=2
+            )
         return kit
 
-    async def offer(self, token: str, sdp: str) -> tuple[str, str]:
-        """Returns (Location, answer SDP) or raises the refusal to send to the pupil."""
+    async def offer(self, token: str, sdp: str, pupil_key: str | None = None) -> tuple[str, str]:
+        """Returns (Location, answer SDP) or raises the refusal to send to the pupil.
+        ``pupil_key`` (the page's ``X-Pupil-Key``) goes only to kits that know it."""
         kit = self.find_kit(token)
         req = secrets.token_urlsafe(12)
-        reply = await self._ask(kit, req, WhepOffer(req=req, token=token, sdp=sdp))
+        if FEATURE_CLASS_CONTROL not in kit.features or not PUPIL_KEY.match(pupil_key or ""):
+            pupil_key = None
+        offer = WhepOffer(req=req, token=token, sdp=sdp, pupil_key=pupil_key)
+        reply = await self._ask(kit, req, offer)
         assert isinstance(reply, WhepAnswer)
         if reply.status == 201 and reply.sdp and reply.resource:
-            resource = secrets.token_urlsafe(16)
+            resource = secrets.token_urlsafe(16) + (f".{self.node_id}" if self.node_id else "")
             self.resources[resource] = (kit.id, reply.resource)
             self.offers += 1
             return f"/whep/resource/{resource}", reply.sdp

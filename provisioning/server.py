@@ -8,21 +8,26 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import store
+from .cluster import DEAD_AFTER_S, HEARTBEAT_S, Cluster, ForwardAuth, check_node_id
 from .db import checkpoint, database_url, open_database
+from .errors import ConfigError
 from .fleet import ENDED_TOKENS_KEEP_S, Fleet, Settings
 from .forwarded import ClientAddresses
 from .ice import DEFAULT_CLASS_S, DEFAULT_MARGIN_S, IceIssuer, load_turn
 from .limits import Backoff, LoginThrottle, RateLimit
 from .link import LinkEndpoint
 from .relay import Relay
+from .turn import read_secret_file
 from .writer import Writer
 
 log = logging.getLogger("provisioning.server")
@@ -58,6 +63,78 @@ class ServerOptions:
     turn_margin_s: float = DEFAULT_MARGIN_S
     """The longest class expected and the slack after it: credential lifetimes
     (provisioning/ice.py)."""
+    node_id: str = ""
+    """This node's name in a cluster (``--node-id``; default ``<hostname>-<port>``)."""
+    node_url: str = ""
+    """How the other nodes reach this node's HTTP listener (``--node-url``): cluster mode."""
+    cluster_secret_file: Path | None = None
+    """The secret that signs requests forwarded between nodes, mode 0600."""
+    node_dead_after_s: float = DEAD_AFTER_S
+    """A node whose heartbeat is this old is taken over (``--node-dead-after``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    node_id: str
+    url: str
+    secret: bytes
+
+
+def check_node_url(url: str) -> str:
+    """``http://10.0.0.2:8443``: a scheme, a host and nothing after it (no path, query,
+    credentials); returned without a trailing slash."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"--node-url {url!r}: {exc}") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ConfigError(
+            f"--node-url {url!r}: http(s)://HOST[:PORT] expected (this node's own listener, "
+            "as the other nodes reach it)"
+        )
+    del port  # read for its check only (a port that is not a number)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def default_node_id(url: str) -> str:
+    """``<hostname>-<port>`` (made a valid id)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    return f"{host.strip('.-_') or 'node'}"[: 63 - len(str(port))] + f"-{port}"
+
+
+def load_cluster(options: ServerOptions) -> ClusterSettings | None:
+    """The cluster settings checked (secret file read): :class:`ConfigError` if they are
+    incomplete, wrong, or given with SQLite. None: a single node."""
+    if not options.node_url:
+        if options.cluster_secret_file is not None:
+            raise ConfigError("--cluster-secret-file is only for a cluster: give --node-url too")
+        return None
+    url = check_node_url(options.node_url)
+    if options.cluster_secret_file is None:
+        raise ConfigError("--node-url needs --cluster-secret-file (the nodes' shared secret)")
+    if not database_url(options.db, options.data_dir).startswith("postgresql"):
+        raise ConfigError(
+            "several nodes (--node-url) need PostgreSQL (--db postgresql://…): "
+            "a SQLite database is one machine's file"
+        )
+    if options.node_dead_after_s < 3 * HEARTBEAT_S:
+        raise ConfigError(
+            f"--node-dead-after {options.node_dead_after_s:g}: at least {3 * HEARTBEAT_S:g} s "
+            f"(three heartbeats of {HEARTBEAT_S:g} s)"
+        )
+    node_id = check_node_id(options.node_id or default_node_id(url))
+    secret = read_secret_file(options.cluster_secret_file, "cluster secret file")
+    return ClusterSettings(node_id, url, secret)
 
 
 GC_YOUNG_THRESHOLD = 50_000
@@ -102,16 +179,36 @@ def load_ice(options: ServerOptions) -> IceIssuer:
 
 class Server:
     def __init__(
-        self, options: ServerOptions, engine: AsyncEngine, ice: IceIssuer | None = None
+        self,
+        options: ServerOptions,
+        engine: AsyncEngine,
+        ice: IceIssuer | None = None,
+        cluster: ClusterSettings | None = None,
     ) -> None:
         self.options = options
         self.ice = ice if ice is not None else load_ice(options)
         self.engine = engine
         self.writer = Writer(engine, options.flush_interval_s)
         self.fleet = Fleet(engine, options.fleet, self.writer)
+        self.cluster: Cluster | None = None
+        if cluster is not None:
+            self.cluster = Cluster(
+                cluster.node_id,
+                cluster.url,
+                cluster.secret,
+                engine,
+                self.fleet,
+                forward_timeout_s=options.relay_timeout_s + 5.0,
+                dead_after_s=options.node_dead_after_s,
+            )
+            self.fleet.cluster = self.cluster
+        self.forward_auth = self.cluster.auth if self.cluster else ForwardAuth(None)
+        """Checks WHEP requests another node forwarded (every one refused on a single node)."""
         offers = RateLimit(options.whep_burst, options.whep_rate_per_s)
-        self.relay = Relay(self.fleet, options.relay_timeout_s, offers)
+        node = cluster.node_id if cluster is not None else ""
+        self.relay = Relay(self.fleet, options.relay_timeout_s, offers, node_id=node)
         self.links = LinkEndpoint(self.fleet, self.relay, options.hello_timeout_s, ice=self.ice)
+        self.writer.on_stored = self.links.acknowledge
         self.ice_options_limit = RateLimit(options.whep_burst, options.whep_rate_per_s)
         """Pupil credentials minted for ``OPTIONS /whep/<token>`` per client address (the POSTs
         have the relay's limit): beyond it the answer has no ``Link`` headers."""
@@ -128,9 +225,12 @@ class Server:
     @classmethod
     async def open(cls, options: ServerOptions) -> Server:
         ice = load_ice(options)  # a bad TURN setting stops the start before the database opens
+        cluster = load_cluster(options)  # and so does a bad cluster setting
         options.data_dir.mkdir(parents=True, exist_ok=True)
         engine = await open_database(database_url(options.db, options.data_dir))
-        server = cls(options, engine, ice)
+        server = cls(options, engine, ice, cluster)
+        if server.cluster is not None:
+            await server.cluster.start_up()
         await server.fleet.load()
         return server
 
@@ -141,6 +241,8 @@ class Server:
             asyncio.create_task(self._prune(), name="provisioning-prune"),
             asyncio.create_task(self._checkpoint(), name="provisioning-checkpoint"),
         ]
+        if self.cluster is not None:
+            self.cluster.start()
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -148,6 +250,8 @@ class Server:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.cluster is not None:
+            await self.cluster.close()
         await self.writer.close()
         await self.engine.dispose()
 

@@ -23,6 +23,7 @@ from .tables import (
     enrollment_codes,
     health_history,
     kits,
+    nodes,
     schools,
     users,
 )
@@ -132,7 +133,13 @@ async def update_kit(engine: AsyncEngine, kit_id: str, **values: Any) -> None:
         await conn.execute(kits.update().where(kits.c.id == kit_id).values(**values))
 
 
-LATEST_COLUMNS = (("last_seen", "k_seen"), ("health", "k_health"), ("software", "k_software"))
+LATEST_COLUMNS = (
+    ("last_seen", "k_seen"),
+    ("health", "k_health"),
+    ("software", "k_software"),
+    ("session", "k_session"),
+    ("problems", "k_problems"),
+)
 STATUS_COLUMNS = (
     ("online", "k_online"),
     ("offline_since", "k_offline_since"),
@@ -161,6 +168,19 @@ async def write_batch(
         await conn.run_sync(write_rows, latest, history, status, config, tokens, audits)
 
 
+def lock_kits(ids: Sequence[str] | None = None, link_node: str | None = None) -> sa.Select[Any]:
+    """``SELECT … FOR UPDATE`` of these kits' rows (or those linked to ``link_node``) in id
+    order. Every PostgreSQL transaction that updates several kits takes this first: a writer's
+    per-kit updates and a node's ``UPDATE … WHERE id IN (…)`` otherwise lock rows in different
+    orders and deadlock (16 deadlocks in a 5-minute run of two nodes, before)."""
+    where = (
+        kits.c.id.in_(sorted(set(ids or ())))
+        if link_node is None
+        else (kits.c.link_node == link_node)
+    )
+    return sa.select(kits.c.id).where(where).order_by(kits.c.id).with_for_update()
+
+
 def write_rows(
     conn: sa.Connection,
     latest: Sequence[dict[str, Any]],
@@ -180,6 +200,7 @@ def write_rows(
         _sqlite_update(conn, STATUS_COLUMNS, status)
         _sqlite_update(conn, CONFIG_COLUMNS, config)
         return
+    conn.execute(lock_kits([row["k_id"] for part in (latest, status, config) for row in part]))
     for columns, rows in (
         (LATEST_COLUMNS, latest),
         (STATUS_COLUMNS, status),
@@ -190,7 +211,11 @@ def write_rows(
             statement = kits.update().where(kits.c.id == sa.bindparam("k_id")).values(values)
             conn.execute(statement, list(rows))
     if history:
-        conn.execute(health_history.insert(), list(history))
+        # A report sent again (its node failed before the kit's acknowledgement) is stored once.
+        once = postgresql_insert(health_history).on_conflict_do_nothing(
+            index_elements=[health_history.c.kit_id, health_history.c.sent_at]
+        )
+        conn.execute(once, list(history))
 
 
 def _upsert_tokens(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -250,10 +275,12 @@ def _sqlite_update(
 def _sqlite_insert_history(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
     for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
         chunk = rows[start : start + SQLITE_ROWS_PER_STATEMENT]
-        sql = "INSERT INTO health_history (kit_id, received_at, report) VALUES " + ", ".join(
-            ["(?, ?, ?)"] * len(chunk)
+        sql = (
+            "INSERT OR IGNORE INTO health_history (kit_id, received_at, report, sent_at) VALUES "
+            + ", ".join(["(?, ?, ?, ?)"] * len(chunk))
         )
-        params = [value for r in chunk for value in (r["kit_id"], r["received_at"], r["report"])]
+        columns = ("kit_id", "received_at", "report", "sent_at")
+        params = [r.get(column) for r in chunk for column in columns]
         conn.exec_driver_sql(sql, tuple(params))
 
 
@@ -267,14 +294,17 @@ async def prune_history(engine: AsyncEngine, before: float) -> int:
 
 async def health_history_of(engine: AsyncEngine, kit_id: str, limit: int) -> list[dict[str, Any]]:
     query = (
-        sa.select(health_history.c.received_at, health_history.c.report)
+        sa.select(health_history.c.received_at, health_history.c.sent_at, health_history.c.report)
         .where(health_history.c.kit_id == kit_id)
         .order_by(health_history.c.received_at.desc())
         .limit(limit)
     )
     async with engine.connect() as conn:
         rows = await conn.execute(query)
-    return [{"received_at": r.received_at, "report": json.loads(r.report)} for r in rows]
+    return [
+        {"received_at": r.received_at, "sent_at": r.sent_at, "report": json.loads(r.report)}
+        for r in rows
+    ]
 
 
 # -- enrollment codes --------------------------------------------------------------------------
@@ -430,11 +460,22 @@ async def audit(
 async def list_audit(
     engine: AsyncEngine, limit: int, actor: str | None = None
 ) -> list[dict[str, Any]]:
+    return audit_dicts(await audit_rows(engine, limit, actor))
+
+
+async def audit_rows(
+    engine: AsyncEngine, limit: int, actor: str | None = None
+) -> Sequence[sa.Row[Any]]:
+    """The newest entries (an admin's own only, with ``actor``); :func:`audit_dicts` makes
+    them into dicts, off the event loop for a long page."""
     query = audit_log.select().order_by(audit_log.c.id.desc()).limit(limit)
     if actor is not None:
         query = query.where(audit_log.c.actor == actor)
     async with engine.connect() as conn:
-        rows = await conn.execute(query)
+        return (await conn.execute(query)).all()
+
+
+def audit_dicts(rows: Sequence[sa.Row[Any]]) -> list[dict[str, Any]]:
     return [{**dict(r._mapping), "detail": json.loads(r.detail)} for r in rows]
 
 
@@ -464,3 +505,183 @@ async def put_config_layer(
             )
         )
         await _audit(conn, now, actor, "config.set", f"{level}:{scope_id}", overlay)
+
+
+# -- cluster: server nodes on one PostgreSQL (provisioning/cluster.py, docs/cluster.md) --------
+
+RELEASED = {"online": False, "link_node": None}
+LINK_ROWS_PER_STATEMENT = 5000
+"""Kit ids per ``IN (…)`` (asyncpg takes at most 32,767 parameters per statement)."""
+
+
+async def register_node(engine: AsyncEngine, node_id: str, url: str, now: float) -> None:
+    """This node is alive (a row left by an earlier run of the same id is replaced)."""
+    statement = postgresql_insert(nodes).values(
+        id=node_id, url=url, started_at=now, heartbeat_at=now
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[nodes.c.id],
+        set_={"url": url, "started_at": now, "heartbeat_at": now},
+    )
+    async with engine.begin() as conn:
+        await conn.execute(statement)
+
+
+async def node_heartbeat(engine: AsyncEngine, node_id: str, now: float) -> bool:
+    """False when this node's row is gone (another node took it over: it was silent)."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            nodes.update().where(nodes.c.id == node_id).values(heartbeat_at=now)
+        )
+    return bool(result.rowcount)
+
+
+async def live_nodes(engine: AsyncEngine) -> dict[str, str]:
+    """Every registered node → its URL."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(nodes.c.id, nodes.c.url))
+    return {row.id: row.url for row in rows}
+
+
+async def remove_node(engine: AsyncEngine, node_id: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(nodes.delete().where(nodes.c.id == node_id))
+
+
+async def take_over_nodes(
+    engine: AsyncEngine, me: str, before: float, now: float, announce: Any
+) -> list[str]:
+    """Delete every node whose heartbeat is older than ``before`` and mark its kits offline,
+    in one transaction with the announcement (``announce(dead) → NOTIFY payload``). Two live
+    nodes may run this at once: ``DELETE … RETURNING`` gives each dead row to one of them."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            nodes.delete()
+            .where(nodes.c.heartbeat_at < before, nodes.c.id != me)
+            .returning(nodes.c.id)
+        )
+        dead = [str(row.id) for row in result]
+        for node in dead:
+            await conn.execute(lock_kits(link_node=node))
+            await conn.execute(
+                kits.update()
+                .where(kits.c.link_node == node)
+                .values(**RELEASED, offline_since=sa.func.coalesce(kits.c.last_seen, now))
+            )
+            await conn.execute(sa.select(sa.func.pg_notify("fleet", announce(node))))
+    return dead
+
+
+async def release_on_start(engine: AsyncEngine, me: str, now: float) -> int:
+    """At a node's start: kits linked to it (its earlier run), to no node, or to a node no
+    longer registered are offline; kits of the other live nodes are left as they are."""
+    registered = sa.select(nodes.c.id)
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            kits.update()
+            .where(
+                sa.or_(kits.c.online == sa.true(), kits.c.link_node.is_not(None)),
+                sa.or_(
+                    kits.c.link_node.is_(None),
+                    kits.c.link_node == me,
+                    kits.c.link_node.not_in(registered),
+                ),
+            )
+            .values(
+                **RELEASED,
+                offline_since=sa.case(
+                    (kits.c.online == sa.true(), sa.func.coalesce(kits.c.last_seen, now)),
+                    else_=kits.c.offline_since,
+                ),
+            )
+        )
+    return int(result.rowcount or 0)
+
+
+async def write_links(
+    engine: AsyncEngine,
+    me: str,
+    held: Sequence[str],
+    released: Sequence[str],
+    payloads: Sequence[str],
+    now: float,
+) -> None:
+    """One transaction: the kits whose link this node now holds, those it let go (only if
+    still its own: a newer link on another node wins), then the events (delivered at commit,
+    after the rows they describe)."""
+    step = LINK_ROWS_PER_STATEMENT
+    async with engine.begin() as conn:
+        everyone = sorted({*held, *released})
+        for start in range(0, len(everyone), step):
+            await conn.execute(lock_kits(everyone[start : start + step]))
+        for start in range(0, len(held), step):
+            await conn.execute(
+                kits.update()
+                .where(kits.c.id.in_(held[start : start + step]))
+                .values(link_node=me, online=True, offline_since=None)
+            )
+        for start in range(0, len(released), step):
+            await conn.execute(
+                kits.update()
+                .where(kits.c.id.in_(released[start : start + step]), kits.c.link_node == me)
+                .values(**RELEASED, offline_since=sa.func.coalesce(kits.c.last_seen, now))
+            )
+        if payloads:
+            await conn.execute(
+                sa.text("SELECT pg_notify('fleet', p) FROM unnest(CAST(:ps AS text[])) AS p"),
+                {"ps": list(payloads)},
+            )
+
+
+async def kit_route(engine: AsyncEngine, kit_id: str) -> tuple[str, str] | None:
+    """(node, URL) of the live node holding this kit's link, None when no node does."""
+    query = (
+        sa.select(kits.c.link_node, nodes.c.url)
+        .join(nodes, nodes.c.id == kits.c.link_node)
+        .where(kits.c.id == kit_id)
+    )
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    return (str(row.link_node), str(row.url)) if row is not None else None
+
+
+async def load_kit(engine: AsyncEngine, kit_id: str) -> dict[str, Any] | None:
+    query = (
+        sa.select(kits, schools.c.departement)
+        .join(schools, kits.c.school_id == schools.c.id)
+        .where(kits.c.id == kit_id)
+    )
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+async def class_token(engine: AsyncEngine, digest: str) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        query = class_tokens.select().where(class_tokens.c.digest == digest)
+        row = (await conn.execute(query)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+async def claim_class_token(engine: AsyncEngine, digest: str, kit_id: str, now: float) -> str:
+    """Bind ``digest`` to ``kit_id`` unless it is bound already; returns its owner (the
+    database arbitrates between nodes: the first claim committed wins)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            postgresql_insert(class_tokens)
+            .values(digest=digest, kit_id=kit_id, claimed_at=now, ended_at=None)
+            .on_conflict_do_nothing(index_elements=[class_tokens.c.digest])
+        )
+        owner = await conn.execute(
+            sa.select(class_tokens.c.kit_id).where(class_tokens.c.digest == digest)
+        )
+    return str(owner.scalar_one())
+
+
+async def load_config_layer(
+    engine: AsyncEngine, level: str, scope_id: str
+) -> dict[str, Any] | None:
+    key = (config_layers.c.level == level) & (config_layers.c.scope_id == scope_id)
+    async with engine.connect() as conn:
+        row = (await conn.execute(sa.select(config_layers.c.config).where(key))).first()
+    return json.loads(row.config) if row is not None else None

@@ -36,6 +36,12 @@ kits = sa.Table(
     sa.Column("applied_config", sa.String(16)),
     sa.Column("config_status", sa.String(16), nullable=False, server_default=""),
     sa.Column("config_reason", sa.String(500), nullable=False, server_default=""),
+    sa.Column("session", sa.String(8), nullable=False, server_default="idle"),
+    sa.Column("problems", sa.String(500), nullable=False, server_default=""),
+    # problems: the latest report's problem codes, space-separated ("" when none); session and
+    # problems are what the admin list filters on. link_node: the server node holding the kit's
+    # link, NULL when none (docs/cluster.md).
+    sa.Column("link_node", sa.String(64), index=True),
 )
 
 health_history = sa.Table(
@@ -45,7 +51,11 @@ health_history = sa.Table(
     sa.Column("kit_id", sa.String(32), nullable=False),
     sa.Column("received_at", Time, nullable=False),
     sa.Column("report", sa.Text, nullable=False),
+    sa.Column("sent_at", Time),
+    # sent_at: when the kit made the report; unique per kit, so a report sent again (no
+    # ``stored`` acknowledgement came before its node failed) is stored once.
     sa.Index("ix_health_history_kit_time", "kit_id", "received_at"),
+    sa.Index("ux_health_history_kit_sent", "kit_id", "sent_at", unique=True),
     sa.Index("ix_health_history_time", "received_at"),
 )
 
@@ -102,6 +112,16 @@ config_layers = sa.Table(
     sa.Column("updated_at", Time, nullable=False),
     sa.Column("updated_by", sa.String(200), nullable=False),
 )
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("url", sa.String(300), nullable=False, server_default=""),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("heartbeat_at", Time, nullable=False),
+)
+"""The live server nodes sharing this database (docs/cluster.md)."""
 
 class_tokens = sa.Table(
     "class_tokens",

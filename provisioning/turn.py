@@ -124,36 +124,33 @@ def _check_host(text: str, host: str) -> None:
         raise ConfigError(f"TURN URL {text!r}: {host!r} is not a host name")
 
 
-def read_secret_file(path: Path) -> bytes:
+def read_secret_file(path: Path, what: str = "TURN secret file") -> bytes:
     """The shared secret in ``path``: printable ASCII, one line, at least 16 characters, in a
-    regular file no one but its owner can read or write (``chmod 600``)."""
+    regular file no one but its owner can read or write (``chmod 600``). ``what`` names it in
+    errors (the cluster secret is read the same way)."""
     try:  # O_NONBLOCK: a FIFO put in its place must not hang the start-up
         descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as error:
-        raise ConfigError(f"TURN secret file {path}: {error.strerror}") from None
+        raise ConfigError(f"{what} {path}: {error.strerror}") from None
     try:
         status = os.fstat(descriptor)
         if not stat.S_ISREG(status.st_mode):
-            raise ConfigError(f"TURN secret file {path} is not a regular file")
+            raise ConfigError(f"{what} {path} is not a regular file")
         if status.st_mode & 0o077:
             raise ConfigError(
-                f"TURN secret file {path} is open to its group or others "
+                f"{what} {path} is open to its group or others "
                 f"(mode {stat.S_IMODE(status.st_mode):04o}): chmod 600 {path}"
             )
         data = os.read(descriptor, SECRET_MAX_BYTES + 1)
     finally:
         os.close(descriptor)
     if len(data) > SECRET_MAX_BYTES:
-        raise ConfigError(f"TURN secret file {path} is larger than {SECRET_MAX_BYTES} bytes")
+        raise ConfigError(f"{what} {path} is larger than {SECRET_MAX_BYTES} bytes")
     secret = data.removesuffix(b"\n")
     if not secret:
-        raise ConfigError(f"TURN secret file {path} is empty")
+        raise ConfigError(f"{what} {path} is empty")
     if not SECRET_PATTERN.fullmatch(secret):
-        raise ConfigError(
-            f"TURN secret file {path}: one line of printable ASCII without spaces expected"
-        )
+        raise ConfigError(f"{what} {path}: one line of printable ASCII without spaces expected")
     if len(secret) < SECRET_MIN_LENGTH:
-        raise ConfigError(
-            f"TURN secret file {path}: at least {SECRET_MIN_LENGTH} characters expected"
-        )
+        raise ConfigError(f"{what} {path}: at least {SECRET_MIN_LENGTH} characters expected")
     return secret

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,6 +43,19 @@ def sqlite_writer(engine: AsyncEngine) -> sa.Engine | None:
     )
     sa.event.listen(writer, "connect", sqlite_pragmas)
     return writer
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A kit's latest health report, as the writer stores it."""
+
+    text: str
+    """The validated report as JSON text."""
+    software: str
+    session: str
+    problems: tuple[str, ...]
+    sent_at: float
+    """The kit's clock when it made the report (unique per kit in the history)."""
 
 
 class LatencyHistogram:
@@ -74,6 +88,10 @@ class Writer:
         self.config: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, dict[str, Any]] = {}
         self.audits: list[dict[str, Any]] = []
+        self.acks: dict[str, float] = {}
+        """Kit → the newest ``sent_at`` among its reports in the next batch."""
+        self.on_stored: Callable[[dict[str, float]], None] | None = None
+        """Called after each commit with the kits' acknowledgements (provisioning/link.py)."""
         self.sent_at: list[float] = []
         self.received_at: list[float] = []
         self.latency = LatencyHistogram()
@@ -93,23 +111,40 @@ class Writer:
 
     # -- queueing (called from link handlers, never blocks) ---------------------------------
 
-    def health(
-        self, kit_id: str, seen: float, report: str, software: str, sent_at: float, keep: bool
-    ) -> None:
+    def health(self, kit_id: str, seen: float, report: Report, keep: bool) -> None:
         self.latest[kit_id] = {
             "k_id": kit_id,
             "k_seen": seen,
-            "k_health": report,
-            "k_software": software,
+            "k_health": report.text,
+            "k_software": report.software,
+            "k_session": report.session,
+            "k_problems": " ".join(report.problems)[:500],
         }
         if keep:
-            self.history.append({"kit_id": kit_id, "received_at": seen, "report": report})
-        self.sent_at.append(sent_at)
+            self.history.append(
+                {
+                    "kit_id": kit_id,
+                    "received_at": seen,
+                    "report": report.text,
+                    "sent_at": report.sent_at,
+                }
+            )
+        self.sent_at.append(report.sent_at)
         self.received_at.append(seen)
+        self.acknowledge(kit_id, report.sent_at)
 
-    def backlog(self, kit_id: str, at: float, report: str) -> None:
+    def acknowledge(self, kit_id: str, sent_at: float) -> None:
+        """Tell the kit, after the next commit, that its reports up to ``sent_at`` are in (a
+        queued report the history does not keep is acknowledged all the same: it was taken)."""
+        if sent_at > self.acks.get(kit_id, float("-inf")):
+            self.acks[kit_id] = sent_at
+
+    def backlog(self, kit_id: str, at: float, report: str, sent_at: float) -> None:
         """A report a kit queued while offline: history only, at the time the kit made it."""
-        self.history.append({"kit_id": kit_id, "received_at": at, "report": report})
+        self.history.append(
+            {"kit_id": kit_id, "received_at": at, "report": report, "sent_at": sent_at}
+        )
+        self.acknowledge(kit_id, sent_at)
 
     def online(self, kit_id: str, online: bool, offline_since: float | None, seen: float) -> None:
         self.status[kit_id] = {
@@ -178,17 +213,15 @@ class Writer:
                     await self._wake.wait()
 
     async def flush(self) -> None:
-        if not self.queued:
+        if not self.queued and not self.acks:
             return
         latest, history, status, sent_at = self.latest, self.history, self.status, self.sent_at
         config, received_at = self.config, self.received_at
-        tokens, audits = self.tokens, self.audits
+        tokens, audits, acks = self.tokens, self.audits, self.acks
         self.latest, self.history, self.status, self.sent_at = {}, [], {}, []
         self.received_at = []
-        self.config, self.tokens, self.audits = {}, {}, []
+        self.config, self.tokens, self.audits, self.acks = {}, {}, [], {}
         started = time.perf_counter()
-        self.in_flight = len(latest) + len(history) + len(status) + len(config)
-        self.in_flight += len(tokens) + len(audits)
         rows = (
             list(latest.values()),
             history,
@@ -197,10 +230,11 @@ class Writer:
             list(tokens.values()),
             audits,
         )
+        self.in_flight = sum(len(part) for part in rows)
         try:
-            if self._sqlite is not None:
+            if self.in_flight and self._sqlite is not None:
                 await asyncio.to_thread(self._write_sqlite, *rows)
-            else:
+            elif self.in_flight:
                 await store.write_batch(self.engine, *rows)
         except BaseException:
             self._requeue(latest, history, status, sent_at)
@@ -210,10 +244,16 @@ class Writer:
             for digest, row in tokens.items():
                 self.tokens.setdefault(digest, row)
             self.audits[:0] = audits
+            for kit_id, sent in acks.items():
+                self.acknowledge(kit_id, sent)
             raise
         finally:
             self.in_flight = 0
-        took = time.perf_counter() - started
+        self._committed(time.perf_counter() - started, sent_at, received_at, acks)
+
+    def _committed(
+        self, took: float, sent_at: list[float], received_at: list[float], acks: dict[str, float]
+    ) -> None:
         self.write_seconds_max = max(self.write_seconds_max, took)
         self.write_seconds_total += took
         self.batches += 1
@@ -223,6 +263,8 @@ class Writer:
             self.latency.observe(max(0.0, (now - sent) * 1000))
         for received in received_at:
             self.server_latency.observe(max(0.0, (now - received) * 1000))
+        if acks and self.on_stored is not None:
+            self.on_stored(acks)
 
     def _write_sqlite(self, *rows: Any) -> None:
         """The whole transaction in one worker-thread call: with the event loop saturated

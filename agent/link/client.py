@@ -14,13 +14,11 @@ change by retrying (wrong or revoked credential, unsupported version) stops the 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
@@ -28,9 +26,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import Close
 
 from kitlink import (
+    FEATURE_CLASS_CONTROL,
     FEATURE_ICE_SERVERS,
     FEATURE_NETWORK_CONFIG,
+    FEATURE_STORED_ACK,
     MAX_MESSAGE_BYTES,
+    SERVER_FEATURE_CLASSROOM_HEALTH,
     VERSION,
     AnyKitMessage,
     AnyServerMessage,
@@ -42,6 +43,7 @@ from kitlink import (
     PushConfig,
     Session,
     SessionInfo,
+    Stored,
     Welcome,
     WhepAnswer,
     WhepDelete,
@@ -57,17 +59,17 @@ from ..session import ClassSession, SessionState
 from .apply import PushedConfigs
 from .credential import Credential
 from .health import HealthCollector
+from .reports import Reports
 
 log = logging.getLogger("agent.link")
 
 DEVICE_CHECK_S = 0.5
 """How often the live class's device states are compared with the last report's."""
-BACKLOG_MAX = 360
-"""Health reports kept while the link is down (an hour at the default 10 s); the oldest go
-first, and the server is told how many were dropped."""
 DEFAULT_HEALTH_INTERVAL_S = 10.0
 """Report interval before the first welcome (afterwards: the server's ``health_interval_s``)."""
-FEATURES = [FEATURE_ICE_SERVERS, FEATURE_NETWORK_CONFIG]
+NEW_CLASS_STATES = frozenset({"locked", "removed"})
+"""Refusals of issue 17, told only to servers that sent a ``pupil_key`` (docs/protocol.md)."""
+FEATURES = [FEATURE_ICE_SERVERS, FEATURE_NETWORK_CONFIG, FEATURE_STORED_ACK, FEATURE_CLASS_CONTROL]
 """What this kit understands beyond version 1 (sent in its hello)."""
 
 
@@ -122,9 +124,8 @@ class LinkClient:
         self._conn: KitConnection | None = None
         """Its rules (:class:`kitlink.KitConnection`), set with ``_ws``."""
         self.health_interval_s = DEFAULT_HEALTH_INTERVAL_S
-        self.backlog: collections.deque[Health] = collections.deque(maxlen=BACKLOG_MAX)
-        """Reports made while the link was down, oldest first (sent on reconnection)."""
-        self.backlog_dropped = 0
+        self.reports = Reports()
+        """Reports made while the link was down, and those sent but not yet stored."""
         self._seq = 0
         self._report_now = asyncio.Event()
         self._reporter: asyncio.Task[None] | None = None
@@ -178,6 +179,7 @@ class LinkClient:
             finally:
                 self._connected.clear()
                 self._ws = self._conn = None
+                self.reports.link_lost()
             self.state = "waiting"
             delay = backoff_delay(
                 attempt, self.options.reconnect_min_s, self.options.reconnect_max_s, self.rng
@@ -210,6 +212,8 @@ class LinkClient:
         log.info("server link up: %s as %s", self.credential.server, welcome.kit_id)
         self.health_interval_s = welcome.health_interval_s
         self._clock_skew = welcome.server_time - time.time()
+        # The class's admission counts only to a server that said it takes them.
+        self.collector.classroom = SERVER_FEATURE_CLASSROOM_HEALTH in welcome.features
         self.session.network.want_probe()  # what gets out may have changed with the link
         await self._send_backlog(ws, conn)
         self._ws, self._conn = ws, conn
@@ -283,6 +287,8 @@ class LinkClient:
             asyncio.get_running_loop().create_task(self._whep_delete(message))
         elif isinstance(message, IceServers):
             self._ice_servers(message)
+        elif isinstance(message, Stored):
+            self.reports.stored(message.upto)
 
     def _ice_servers(self, message: IceServers) -> None:
         """The server's STUN/TURN servers for this kit: they replace the previous ones until
@@ -321,31 +327,24 @@ class LinkClient:
                 if ws is None or conn is None:
                     raise ConnectionError("link down")
                 await ws.send(conn.send(health))
+                self.reports.sent(health)
             except (ConnectionError, ConnectionClosed):
-                self._queue(health)
+                self.reports.made_offline(health)
             await self._wait_next_report(devices)
 
-    def _queue(self, health: Health) -> None:
-        if len(self.backlog) == self.backlog.maxlen:
-            self.backlog_dropped += 1  # the deque drops the oldest
-        self.backlog.append(health)
-
     async def _send_backlog(self, ws: ClientConnection, conn: KitConnection) -> None:
-        """Send what was queued while the link was down, oldest first, each marked ``queued``
-        with the time it was made; the first carries the count of reports dropped."""
-        if not self.backlog and not self.backlog_dropped:
+        """Send what was queued while the link was down (and what the last link never
+        acknowledged), oldest first, each marked ``queued`` with the time it was made; the
+        first carries the count of reports dropped (agent/link/reports.py)."""
+        if not self.reports.backlog and not self.reports.dropped:
             return
         log.info(
             "sending %d health report(s) queued while the link was down (%d dropped)",
-            len(self.backlog),
-            self.backlog_dropped,
+            len(self.reports.backlog),
+            self.reports.dropped,
         )
-        while self.backlog:
-            health = self.backlog[0]
-            update: dict[str, Any] = {"queued": True, "dropped": self.backlog_dropped}
-            await ws.send(conn.send(health.model_copy(update=update)))
-            self.backlog.popleft()  # only once sent: a link lost meanwhile keeps the rest
-            self.backlog_dropped = 0
+        for health in self.reports.to_send():
+            await ws.send(conn.send(health))
 
     async def _wait_next_report(self, devices: tuple[tuple[str, str, str], ...] | None) -> None:
         """Sleep the health interval, or less if a device of the live class changed state
@@ -378,14 +377,19 @@ class LinkClient:
 
     async def _whep_offer(self, offer: WhepOffer) -> None:
         try:
-            viewer, answer = await self.session.add_viewer(offer.token, offer.sdp.encode())
+            viewer, answer = await self.session.add_viewer(
+                offer.token, offer.sdp.encode(), key=offer.pupil_key
+            )
             reply = WhepAnswer(req=offer.req, status=201, resource=viewer.id, sdp=answer)
         except RequestError as exc:
+            state = exc.class_state
+            if state in NEW_CLASS_STATES and offer.pupil_key is None:
+                state = None  # a server that sent no key may not know them (kitlink ClassState)
             reply = WhepAnswer(
                 req=offer.req,
                 status=exc.status,
                 error=exc.public_message,
-                class_state=exc.class_state,  # type: ignore[arg-type]
+                class_state=state,  # type: ignore[arg-type]
             )
         except Exception:
             log.exception("relayed WHEP offer failed")

@@ -55,6 +55,9 @@ class HealthCollector:
         self._tracks: dict[str, tuple[int, ...]] = {}
         self.network = False
         """Include ``network`` (set by the link once the server has shown it knows it)."""
+        self.classroom = False
+        """Include ``classroom`` (set by the link when the server's welcome lists
+        ``classroom_health``)."""
         psutil.cpu_percent(None)  # the first call only starts the measurement
 
     def device_states(self) -> tuple[tuple[str, str, str], ...] | None:
@@ -87,6 +90,7 @@ class HealthCollector:
             {
                 "network": network,
                 "pupils": pupils,
+                "classroom": self.session.classroom_health() if self.classroom else None,
                 "software": __version__,
                 "uptime_s": round(now - self.started, 1),
                 "cpu_percent": psutil.cpu_percent(None),
@@ -170,8 +174,8 @@ def pupils_health(viewers: list[dict[str, Any]]) -> dict[str, Any] | None:
     judged = False
     for viewer in viewers:
         link = viewer.get("link")
-        if not isinstance(link, dict):
-            continue
+        if not isinstance(link, dict) or viewer.get("admitted") is False:
+            continue  # a pupil in the waiting room gets nothing yet: not on any layer
         for camera, layer in (link.get("layers") or {}).items():
             if layer in _LAYERS.get(camera, ()):
                 layers[camera][layer] = layers[camera].get(layer, 0) + 1

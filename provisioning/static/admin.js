@@ -2,7 +2,15 @@
 // No framework, no CDN: every node is built with textContent (nothing from the server is HTML).
 "use strict";
 
-const state = { me: null, csrf: "", kits: new Map(), events: null, schools: [], turn: null };
+const PAGE_SIZE = 100;
+const COUNTS_EVERY_MS = 2000;  // live events refresh the counts at most this often
+const OPEN_SCHOOLS = 20;  // up to this many schools in scope, every département starts open (the table stays near)
+const state = {
+  me: null, csrf: "", events: null, schools: [], schoolsLoaded: null, turn: null,
+  page: { kits: [], total: 0, limit: PAGE_SIZE, offset: 0 }, counts: null, countsText: "",
+  query: { sort: "departement", order: "asc", departement: "", school: "", state: "", q: "", offset: 0 },
+  fresh: null, latest: "", opened: new Map(), painted: false,
+};
 const $ = (id) => document.getElementById(id);
 
 async function api(method, path, body) {
@@ -75,29 +83,79 @@ function signedIn(me) {
   $("who").hidden = false;
   $("fleet-config").hidden = me.role !== "national";
   $("school-panel").hidden = me.role === "school";
-  loadKits().then(route);
   listen();
+  loadDashboard().then(route);
+  loadSchools();  // for the enrollment and move forms: after the first paint, not before
 }
 
-// -- dashboard ---------------------------------------------------------------------------------
+// -- dashboard: counts per département and school, one page of kits (filtered, sorted and
+// counted by the server: 15,000 kits never come to the browser at once) ----------------------
 
-async function loadKits() {
-  const [{ kits }, { schools }, turn] = await Promise.all([
-    api("GET", "/api/v1/kits"), api("GET", "/api/v1/schools"), api("GET", "/api/v1/turn"),
+async function loadDashboard() {
+  await Promise.all([
+    loadPage(), loadCounts(),
+    api("GET", "/api/v1/turn").then((turn) => { state.turn = turn; renderTurn(); }),
   ]);
-  state.kits = new Map(kits.map((kit) => [kit.id, kit]));
-  state.schools = schools;
-  state.turn = turn;
-  renderTurn();
-  $("code-school").replaceChildren(
-    ...schools.map((s) => el("option", { value: s.id, textContent: `${s.id} — ${s.name}` })));
-  renderDashboard();
+  if (!state.painted) {
+    state.painted = true;
+    performance.mark("kit-list-painted");  // read by the tests: first paint at fleet size
+  }
 }
 
-function latestSoftware() {
-  const versions = [...state.kits.values()].map((k) => k.software).filter(Boolean);
-  const newer = (a, b) => a.localeCompare(b, undefined, { numeric: true }) >= 0 ? a : b;
-  return versions.reduce((best, v) => (best ? newer(v, best) : v), "");
+function loadSchools() {
+  state.schoolsLoaded = api("GET", "/api/v1/schools").then(({ schools }) => {
+    state.schools = schools;
+    $("code-school").replaceChildren(
+      ...schools.map((s) => el("option", { value: s.id, textContent: `${s.id} — ${s.name}` })));
+  }).catch(() => {});  // the forms that need the list wait for it; the dashboard does not
+  return state.schoolsLoaded;
+}
+
+let pageAsked = 0;  // a slow answer must not overwrite a newer one
+
+async function loadPage() {
+  const ticket = ++pageAsked;
+  const query = state.query;
+  const params = new URLSearchParams({ limit: PAGE_SIZE, offset: query.offset, sort: query.sort, order: query.order });
+  for (const key of ["departement", "school", "state", "q"]) if (query[key]) params.set(key, query[key]);
+  const fresh = new Map();  // kit events arriving while the page is on its way are newer
+  state.fresh = fresh;
+  let page;
+  try {
+    page = await api("GET", `/api/v1/kits?${params}`);
+  } catch (error) {
+    if (ticket === pageAsked) $("kits-error").textContent = error.message;
+    return;
+  }
+  if (ticket !== pageAsked) return;
+  $("kits-error").textContent = "";
+  state.fresh = null;
+  page.kits = page.kits.map((kit) => fresh.get(kit.id) ?? kit);
+  state.page = page;
+  renderKits();
+}
+
+async function loadCounts() {
+  const counts = await api("GET", "/api/v1/kits/counts");
+  const named = Boolean(state.counts);
+  state.counts = counts;
+  state.countsStale = false;
+  renderCounts();
+  if (!named) renderKits();  // the schools' names, for a page that came first
+}
+
+let countsTimer = null;
+function scheduleCounts() {  // at most one refresh per COUNTS_EVERY_MS, however many events
+  if (countsTimer) return;
+  countsTimer = setTimeout(() => {
+    countsTimer = null;
+    if (!$("dashboard-view").hidden) loadCounts().catch(() => {});
+    else state.countsStale = true;
+  }, COUNTS_EVERY_MS);
+}
+
+function noteSoftware(version) {  // the newest version seen: older ones are marked
+  if (version && (!state.latest || version.localeCompare(state.latest, undefined, { numeric: true }) > 0)) state.latest = version;
 }
 
 function kitState(kit) {
@@ -117,7 +175,6 @@ const REACH_WORDS = {
   none: "bloqué : les élèves hors de l'école ne peuvent pas se connecter",
   unknown: "pas encore testé",
 };
-const REACH_ORDER = ["udp", "turn-udp", "turn-tcp", "turn-tls", "none"];  // most open first
 const PATH_WORDS = { host: "en direct", srflx: "en direct (NAT)", prflx: "en direct (NAT)", relay: "par le relais" };
 
 function reachWords(reach) { return REACH_WORDS[reach] ?? reach; }
@@ -129,12 +186,6 @@ function pathWords(paths) {
       const [kind, transport] = path.split("/");
       return `${n} ${PATH_WORDS[kind] ?? kind} (${transport.toUpperCase()})`;
     }).join(", ");
-}
-
-// A school's network class: the most restrictive one its kits found ("" if none tested).
-function schoolReach(kits) {
-  const found = kits.map((k) => k.network?.reach).filter((r) => REACH_ORDER.includes(r));
-  return found.sort((a, b) => REACH_ORDER.indexOf(b) - REACH_ORDER.indexOf(a))[0] ?? "";
 }
 
 function kitNetwork(kit) {
@@ -188,55 +239,121 @@ function renderTurn() {
 
 const CONFIG_WORDS = { applied: "appliquée", pending: "en attente", deferred: "après le cours", refused: "refusée", "": "—" };
 
-function kitRow(kit, latest) {
+const STATE_WORDS = { online: "en ligne", offline: "hors ligne", problem: "avec un problème", live: "cours en direct", revoked: "révoqués" };
+const number = (n) => n.toLocaleString("fr-FR");
+
+function kitRow(kit) {
   const [cls, words] = kitState(kit);
-  const stale = latest && kit.software && kit.software !== latest;
+  const stale = state.latest && kit.software && kit.software !== state.latest;
+  const school = state.counts?.names?.get(kit.school);
   return el("tr", { class: `kit ${cls}`, dataset: { kit: kit.id } },
     el("td", {}, el("a", { href: `#/kit/${encodeURIComponent(kit.id)}`, textContent: kit.name })),
+    el("td", { textContent: school ? `${school} (${kit.school})` : kit.school }),
+    el("td", { textContent: kit.departement }),
     el("td", { class: "state", textContent: words }),
     el("td", { class: "problems", textContent: kit.problems.length ? "⚠ " + kit.problems.join(", ") : "" }),
     el("td", { class: stale ? "stale" : "", textContent: kit.software + (stale ? " (ancienne)" : "") }),
     el("td", { textContent: kit.session === "live" ? "cours en direct" : "" }),
     el("td", { class: kit.network?.reach === "none" ? "network network-none" : "network", textContent: kitNetwork(kit) }),
-    el("td", { textContent: `config : ${CONFIG_WORDS[kit.config.status] ?? kit.config.status}` }));
+    el("td", { textContent: `config : ${CONFIG_WORDS[kit.config.status] ?? kit.config.status}` }),
+    el("td", { textContent: when(kit.last_seen) }));
 }
 
-function renderDashboard() {
-  const latest = latestSoftware();
-  const byDep = new Map();
-  const kitsOf = (dep, school) => {
-    if (!byDep.has(dep)) byDep.set(dep, new Map());
-    const schools = byDep.get(dep);
-    if (!schools.has(school)) schools.set(school, []);
-    return schools.get(school);
-  };
-  for (const school of state.schools) kitsOf(school.departement, school.id);  // even with no kit yet
-  for (const kit of state.kits.values()) kitsOf(kit.departement, kit.school).push(kit);
-  const names = new Map(state.schools.map((s) => [s.id, s.name]));
-  const groups = [...byDep.keys()].sort().map((dep) => {
-    const schools = byDep.get(dep);
-    const kits = [...schools.values()].flat();
-    const online = kits.filter((k) => k.online).length;
-    return el("section", { class: "departement" },
-      el("h2", { textContent: `Département ${dep} — ${online}/${kits.length} en ligne` }),
-      ...[...schools.keys()].sort().map((school) => {
-        const list = schools.get(school).sort((a, b) => a.name.localeCompare(b.name));
-        const reach = schoolReach(list);
-        return el("div", { class: "school", dataset: { school } },
-          el("h3", {}, `${names.get(school) || school} (${school}) `,
-            el("a", { class: "settings", href: `#/config/school/${encodeURIComponent(school)}`, textContent: "réglages" }),
-            el("span", { class: reach === "none" ? "network network-none" : "network", textContent: reach ? `réseau de l'école : ${reachWords(reach)}` : "" })),
-          list.length
-            ? el("table", {}, el("tbody", {}, ...list.map((k) => kitRow(k, latest))))
-            : el("p", { class: "empty", textContent: "Aucun kit enrôlé." }));
-      }));
-  });
-  $("groups").replaceChildren(...groups);
-  const all = [...state.kits.values()];
-  const problems = all.filter((k) => k.problems.length).length;
-  $("summary").textContent =
-    `${all.filter((k) => k.online).length} kits en ligne sur ${all.length} · ${problems} avec un problème d'appareil`;
+function renderKits() {
+  const { kits, total, offset } = state.page;
+  for (const kit of kits) noteSoftware(kit.software);
+  $("kits").tBodies[0].replaceChildren(...kits.map(kitRow));
+  $("page-info").textContent = total
+    ? `Kits ${number(offset + 1)} à ${number(offset + kits.length)} sur ${number(total)}`
+    : "Aucun kit ne correspond.";
+  $("page-prev").disabled = offset === 0;
+  $("page-next").disabled = offset + kits.length >= total;
+  for (const button of document.querySelectorAll("#kits th button")) {
+    const sorted = button.dataset.sort === state.query.sort;
+    button.parentElement.setAttribute("aria-sort", sorted ? (state.query.order === "asc" ? "ascending" : "descending") : "none");
+  }
 }
+
+function countWords(c) {
+  return `${number(c.live)} en cours · ${number(c.problem)} avec un problème · ${number(c.revoked)} révoqué${c.revoked > 1 ? "s" : ""}`;
+}
+
+function schoolBlock(s) {
+  return el("div", { class: "school", dataset: { school: s.id } },
+    el("h3", {}, `${s.name} (${s.id}) `,
+      el("a", { class: "settings", href: `#/config/school/${encodeURIComponent(s.id)}`, textContent: "réglages" }),
+      el("span", { class: s.reach === "none" ? "network network-none" : "network", textContent: s.reach ? `réseau de l'école : ${reachWords(s.reach)}` : "" })),
+    s.kits
+      ? el("p", { class: "counts" }, `${number(s.online)}/${number(s.kits)} en ligne · ${countWords(s)} `,
+        el("button", { type: "button", class: "link", textContent: "voir ses kits", "aria-label": `Voir les kits de ${s.name}`, onclick: () => filterSchool(s.id) }))
+      : el("p", { class: "empty", textContent: "Aucun kit enrôlé." }));
+}
+
+function renderCounts() {
+  const counts = state.counts;
+  if (!counts) return;
+  counts.names = new Map(counts.schools.map((s) => [s.id, s.name]));
+  const t = counts.total;
+  const summary = `${number(t.online)} kits en ligne sur ${number(t.kits)} · ${number(t.live)} en cours · ${number(t.problem)} avec un problème d'appareil`;
+  if ($("summary").textContent !== summary) $("summary").textContent = summary;
+  const text = JSON.stringify([counts.departements, counts.schools]);
+  if (text === state.countsText) return;  // nothing changed: the DOM (and focus) stays
+  state.countsText = text;
+  const bySchool = new Map();
+  for (const s of counts.schools) {
+    if (!bySchool.has(s.departement)) bySchool.set(s.departement, []);
+    bySchool.get(s.departement).push(s);
+  }
+  const openAll = counts.schools.length <= OPEN_SCHOOLS;
+  $("groups").replaceChildren(...counts.departements.map((d) => {
+    const open = state.opened.get(d.departement) ?? openAll;
+    const list = el("div", { class: "schools" });
+    const fill = () => { if (!list.childElementCount) list.append(...bySchool.get(d.departement).map(schoolBlock)); };
+    const details = el("details", { class: "departement", open, dataset: { departement: d.departement } },
+      el("summary", {},
+        el("h2", { textContent: `Département ${d.departement} — ${number(d.online)}/${number(d.kits)} en ligne` }),
+        el("span", { class: "counts", textContent: ` · ${countWords(d)}` })),
+      list);
+    if (open) fill();  // schools of closed départements are built when opened
+    details.addEventListener("toggle", () => { state.opened.set(d.departement, details.open); if (details.open) fill(); });
+    return details;
+  }));
+  const select = $("kit-dep");
+  select.replaceChildren(el("option", { value: "", textContent: "tous" }),
+    ...counts.departements.map((d) => el("option", { value: d.departement, textContent: d.departement })));
+  select.value = state.query.departement;
+}
+
+function filterSchool(school) {
+  $("kit-school").value = school;
+  setQuery({ school });
+  $("kit-list").scrollIntoView();
+}
+
+function setQuery(changes) {
+  Object.assign(state.query, changes, { offset: changes.offset ?? 0 });
+  loadPage();
+}
+
+for (const button of document.querySelectorAll("#kits th button")) {
+  button.addEventListener("click", () => {
+    const sort = button.dataset.sort;
+    const order = state.query.sort === sort && state.query.order === "asc" ? "desc" : "asc";
+    setQuery({ sort, order });
+  });
+}
+$("kit-state").addEventListener("change", () => setQuery({ state: $("kit-state").value }));
+$("kit-dep").addEventListener("change", () => setQuery({ departement: $("kit-dep").value }));
+let typing = null;
+for (const [id, key] of [["kit-q", "q"], ["kit-school", "school"]]) {
+  $(id).addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => setQuery({ [key]: $(id).value.trim() }), 300);
+  });
+}
+$("kit-filters").addEventListener("submit", (event) => event.preventDefault());
+$("page-prev").addEventListener("click", () => setQuery({ offset: Math.max(0, state.page.offset - PAGE_SIZE) }));
+$("page-next").addEventListener("click", () => setQuery({ offset: state.page.offset + PAGE_SIZE }));
 
 function listen() {
   if (state.events) state.events.close();
@@ -246,22 +363,38 @@ function listen() {
   events.onerror = () => { $("live-state").textContent = "reconnexion…"; $("live-state").className = "badge"; };
   events.addEventListener("kit", (event) => {
     const kit = JSON.parse(event.data);
-    state.kits.set(kit.id, kit);
-    scheduleRender(kit.id);
+    if (state.fresh) state.fresh.set(kit.id, kit);
+    const index = state.page.kits.findIndex((k) => k.id === kit.id);
+    if (index >= 0) {  // a visible row: updated in place; the others come with the next page
+      state.page.kits[index] = kit;
+      scheduleRender(kit.id);
+    } else if (currentKit === kit.id) {
+      scheduleRender(kit.id);
+    }
+    scheduleCounts();
   });
-  events.addEventListener("resync", () => loadKits());
+  events.addEventListener("resync", () => { loadPage(); loadCounts().catch(() => {}); });
   events.addEventListener("signedout", () => showLogin());  // signed out elsewhere, or removed
 }
 
-let renderPending = false;
+const dirty = new Set();
 function scheduleRender(kitId) {
-  if (renderPending) return;
-  renderPending = true;
-  requestAnimationFrame(() => {
-    renderPending = false;
-    if (!$("dashboard-view").hidden) renderDashboard();
-    else if (currentKit === kitId) renderKit(kitId);
-  });
+  if (dirty.size === 0) requestAnimationFrame(renderDirty);
+  dirty.add(kitId);
+}
+
+function renderDirty() {
+  const body = $("kits").tBodies[0];
+  for (const kitId of dirty) {
+    const kit = state.page.kits.find((k) => k.id === kitId);
+    const row = body.querySelector(`tr[data-kit="${CSS.escape(kitId)}"]`);
+    if (kit && row) {
+      noteSoftware(kit.software);
+      row.replaceWith(kitRow(kit));
+    }
+    if (currentKit === kitId && !$("kit-view").hidden) renderKit(kitId);
+  }
+  dirty.clear();
 }
 
 $("code-form").addEventListener("submit", async (event) => {
@@ -285,7 +418,7 @@ $("school-form").addEventListener("submit", async (event) => {
     await api("POST", "/api/v1/schools", school);
     $("school-output").textContent = `École ${school.id} ajoutée.`;
     $("school-form").reset();
-    await loadKits();
+    await Promise.all([loadCounts(), loadSchools()]);
   } catch (error) {
     $("school-output").textContent = error.message;
   }
@@ -296,7 +429,7 @@ $("school-form").addEventListener("submit", async (event) => {
 let currentScope = null;  // [level, id]
 
 async function renderScopeConfig(level, id) {
-  const name = state.schools.find((s) => s.id === id)?.name;
+  const name = state.counts?.names?.get(id) ?? state.schools.find((s) => s.id === id)?.name;
   $("config-title").textContent = level === "fleet" ? "Réglages de tout le parc" : `Réglages de l'école ${name ? name + " " : ""}(${id})`;
   $("scope-config-output").textContent = "";
   $("scope-config-error").textContent = "";
@@ -457,6 +590,8 @@ async function renderKit(kitId) {
     $("config-json").value = JSON.stringify(kit.layers.kit, null, 2);
   }
   if (document.activeElement !== $("rename-name")) $("rename-name").value = kit.name;  // typing
+  await state.schoolsLoaded;
+  if (currentKit !== kitId) return;
   if (document.activeElement !== $("move-school")) {
     $("move-school").replaceChildren(...state.schools.map((s) =>
       el("option", { value: s.id, textContent: `${s.id} — ${s.name}`, selected: s.id === kit.school })));
@@ -521,7 +656,7 @@ function route() {
   } else {
     currentKit = null;
     show("dashboard-view");
-    renderDashboard();
+    if (state.countsStale) loadCounts().catch(() => {});
   }
 }
 

@@ -30,6 +30,7 @@ from kitlink import (
     Session,
     SessionInfo,
     State,
+    Stored,
     Welcome,
     WhepOffer,
     encode,
@@ -230,3 +231,12 @@ def test_errors_stand_on_the_shared_root() -> None:
     assert issubclass(ProtocolError, SharedProtocolError) and issubclass(ProtocolError, KitError)
     assert issubclass(LocalProtocolError, KitError)
     assert issubclass(LocalProtocolError, RuntimeError)  # senders treat it as a closed link
+
+
+def test_stored_only_to_a_kit_that_said_it_understands_it() -> None:
+    stored = Stored(upto=12.5)
+    plain = open_server()
+    with pytest.raises(LocalProtocolError):
+        plain.send(stored)
+    knows = open_server(hello=HELLO.model_copy(update={"features": ["stored_ack"]}))
+    assert json.loads(knows.send(stored)) == {"type": "stored", "upto": 12.5}

@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +23,7 @@ from agent.link import Uplink
 from agent.link.credential import enroll, save_credential
 from agent.session import ClassSession
 from agent.webrtc.ice import restrict_host_addresses
+from bench.postgres import postgres as pg_server
 from provisioning import store
 from provisioning.app import make_app
 from provisioning.auth import hash_password
@@ -41,52 +37,12 @@ ADMIN_PASSWORD = "correct horse battery staple"
 FAST = Settings(health_interval_s=0.3, offline_after_s=3.0, history_every_s=0.0)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        raise RuntimeError("PostgreSQL is not installed (make setup installs it)")
-    return found[-1]
-
-
-def _as_postgres(*command: str) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[str]:
-    """A PostgreSQL server for the whole test session: ``postgresql://postgres@127.0.0.1:PORT``.
-
-    PostgreSQL refuses to run as root, so as root it runs as the ``postgres`` user."""
-    base = Path(tempfile.mkdtemp(prefix="kit-pg-"))
-    data = base / "data"
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-    port = _free_port()
-    subprocess.run(
-        _as_postgres(_pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                     "--no-sync", "-E", "UTF8"),
-        check=True, capture_output=True,
-    )  # fmt: skip
-    options = f"-c listen_addresses={LOOPBACK} -p {port} -k {base} -c fsync=off"
-    subprocess.run(
-        _as_postgres(_pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l",
-                     str(base / "log"), "-w", "start"),
-        check=True, capture_output=True,
-    )  # fmt: skip
-    try:
-        yield f"postgresql://postgres@{LOOPBACK}:{port}"
-    finally:
-        subprocess.run(
-            _as_postgres(_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"),
-            capture_output=True,
-        )
-        shutil.rmtree(base, ignore_errors=True)
+    """A PostgreSQL server for the whole test session: ``postgresql://postgres@127.0.0.1:PORT``
+    (bench/postgres.py: as the ``postgres`` user when run as root)."""
+    with pg_server() as server:
+        yield server.url
 
 
 _databases = iter(range(1, 1_000_000))

@@ -307,6 +307,8 @@ async def test_the_kits_network_report_is_kept_and_listed(live_server: LiveServe
         await ws.send(encode(Health(seq=0, sent_at=time.time(), report=report)))
         kit = live_server.server.fleet.kits[kit_id]
         await until(lambda: kit.network is not None, 5, "the network part is kept")
+        # The list reads the database: the writer's next batch (50 ms) brings the report.
+        await until(lambda: live_server.server.writer.queued == 0, 5, "written")
         status, body = await live_server.call("root@example.fr", "GET", "/api/v1/kits")
         assert status == 200
         (listed,) = [k for k in body["kits"] if k["id"] == kit_id]

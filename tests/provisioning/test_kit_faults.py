@@ -5,7 +5,6 @@ reconnect; the figures are measured and printed."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import json
 import signal
@@ -134,7 +133,7 @@ async def test_server_down_class_goes_on_and_reports_arrive_later(
     frames_before = pupil.tracks["camera"].frames
     await asyncio.sleep(3.0)
     during = pupil.tracks["camera"].frames - frames_before
-    queued = len(agent.link.backlog)
+    queued = len(agent.link.reports.backlog)
     assert queued >= 5, queued  # one report every 0.3 s (FAST settings)
 
     server, runner, _ = await start_server(live_server.options, port)
@@ -142,7 +141,7 @@ async def test_server_down_class_goes_on_and_reports_arrive_later(
     up_wall, up = time.time(), time.monotonic()
     await until(lambda: server.fleet.backlog_received >= queued, 10, "the queued reports")
     arrived = time.monotonic()
-    assert not agent.link.backlog
+    assert not agent.link.reports.backlog
     await until(lambda: server.writer.queued == 0, 5, "written")
     history = await store.health_history_of(server.engine, kit_id, 200)
     during_outage = [h for h in history if down_wall <= h["received_at"] <= up_wall]
@@ -163,11 +162,11 @@ async def test_a_long_outage_keeps_the_newest_reports_and_counts_the_rest(
     live_server: LiveServer, linked_agent: AgentMaker
 ) -> None:
     agent = await linked_agent()
-    agent.link.backlog = collections.deque(maxlen=3)  # an hour's worth, in miniature
+    agent.link.reports.limit = 3  # an hour's worth, in miniature
     port = int(live_server.url.rsplit(":", 1)[1])
     await stop_server(live_server.server, live_server.runner)
     down_wall = time.time()
-    await until(lambda: agent.link.backlog_dropped >= 4, 5, "reports dropped")
+    await until(lambda: agent.link.reports.dropped >= 4, 5, "reports dropped")
 
     server, runner, _ = await start_server(live_server.options, port)
     live_server.server, live_server.runner = server, runner
@@ -176,7 +175,7 @@ async def test_a_long_outage_keeps_the_newest_reports_and_counts_the_rest(
     await asyncio.sleep(0.5)
     fleet = server.fleet
     assert fleet.backlog_received == 3  # the bound
-    assert fleet.backlog_dropped >= 4 and agent.link.backlog_dropped == 0
+    assert fleet.backlog_dropped >= 4 and agent.link.reports.dropped == 0
     await until(lambda: server.writer.queued == 0, 5, "written")
     history = await store.health_history_of(server.engine, agent.kit_id, 200)
     outage = sorted(h["received_at"] for h in history if down_wall < h["received_at"] < linked_wall)

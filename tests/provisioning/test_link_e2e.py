@@ -281,3 +281,35 @@ async def test_the_uplink_budget_is_pushed_only_to_kits_that_know_it(
         pushed[bool(features)] = PushedConfig.model_validate(frames[1]["config"]).overlay()
     assert pushed[True] == school
     assert pushed[False] == {"camera": {"fps": 15}}
+
+
+async def test_the_waiting_room_default_is_pushed_only_to_kits_that_know_it(
+    live_server: LiveServer,
+) -> None:
+    """``kiosk.waiting_room`` (issue 17) goes only to kits whose hello lists
+    ``class_control``: an older kit gets the rest of its ``kiosk`` section."""
+    await live_server.school("0751234A")
+    admin = "root@example.fr"
+    await live_server.admin(admin)
+    school = {"camera": {"fps": 15}, "kiosk": {"language": "en", "waiting_room": True}}
+    await live_server.call(admin, "PUT", "/api/v1/config/school/0751234A", school)
+    url = live_server.url.replace("http://", "ws://") + LINK_PATH
+    pushed: dict[bool, dict[str, Any]] = {}
+    for features in (["class_control"], []):
+        credential = await enroll(live_server.url, await live_server.code("0751234A"))
+        async with connect(url, open_timeout=5, ping_interval=None) as ws:
+            await ws.send(hello_for(credential.kit_id, credential.secret, features=features))
+            async with asyncio.timeout(5):
+                frames = [json.loads(await ws.recv()) for _ in range(2)]
+        assert [f["type"] for f in frames] == ["welcome", "config"], frames
+        pushed[bool(features)] = PushedConfig.model_validate(frames[1]["config"]).overlay()
+    assert pushed[True] == school
+    assert pushed[False] == {"camera": {"fps": 15}, "kiosk": {"language": "en"}}
+
+
+def test_a_kiosk_section_left_empty_is_not_pushed() -> None:
+    from provisioning.fleet import pushable
+
+    desired = {"kiosk": {"waiting_room": False}}
+    assert pushable(desired, ()).overlay() == {}
+    assert pushable(desired, ("class_control",)).overlay() == desired

@@ -21,7 +21,7 @@ async def test_migrated_schema_matches_the_tables(tmp_path: Path, db_url: str) -
                 lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
             )
             version = await connection.exec_driver_sql("SELECT version_num FROM alembic_version")
-            assert [row[0] for row in version] == ["0002"]
+            assert [row[0] for row in version] == ["0003"]
     finally:
         await engine.dispose()
     assert diff == [], diff

@@ -22,6 +22,7 @@ import pytest
 
 from agent.config import load_config
 from provisioning.turn import parse_turn_url, read_secret_file
+from tests.haproxy import check_config, make_haproxy_cert, render_haproxy_config
 from tests.nat import render_turn_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -252,3 +253,103 @@ def test_turn_install_refuses_a_host_it_cannot_use(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "no usable TURN host name" in result.stderr
     assert not (tmp_path / "root/etc/coturn/turnserver.conf").exists()
+
+
+def test_server_install_as_a_cluster_node_behind_haproxy(tmp_path: Path) -> None:
+    """``--node`` and ``--lb-node``: the node's options added once with a shared secret made
+    once; HAProxy's configuration is the template the HAProxy test runs (tests/haproxy.py),
+    accepted by ``haproxy -c`` with a real certificate, read through the drop-in, reloaded (not
+    restarted: the kits' links stay up) when the nodes change; a second run changes nothing."""
+    root = tmp_path / "root"
+    tree = source_tree(tmp_path / "src")
+    cert = make_haproxy_cert(tmp_path)
+    nodes = ["10.0.0.2:8443", "10.0.0.3:8443"]
+    lb = [word for node in nodes for word in ("--lb-node", node)]
+    node = ["--node", "http://10.0.0.2:8443", "--db", "postgresql://kit:pw@10.0.0.5/kit"]
+    args = [*node, "--proxy", "10.0.0.1", *lb, "--lb-cert", str(cert)]
+    log = install(tree, "install-server.sh", root, *args, "https://fleet.example.fr")
+
+    secret_file = root / "etc/kit-provisioning/cluster-secret"
+    assert len(read_secret_file(secret_file)) == 64
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    text = (root / "etc/kit-provisioning/provisioning.env").read_text(encoding="utf-8")
+    [line] = [line for line in text.splitlines() if line.startswith("KIT_PROVISIONING_CLUSTER")]
+    words = line.split("=", 1)[1].strip('"').split()
+    options = dict(zip(words[::2], words[1::2], strict=True))
+    assert options == {
+        "--node-id": f"{os.uname().nodename}-8443",
+        "--node-url": "http://10.0.0.2:8443",
+        "--cluster-secret-file": "/etc/kit-provisioning/cluster-secret",
+        "--trusted-proxy": "10.0.0.1",
+        "--db": "postgresql://kit:pw@10.0.0.5/kit",
+    }
+    unit = (root / "etc/systemd/system/kit-provisioning.service").read_text(encoding="utf-8")
+    assert "$KIT_PROVISIONING_CLUSTER_ARGS" in unit
+
+    config = root / "etc/haproxy/kit-provisioning.cfg"
+    assert config.read_text(encoding="utf-8") == render_haproxy_config(nodes, str(cert))
+    assert stat.S_IMODE(config.stat().st_mode) == 0o640
+    checked = check_config(config)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "WARNING" not in checked.stdout + checked.stderr, checked.stdout + checked.stderr
+    dropin = root / "etc/systemd/system/haproxy.service.d/kit-provisioning.conf"
+    assert dropin.read_bytes() == (REPO / "systemd/haproxy-kit.conf").read_bytes()
+    assert "Environment=CONFIG=/etc/haproxy/kit-provisioning.cfg" in dropin.read_text("utf-8")
+    sysctl = root / "etc/sysctl.d/60-kit-haproxy.conf"
+    assert "net.ipv4.ip_local_port_range = 10000 65535" in sysctl.read_text(encoding="utf-8")
+    for planned in (
+        f"[dry run] chown kit-provisioning:kit-provisioning {secret_file}",
+        f"[dry run] chown root:haproxy {config}",
+        "[dry run] sysctl -q -p /etc/sysctl.d/60-kit-haproxy.conf",
+        "[dry run] systemctl enable haproxy.service",
+        "[dry run] systemctl restart haproxy.service",
+        "[dry run] systemctl restart kit-provisioning.service",
+    ):
+        assert planned in log, log
+
+    first = snapshot(root)
+    log = install(tree, "install-server.sh", root, *args)
+    assert snapshot(root) == first, "a second run changed the installed tree"
+    assert "systemctl restart" not in log and "reload-or-restart" not in log, log
+    assert "[dry run] systemctl start haproxy.service" in log
+
+    # A third node: HAProxy reloads (its old process keeps the links), the server is untouched.
+    log = install(tree, "install-server.sh", root, *args, "--lb-node", "10.0.0.4:8443")
+    assert "    server node3 10.0.0.4:8443\n" in config.read_text(encoding="utf-8")
+    assert "[dry run] systemctl reload-or-restart haproxy.service" in log, log
+    assert "systemctl restart" not in log, log
+
+
+def test_load_balancer_only_and_bad_options(tmp_path: Path) -> None:
+    """``--lb-only`` installs HAProxy alone (no server, no virtualenv, plain HTTP without a
+    certificate); a node that is not HOST:PORT, a relative certificate path or a node without a
+    PostgreSQL URL are refused before anything is written."""
+    root = tmp_path / "root"
+    tree = source_tree(tmp_path / "src")
+    install(tree, "install-server.sh", root, "--lb-only", "--lb-node", "[2001:db8::2]:8443")
+    config = (root / "etc/haproxy/kit-provisioning.cfg").read_text(encoding="utf-8")
+    assert config == render_haproxy_config(["[2001:db8::2]:8443"])
+    binds = [line.split() for line in config.splitlines() if line.startswith("    bind ")]
+    assert binds == [["bind", ":80"]]
+    assert "backend acme" not in config and "http-request redirect" not in config
+    assert not (root / "opt").exists() and not (root / "etc/kit-provisioning").exists()
+
+    env = {**os.environ, "ROOT": str(tmp_path / "bad"), "KIT_PYTHON": sys.executable}
+    for args, message in (
+        (["--lb-node", "10.0.0.2"], "HOST:PORT expected"),
+        (["--lb-node", "10.0.0.2:84;43"], "HOST:PORT expected"),
+        (["--lb-node", "10.0.0.2:8443", "--lb-cert", "fleet.pem"], "absolute path"),
+        (["--node", "http://10.0.0.2:8443", "https://p.example.fr"], "give --db postgresql"),
+        (["--node", "10.0.0.2:8443", "https://p.example.fr"], "http://HOST:PORT expected"),
+        (["--db", "postgresql://kit:p w@db/kit", "https://p.example.fr"], "no spaces"),
+        (["--lb-only"], "give the nodes"),
+        (["--lb-node"], "--lb-node needs a value"),
+    ):
+        result = subprocess.run(
+            ["sh", str(tree / "systemd/install-server.sh"), *args],
+            env={**env, "KIT_PIP_OPTS": "--no-deps"}, capture_output=True, text=True,
+            timeout=600, check=False,
+        )  # fmt: skip
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert not (tmp_path / "bad/etc/haproxy").exists()

@@ -102,3 +102,28 @@ def test_coturn_drop_in_verifies_and_confines_coturn(tmp_path: Path) -> None:
     level, rating = exposure(root, "coturn.service")
     assert rating in GOOD_RATINGS and level <= 4.0, f"coturn: exposure {level} {rating}"
     assert bare[0] > level + 3, f"the drop-in changed little: {bare} → {level}"
+
+
+def test_haproxy_drop_in_verifies_and_confines_haproxy(tmp_path: Path) -> None:
+    """systemd/haproxy-kit.conf over Debian's haproxy.service (install-server.sh --lb-node):
+    verify is silent, HAProxy reads the configuration install-server.sh writes, and the
+    exposure drops below the package's."""
+    if not (SYSTEM_UNITS / "haproxy.service").exists():
+        pytest.skip("Debian's haproxy is not installed (make setup installs it)")
+    root = scratch_root(tmp_path, {})
+    bare = exposure(root, "haproxy.service")
+    drop_in = (UNITS_DIR / "haproxy-kit.conf").read_text(encoding="utf-8")
+    target = root / "etc/systemd/system/haproxy.service.d/kit-provisioning.conf"
+    target.parent.mkdir(parents=True)
+    target.write_text(drop_in, encoding="utf-8")
+    for program in ("/usr/sbin/haproxy",):
+        stand_in = root / program.lstrip("/")
+        stand_in.parent.mkdir(parents=True, exist_ok=True)
+        stand_in.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+        stand_in.chmod(0o755)
+    assert "Environment=CONFIG=/etc/haproxy/kit-provisioning.cfg" in drop_in.splitlines()
+    result = analyze("verify", f"--root={root}", "haproxy.service")
+    assert (result.returncode, result.stdout + result.stderr) == (0, ""), result.stderr
+    level, _rating = exposure(root, "haproxy.service")
+    print({"haproxy_exposure": {"package": bare, "with_drop_in": level}})
+    assert bare[0] > level + 1.5, f"the drop-in changed little: {bare} → {level}"
