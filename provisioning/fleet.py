@@ -215,6 +215,11 @@ def _stored_network(health: str | None) -> NetworkHealth | None:
         return None
 
 
+def _identity(row: dict[str, Any]) -> dict[str, Any]:
+    """What a kit's row says of who it is (the rest is its state)."""
+    return {name: row[name] for name in ("id", "name", "school_id", "departement", "secret_hash")}
+
+
 class Fleet:
     def __init__(
         self,
@@ -260,11 +265,7 @@ class Fleet:
 
     def _kit_of(self, row: dict[str, Any]) -> Kit:
         kit = Kit(
-            id=row["id"],
-            name=row["name"],
-            school_id=row["school_id"],
-            departement=row["departement"],
-            secret_hash=row["secret_hash"],
+            **_identity(row),
             revoked=row["revoked_at"] is not None,
             last_seen=row["last_seen"],
             offline_since=row["offline_since"] or row["last_seen"],
@@ -292,13 +293,7 @@ class Fleet:
         self.by_token[kit.token] = kit
 
     def add(self, row: dict[str, Any]) -> Kit:
-        kit = Kit(
-            id=row["id"],
-            name=row["name"],
-            school_id=row["school_id"],
-            departement=row["departement"],
-            secret_hash=row["secret_hash"],
-        )
+        kit = Kit(**_identity(row))
         self._compute_desired(kit)
         self.kits[kit.id] = kit
         self.publish(kit)

@@ -292,15 +292,19 @@ async def prune_history(engine: AsyncEngine, before: float) -> int:
     return int(result.rowcount or 0)
 
 
-async def health_history_of(engine: AsyncEngine, kit_id: str, limit: int) -> list[dict[str, Any]]:
-    query = (
+def history_query(kit_id: str, limit: int) -> sa.Select[Any]:
+    """A kit's latest ``limit`` history entries, newest first."""
+    return (
         sa.select(health_history.c.received_at, health_history.c.sent_at, health_history.c.report)
         .where(health_history.c.kit_id == kit_id)
         .order_by(health_history.c.received_at.desc())
         .limit(limit)
     )
+
+
+async def health_history_of(engine: AsyncEngine, kit_id: str, limit: int) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
-        rows = await conn.execute(query)
+        rows = await conn.execute(history_query(kit_id, limit))
     return [
         {"received_at": r.received_at, "sent_at": r.sent_at, "report": json.loads(r.report)}
         for r in rows

@@ -32,11 +32,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from agent.config import ServerLinkConfig
 from agent.link.client import backoff_delay
+from bench.provisioning.sim import REPORT
 from kitlink import (
     LINK_PATH,
     VERSION,
     Health,
-    HealthReport,
     Hello,
     Welcome,
     encode,
@@ -64,22 +64,6 @@ TAKEOVER_S = 14.0
 """A node's heartbeat is 2 s, it is dead after 10 s without one here (--node-dead-after): by then
 another node has taken its kits over."""
 ADMIN = "national@example.fr"
-REPORT = HealthReport.model_validate(
-    {
-        "software": "0.1.0",
-        "uptime_s": 60.0,
-        "cpu_percent": 12.0,
-        "load": [0.2, 0.2, 0.2],
-        "memory": {"total_mb": 3900, "available_mb": 2300},
-        "disk_free_mb": 48000,
-        "cpu_temp_c": 51.0,
-        "devices": {
-            name: {"state": "ok", "detail": ""} for name in ("camera", "document", "microphone")
-        },
-        "session": {"state": "idle", "viewers": 0, "elapsed_s": 0.0},
-        "streams": [],
-    }
-)
 
 
 def cli(db: str, data: Path, *argv: str, stdin: str = "") -> str:
