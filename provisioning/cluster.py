@@ -301,6 +301,19 @@ DB_ERRORS = (OSError, TimeoutError, SQLAlchemyError, asyncpg.PostgresError)
 """The database unreachable or failing: a warning each time, not a traceback."""
 
 
+async def read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole answer body, at most ``limit`` bytes (``read(n)`` returns what has arrived so
+    far, not ``n`` bytes: an answer in several segments would be cut)."""
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await stream.read(limit + 1 - size):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise aiohttp.ClientPayloadError("answer too large")
+    return b"".join(parts)
+
+
 def _brief(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
@@ -660,9 +673,7 @@ class Cluster:
                     headers=headers,
                     allow_redirects=False,
                 ) as answer:
-                    content = await answer.content.read(FORWARD_MAX_BODY + 1)
-                    if len(content) > FORWARD_MAX_BODY:
-                        raise aiohttp.ClientPayloadError("answer too large")
+                    content = await read_bounded(answer.content, FORWARD_MAX_BODY)
                     passed: CIMultiDict[str] = CIMultiDict()
                     for name in PASSED_BACK:
                         for value in answer.headers.getall(name, []):

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import asyncpg
@@ -44,6 +44,7 @@ from provisioning.cluster import (
     LinkEvent,
     TokenEvent,
     decode,
+    read_bounded,
     resource_node,
     stale_before,
 )
@@ -822,3 +823,23 @@ async def test_a_pupil_s_ice_servers_come_from_the_kit_s_node(two_nodes: Cluster
             assert await _metric(http, b, "provisioning_cluster_forwarded_total") == 1  # local
     finally:
         await ws.close()
+
+
+class Trickle:
+    """An answer body that arrives 7 bytes at a time (a stream's ``read(n)`` gives what has
+    arrived, not ``n`` bytes)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def read(self, n: int) -> bytes:
+        chunk, self.data = self.data[: min(n, 7)], self.data[min(n, 7) :]
+        return chunk
+
+
+async def test_a_forwarded_answer_in_pieces_is_read_whole_and_bounded() -> None:
+    sdp = b"v=0\r\n" + b"a=candidate:1 1 udp 1 192.0.2.1 9 typ host\r\n" * 40
+    assert await read_bounded(cast(aiohttp.StreamReader, Trickle(sdp)), 64 * 1024) == sdp
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await read_bounded(cast(aiohttp.StreamReader, Trickle(b"x" * 101)), 100)
+    assert await read_bounded(cast(aiohttp.StreamReader, Trickle(b"x" * 100)), 100) == b"x" * 100
