@@ -237,3 +237,28 @@ async def linked_agent(live_server: LiveServer, tmp_path: Path) -> AsyncIterator
 async def _finish(generator: AsyncIterator[LinkedAgent]) -> None:
     with contextlib.suppress(StopAsyncIteration):
         await generator.__anext__()
+
+
+@contextlib.asynccontextmanager
+async def admin_page(
+    url: str, email: str = "root@example.fr"
+) -> AsyncIterator[tuple[Any, list[str]]]:
+    """The admin UI in a real Chromium (French), signed in as ``email``: (page, the page's
+    uncaught errors)."""
+    from playwright.async_api import async_playwright
+
+    from tests.chromium import CHROMIUM, CHROMIUM_ARGS
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await (await browser.new_context(locale="fr-FR")).new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(url + "/admin/")
+            await page.fill("#login-email", email)
+            await page.fill("#login-password", ADMIN_PASSWORD)
+            await page.click("#login-form button")
+            yield page, errors
+        finally:
+            await browser.close()

@@ -33,9 +33,9 @@ from provisioning import store
 from provisioning.fleet import _stored_network
 from tests.conftest import chrome_offer_on_loopback, until
 from tests.provisioning.conftest import (
-    ADMIN_PASSWORD,
     AgentMaker,
     LiveServer,
+    admin_page,
     server_options,
     serving,
 )
@@ -329,9 +329,8 @@ async def test_the_kits_network_report_is_kept_and_listed(live_server: LiveServe
 async def test_admin_ui_shows_turn_settings_and_each_schools_network(
     live_server: LiveServer,
 ) -> None:
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
-    from tests.chromium import CHROMIUM, CHROMIUM_ARGS
     from tests.kiosk.test_accessibility import violations
 
     kit_id, secret = await enroll_raw(live_server)
@@ -350,16 +349,8 @@ async def test_admin_ui_shows_turn_settings_and_each_schools_network(
         reporting = asyncio.create_task(keep_reporting())
         kit = live_server.server.fleet.kits[kit_id]
         await until(lambda: kit.network is not None, 5, "the network part is kept")
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = await (await browser.new_context(locale="fr-FR")).new_page()
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                await page.goto(live_server.url + "/admin/")
-                await page.fill("#login-email", "root@example.fr")
-                await page.fill("#login-password", ADMIN_PASSWORD)
-                await page.click("#login-form button")
+        try:
+            async with admin_page(live_server.url) as (page, errors):
                 school = page.locator(f'.school[data-school="{SCHOOL}"] h3 .network')
                 await expect(school).to_have_text(
                     "réseau de l'école : bloqué : les élèves hors de l'école ne peuvent pas "
@@ -392,9 +383,8 @@ async def test_admin_ui_shows_turn_settings_and_each_schools_network(
                 )
                 assert await violations(page) == []
                 assert errors == []
-            finally:
-                reporting.cancel()
-                await browser.close()
+        finally:
+            reporting.cancel()
 
 
 async def test_a_kits_set_is_renewed_before_expiry_while_the_link_is_up(

@@ -259,6 +259,22 @@ async def test_without_turn_a_kit_that_knows_ice_servers_gets_an_empty_set(
     assert frames[2]["ice_servers"] == []
 
 
+async def pushed_with_and_without(live_server: LiveServer, feature: str) -> dict[bool, Any]:
+    """The configuration pushed to a new kit of school 0751234A whose hello lists ``feature``
+    (True) and to one whose hello lists nothing (False)."""
+    url = live_server.url.replace("http://", "ws://") + LINK_PATH
+    pushed: dict[bool, dict[str, Any]] = {}
+    for features in ([feature], []):
+        credential = await enroll(live_server.url, await live_server.code("0751234A"))
+        async with connect(url, open_timeout=5, ping_interval=None) as ws:
+            await ws.send(hello_for(credential.kit_id, credential.secret, features=features))
+            async with asyncio.timeout(5):
+                frames = [json.loads(await ws.recv()) for _ in range(2)]
+        assert [f["type"] for f in frames] == ["welcome", "config"], frames
+        pushed[bool(features)] = PushedConfig.model_validate(frames[1]["config"]).overlay()
+    return pushed
+
+
 async def test_the_uplink_budget_is_pushed_only_to_kits_that_know_it(
     live_server: LiveServer,
 ) -> None:
@@ -269,16 +285,7 @@ async def test_the_uplink_budget_is_pushed_only_to_kits_that_know_it(
     await live_server.admin(admin)
     school = {"camera": {"fps": 15}, "network": {"uplink_kbps": 20000}}
     await live_server.call(admin, "PUT", "/api/v1/config/school/0751234A", school)
-    url = live_server.url.replace("http://", "ws://") + LINK_PATH
-    pushed: dict[bool, dict[str, Any]] = {}
-    for features in (["network_config"], []):
-        credential = await enroll(live_server.url, await live_server.code("0751234A"))
-        async with connect(url, open_timeout=5, ping_interval=None) as ws:
-            await ws.send(hello_for(credential.kit_id, credential.secret, features=features))
-            async with asyncio.timeout(5):
-                frames = [json.loads(await ws.recv()) for _ in range(2)]
-        assert [f["type"] for f in frames] == ["welcome", "config"], frames
-        pushed[bool(features)] = PushedConfig.model_validate(frames[1]["config"]).overlay()
+    pushed = await pushed_with_and_without(live_server, "network_config")
     assert pushed[True] == school
     assert pushed[False] == {"camera": {"fps": 15}}
 
@@ -293,16 +300,7 @@ async def test_the_waiting_room_default_is_pushed_only_to_kits_that_know_it(
     await live_server.admin(admin)
     school = {"camera": {"fps": 15}, "kiosk": {"language": "en", "waiting_room": True}}
     await live_server.call(admin, "PUT", "/api/v1/config/school/0751234A", school)
-    url = live_server.url.replace("http://", "ws://") + LINK_PATH
-    pushed: dict[bool, dict[str, Any]] = {}
-    for features in (["class_control"], []):
-        credential = await enroll(live_server.url, await live_server.code("0751234A"))
-        async with connect(url, open_timeout=5, ping_interval=None) as ws:
-            await ws.send(hello_for(credential.kit_id, credential.secret, features=features))
-            async with asyncio.timeout(5):
-                frames = [json.loads(await ws.recv()) for _ in range(2)]
-        assert [f["type"] for f in frames] == ["welcome", "config"], frames
-        pushed[bool(features)] = PushedConfig.model_validate(frames[1]["config"]).overlay()
+    pushed = await pushed_with_and_without(live_server, "class_control")
     assert pushed[True] == school
     assert pushed[False] == {"camera": {"fps": 15}, "kiosk": {"language": "en"}}
 

@@ -10,19 +10,18 @@ import time
 from typing import Any
 
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 from websockets.asyncio.client import connect
 
 from kitlink import Health, encode
 from provisioning import store
-from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import until
 from tests.kiosk.test_accessibility import violations
 from tests.provisioning.test_ice_link import enroll_raw, frames_until, ws_url
 from tests.provisioning.test_protocol import REPORT
 from tests.provisioning.wire import hello_for
 
-from .conftest import ADMIN_PASSWORD, LiveServer
+from .conftest import LiveServer, admin_page
 
 pytestmark = [pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
 
@@ -74,44 +73,33 @@ async def test_the_distribution_is_kept_served_and_shown(live_server: LiveServer
 async def show_in_the_admin_ui(
     live_server: LiveServer, kit_id: str, current: dict[str, Any]
 ) -> None:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = await (await browser.new_context(locale="fr-FR")).new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.goto(live_server.url + "/admin/")
-            await page.fill("#login-email", "root@example.fr")
-            await page.fill("#login-password", ADMIN_PASSWORD)
-            await page.click("#login-form button")
-            await page.click(f'tr[data-kit="{kit_id}"] a')
-            facts = page.locator("#kit-facts")
-            await expect(facts).to_contain_text(
-                "Qualité des élèves19 pleine qualité, 5 qualité réduite, 1 son seulement"
-            )
-            await expect(facts).to_contain_text(
-                "Caméra de la salle (élèves par couche)20 haute, 3 moyenne, 1 basse, 1 en pause"
-            )
-            await expect(facts).to_contain_text(
-                "Caméra document (élèves par couche)19 haute, 4 basse, 2 en pause"
-            )
-            await expect(facts).to_contain_text("Perte la plus forte (un élève)12,5 %")
-            assert await violations(page) == []
+    async with admin_page(live_server.url) as (page, errors):
+        await page.click(f'tr[data-kit="{kit_id}"] a')
+        facts = page.locator("#kit-facts")
+        await expect(facts).to_contain_text(
+            "Qualité des élèves19 pleine qualité, 5 qualité réduite, 1 son seulement"
+        )
+        await expect(facts).to_contain_text(
+            "Caméra de la salle (élèves par couche)20 haute, 3 moyenne, 1 basse, 1 en pause"
+        )
+        await expect(facts).to_contain_text(
+            "Caméra document (élèves par couche)19 haute, 4 basse, 2 en pause"
+        )
+        await expect(facts).to_contain_text("Perte la plus forte (un élève)12,5 %")
+        assert await violations(page) == []
 
-            # Live: the class recovers, the kit's next report says so and the page follows.
-            recovered = {
-                "layers": {"camera": {"high": 25}, "document": {"high": 25}},
-                "quality": {"full": 25},
-                "worst_loss_percent": None,
-            }
-            current["report"] = {**REPORT, "pupils": recovered}
-            await expect(facts).to_contain_text("Qualité des élèves25 pleine qualité")
-            await expect(facts).to_contain_text("Perte la plus forte (un élève)—")
-            await expect(facts).to_contain_text("Caméra document (élèves par couche)25 haute")
+        # Live: the class recovers, the kit's next report says so and the page follows.
+        recovered = {
+            "layers": {"camera": {"high": 25}, "document": {"high": 25}},
+            "quality": {"full": 25},
+            "worst_loss_percent": None,
+        }
+        current["report"] = {**REPORT, "pupils": recovered}
+        await expect(facts).to_contain_text("Qualité des élèves25 pleine qualité")
+        await expect(facts).to_contain_text("Perte la plus forte (un élève)—")
+        await expect(facts).to_contain_text("Caméra document (élèves par couche)25 haute")
 
-            # A report without it (a kit before this feature, or no pupil): nothing made up.
-            current["report"] = REPORT
-            await expect(facts).not_to_contain_text("Qualité des élèves")
-            assert errors == []
-        finally:
-            await browser.close()
+        # A report without it (a kit before this feature, or no pupil): nothing made up.
+        current["report"] = REPORT
+        await expect(facts).not_to_contain_text("Qualité des élèves")
+        assert errors == []
