@@ -80,6 +80,20 @@ def test_the_kiosk_opens_the_agents_kiosk_page() -> None:
     assert f"--app=http://127.0.0.1:{port}/ " in our_units()["kit-kiosk.service"]
 
 
+def install_drop_in(root: Path, unit: str, name: str, program: str) -> str:
+    """systemd/``name`` installed as ``unit``'s drop-in in the scratch ``root``, with a stand-in
+    for the packaged ``program`` (verify wants it executable); returns the drop-in's text."""
+    drop_in = (UNITS_DIR / name).read_text(encoding="utf-8")
+    target = root / f"etc/systemd/system/{unit}.d/kit-provisioning.conf"
+    target.parent.mkdir(parents=True)
+    target.write_text(drop_in, encoding="utf-8")
+    stand_in = root / program.lstrip("/")
+    stand_in.parent.mkdir(parents=True, exist_ok=True)
+    stand_in.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+    stand_in.chmod(0o755)
+    return drop_in
+
+
 def test_coturn_drop_in_verifies_and_confines_coturn(tmp_path: Path) -> None:
     """systemd/coturn-kit.conf over Debian's coturn.service (install-server.sh --turn): verify is
     silent, and the exposure drops from the package's 9.0 UNSAFE to OK (measured 3.4)."""
@@ -87,15 +101,7 @@ def test_coturn_drop_in_verifies_and_confines_coturn(tmp_path: Path) -> None:
         pytest.skip("Debian's coturn is not installed (make setup installs it)")
     root = scratch_root(tmp_path, {})
     bare = exposure(root, "coturn.service")
-    drop_in = (UNITS_DIR / "coturn-kit.conf").read_text(encoding="utf-8")
-    target = root / "etc/systemd/system/coturn.service.d/kit-provisioning.conf"
-    target.parent.mkdir(parents=True)
-    target.write_text(drop_in, encoding="utf-8")
-    for program in ("/usr/bin/turnserver",):
-        stand_in = root / program.lstrip("/")
-        stand_in.parent.mkdir(parents=True, exist_ok=True)
-        stand_in.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
-        stand_in.chmod(0o755)
+    drop_in = install_drop_in(root, "coturn.service", "coturn-kit.conf", "/usr/bin/turnserver")
     assert exec_paths(drop_in) == ["/usr/bin/turnserver"]
     result = analyze("verify", f"--root={root}", "coturn.service")
     assert (result.returncode, result.stdout + result.stderr) == (0, ""), result.stderr
@@ -112,15 +118,7 @@ def test_haproxy_drop_in_verifies_and_confines_haproxy(tmp_path: Path) -> None:
         pytest.skip("Debian's haproxy is not installed (make setup installs it)")
     root = scratch_root(tmp_path, {})
     bare = exposure(root, "haproxy.service")
-    drop_in = (UNITS_DIR / "haproxy-kit.conf").read_text(encoding="utf-8")
-    target = root / "etc/systemd/system/haproxy.service.d/kit-provisioning.conf"
-    target.parent.mkdir(parents=True)
-    target.write_text(drop_in, encoding="utf-8")
-    for program in ("/usr/sbin/haproxy",):
-        stand_in = root / program.lstrip("/")
-        stand_in.parent.mkdir(parents=True, exist_ok=True)
-        stand_in.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
-        stand_in.chmod(0o755)
+    drop_in = install_drop_in(root, "haproxy.service", "haproxy-kit.conf", "/usr/sbin/haproxy")
     assert "Environment=CONFIG=/etc/haproxy/kit-provisioning.cfg" in drop_in.splitlines()
     result = analyze("verify", f"--root={root}", "haproxy.service")
     assert (result.returncode, result.stdout + result.stderr) == (0, ""), result.stderr
