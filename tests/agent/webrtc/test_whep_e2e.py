@@ -289,12 +289,19 @@ async def test_stalled_viewer_does_not_slow_the_others(agent: LiveAgent) -> None
     track.next_packet = stalled_next_packet  # type: ignore[method-assign]
     await asyncio.wait_for(stalling.wait(), 2)
     start = time.monotonic()
+    encoded_before = encoder(agent, "encode-camera-h264-high")["frames"]
     await until(lambda: time.monotonic() >= start + 3.0, 5)
     end = time.monotonic()
+    encoded = encoder(agent, "encode-camera-h264-high")["frames"] - encoded_before
 
+    # The healthy viewers get every frame the encoder made meanwhile (a few in flight at
+    # either edge of the window). Measured against the encoder, not against 30 fps: on a
+    # loaded 2-core runner the encoder and the receivers in this process share the CPU, and
+    # what this test checks is that the stalled viewer takes nothing from the others.
+    assert encoded >= 15, f"the encoder made only {encoded} frames in 3 s"
     for pupil in others:
-        fps = pupil.tracks["camera"].fps(start, end)
-        assert fps >= 27, f"a healthy viewer fell to {fps:.1f} fps"
+        received = sum(1 for t in pupil.tracks["camera"].arrivals if start <= t < end)
+        assert received >= encoded - 4, f"a healthy viewer got {received} of {encoded} frames"
     assert stalled_pupil.tracks["camera"].fps(start + 0.5, end) == 0  # it really stalled
 
     status = await agent.status()
