@@ -93,6 +93,13 @@ class MicrophoneConfig(_Strict):
     bitrate_kbps: Annotated[int, Field(ge=16, le=128)] = 48
 
 
+class SpeakerConfig(_Strict):
+    device: str = "default"
+    """Where a pupil given the floor is heard in the room: ``default``, a sounddevice name or
+    index (see ``kit-agent devices``), ``null`` (played nowhere, for tests and demos), or empty
+    to disable talk-back."""
+
+
 class EncoderConfig(_Strict):
     h264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = (
         "ultrafast"
@@ -240,6 +247,8 @@ class KioskConfig(_Strict):
     waiting_room: bool = False
     """Whether a class starts with its waiting room on: pupils wait, with no picture or sound,
     until the teacher lets them in (the teacher can switch it on the kiosk, per class)."""
+    floor_max: Annotated[int, Field(ge=1, le=2)] = 1
+    """How many remote pupils may have the floor (speak to the class) at once."""
 
 
 class AgentConfig(_Strict):
@@ -248,6 +257,7 @@ class AgentConfig(_Strict):
     camera: VideoSourceConfig = VideoSourceConfig()
     document: VideoSourceConfig = Field(default_factory=_document_defaults)
     microphone: MicrophoneConfig = MicrophoneConfig()
+    speaker: SpeakerConfig = SpeakerConfig()
     encoder: EncoderConfig = EncoderConfig()
     webrtc: WebRtcConfig = WebRtcConfig()
     network: NetworkConfig = NetworkConfig()
