@@ -10,6 +10,7 @@ Routes
   POST /whep/{token}           WHEP through the kit's link (docs/whep.md), DELETE/PATCH/OPTIONS
   GET  /metrics                Prometheus text (loopback only)
   GET  /healthz                liveness
+  GET  /readyz                 readiness (cluster: heartbeat written)
 """
 
 from __future__ import annotations
@@ -95,6 +96,18 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness (the systemd watchdog): the HTTP server and the event loop answer."""
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness (the load balancer's check): live, and, in a cluster, still writing its
+    heartbeat to PostgreSQL. Not the watchdog's probe: a database outage must not get every
+    node restarted."""
+    cluster = request.app[api.SERVER_KEY].cluster
+    problem = cluster.ready() if cluster is not None else None
+    if problem is not None:
+        return web.json_response({"ok": False, "problem": problem}, status=503)
     return web.json_response({"ok": True})
 
 
@@ -288,6 +301,7 @@ def make_app(server: Server) -> web.Application:
     r.add_route("OPTIONS", "/whep/resource/{resource}", options_whep)
     r.add_get("/metrics", metrics)
     r.add_get("/healthz", healthz)
+    r.add_get("/readyz", readyz)
     app.on_shutdown.append(_shutdown)
     return app
 

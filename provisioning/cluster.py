@@ -358,6 +358,8 @@ class Cluster:
         self.forwarded = 0
         self.unreachable = 0
         self.taken_over: list[str] = []
+        self.beat_at = clock()
+        """When this node last wrote its heartbeat (:meth:`ready`)."""
         self.listening = asyncio.Event()
         self._incoming: asyncio.Queue[Event] = asyncio.Queue(maxsize=MAX_PENDING)
         self._resync_needed = False
@@ -376,6 +378,7 @@ class Cluster:
         await store.register_node(self.engine, self.node_id, self.url, now)
         released = await store.release_on_start(self.engine, self.node_id, now)
         self.nodes = await store.live_nodes(self.engine)
+        self.beat_at = now
         log.info(
             "cluster node %s (%s): %d node(s) registered, %d kit(s) marked offline at start",
             self.node_id,
@@ -503,8 +506,21 @@ class Cluster:
                 if kit.link is not None:
                     self.link_state(kit.id, True)
                     self.kit_changed(kit)
+        self.beat_at = now
         await self._take_over(now)
         self.nodes = await store.live_nodes(self.engine)
+
+    def ready(self) -> str | None:
+        """None when this node should get new links and requests; else why not.
+
+        A node whose heartbeats have failed for half the take-over delay has lost PostgreSQL
+        (or cannot keep up): the others will soon take its kits over, so the load balancer
+        (``GET /readyz``) sends new links elsewhere. Its live links are left alone, as with
+        a busy node (docs/cluster.md)."""
+        silent = self.clock() - self.beat_at
+        if silent > self.dead_after_s / 2:
+            return f"no heartbeat written for {silent:.0f} s (database unreachable?)"
+        return None
 
     async def _take_over(self, now: float) -> None:
         def announce(dead: str) -> str:

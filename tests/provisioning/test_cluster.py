@@ -618,3 +618,51 @@ async def test_a_pupil_s_ice_servers_come_from_the_kit_s_node(two_nodes: Cluster
             assert await _metric(http, b, "provisioning_cluster_forwarded_total") == 1  # local
     finally:
         await ws.close()
+
+
+@pytest.mark.slow
+async def test_a_node_that_lost_postgresql_is_not_ready_but_stays_alive(
+    tmp_path: Path, database: str
+) -> None:
+    """HAProxy checks /readyz: a node that cannot write its heartbeat leaves the rotation
+    before the others take its kits over; /healthz (the watchdog) stays 200, so a database
+    outage does not get the node restarted; it is ready again once PostgreSQL is back."""
+    secret = tmp_path / "cluster-secret"
+    secret.write_text(SECRET + "\n")
+    secret.chmod(0o600)
+    port = free_port()
+    options = server_options(
+        tmp_path,
+        database,
+        node_id="a",
+        node_url=f"http://127.0.0.1:{port}",
+        cluster_secret_file=secret,
+        node_dead_after_s=6.0,
+    )
+    name = database.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(database.rsplit("/", 1)[0] + "/postgres")
+    try:
+        async with serving(options) as live:
+
+            async def status(path: str) -> int:
+                async with live.http.get(live.url + path) as response:
+                    return response.status
+
+            assert await status("/readyz") == 200
+            await admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+            await _eventually(lambda: _is(status("/readyz"), 503), 10, "/readyz 503")
+            assert await status("/healthz") == 200
+            async with live.http.get(live.url + "/readyz") as response:
+                assert "heartbeat" in (await response.json())["problem"]
+            await admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+            await _eventually(lambda: _is(status("/readyz"), 200), 10, "/readyz 200 again")
+    finally:
+        await admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+        await admin.close()
+
+
+async def _is(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
