@@ -88,7 +88,7 @@ class KitAgent:
     def control(self, method: str, path: str) -> dict[str, Any]:
         script = CONTROL.format(port=PORT)
         out = self.net.run(self.net.kit, sys.executable, "-c", script, method, path)
-        return dict(json.loads(out))
+        return dict(json.loads(out.stdout))
 
     async def start_class(self, timeout: float = 30.0) -> tuple[str, str]:
         """Waits for the agent, starts the class: (WHEP URL, join URL)."""

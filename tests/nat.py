@@ -36,20 +36,18 @@ real school firewalls do (a client sees a timeout, not an error).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import secrets
 import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 
-from bench.netns import alive, end_process
+from bench.namespaces import NamespaceError, Namespaces, Node, check_usable, must, remove_stale
 
 REPO = Path(__file__).resolve().parents[1]
 TURN_TEMPLATE = REPO / "systemd" / "turnserver.conf.in"
@@ -74,19 +72,6 @@ FIREWALLS: dict[str, str] = {
     "web-only": 'iifname "lan" tcp dport { 80, 443 } accept',
 }
 PREFIX = "tnat-"
-COMMAND_TIMEOUT = 20.0
-
-
-@dataclass(frozen=True)
-class Node:
-    """One namespace; ``address`` is its address on its own network."""
-
-    namespace: str
-    address: str
-
-    def command(self, *argv: str) -> list[str]:
-        """``argv`` run inside this namespace."""
-        return ["ip", "netns", "exec", self.namespace, *argv]
 
 
 @dataclass(frozen=True)
@@ -130,56 +115,18 @@ class TurnServer:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
-@dataclass
-class Topology:
-    tag: str
-    workdir: Path
-    public: Node
-    server: Node
-    backoffice: Node
-    school_router: Node
-    kit: Node
-    homes: list[Home] = field(default_factory=list)
-    school_pupil: Node | None = None
-    """A pupil's machine on the school's LAN, beside the kit (``school_pupil=True``)."""
-    _namespaces: list[str] = field(default_factory=list)
-    _processes: list[subprocess.Popen[Any]] = field(default_factory=list)
-    _uplinks: dict[str, tuple[str, str, str]] = field(default_factory=dict)
-    """Node namespace → (its interface, the router's namespace, the router's interface)."""
-    _links: int = 0
+class Topology(Namespaces):
+    """The topology above (:func:`nat_topology` builds it)."""
 
-    # -- running things inside -------------------------------------------------------------
-
-    def run(
-        self,
-        node: Node,
-        *argv: str,
-        check: bool = True,
-        stdin: str | None = None,
-        timeout: float = COMMAND_TIMEOUT,
-    ) -> subprocess.CompletedProcess[str]:
-        """``argv`` run to its end inside ``node`` (bounded by ``timeout``)."""
-        done = subprocess.run(
-            node.command(*argv), input=stdin, capture_output=True, text=True, timeout=timeout
-        )
-        if check and done.returncode != 0:
-            raise RuntimeError(f"{node.namespace}: {' '.join(argv)}: {done.stderr.strip()}")
-        return done
-
-    def spawn(self, node: Node, argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
-        """A process (in its own process group) started inside ``node``; it and its children are
-        ended when the topology is torn down, if they have not ended before."""
-        process = subprocess.Popen(node.command(*argv), start_new_session=True, **popen)
-        self._processes.append(process)
-        return process
-
-    def wrapper(self, node: Node, program: str) -> Path:
-        """An executable that runs ``program`` inside ``node`` with its arguments, for tools
-        that take a program path (Playwright's ``executable_path="…"`` for Chromium)."""
-        path = self.workdir / f"in-{node.namespace}-{Path(program).name}"
-        path.write_text(f'#!/bin/sh\nexec ip netns exec {node.namespace} {program} "$@"\n')
-        path.chmod(0o755)
-        return path
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(PREFIX, workdir)
+        nowhere = Node("", "")  # each made by nat_topology()
+        self.public = self.server = self.backoffice = self.school_router = self.kit = nowhere
+        self.homes: list[Home] = []
+        self.school_pupil: Node | None = None
+        """A pupil's machine on the school's LAN, beside the kit (``school_pupil=True``)."""
+        self._uplinks: dict[str, tuple[str, str, str]] = {}
+        """Node namespace → (its interface, the router's namespace, the router's interface)."""
 
     # -- the network -------------------------------------------------------------------------
 
@@ -199,7 +146,7 @@ class Topology:
         """``tc tbf`` on ``node``'s uplink, both ways (``rate`` like ``"2mbit"``)."""
         own, router_namespace, router_side = self._uplinks[node.namespace]
         for namespace, device in ((node.namespace, own), (router_namespace, router_side)):
-            _must(
+            must(
                 "ip", "netns", "exec", namespace, "tc", "qdisc", "replace", "dev", device,
                 "root", "tbf", "rate", rate, "burst", burst, "latency", latency,
             )  # fmt: skip
@@ -209,7 +156,7 @@ class Topology:
         once per topology), for coturn's TLS and any HTTPS server of the test."""
         cert, key = self.workdir / "server-cert.pem", self.workdir / "server-key.pem"
         if not cert.exists():
-            _must(
+            must(
                 "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                 "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=turn.test",
                 "-addext", f"subjectAltName=DNS:turn.test,IP:{SERVER_ADDRESS},IP:{TURN_ADDRESS}",
@@ -277,35 +224,20 @@ class Topology:
 
     # -- building --------------------------------------------------------------------------
 
-    def _namespace(self, role: str, address: str) -> Node:
-        namespace = f"{PREFIX}{self.tag}-{role}"
-        _must("ip", "netns", "add", namespace)
-        self._namespaces.append(namespace)
-        _must("ip", "-n", namespace, "link", "set", "lo", "up")
-        return Node(namespace, address)
-
     def _link(
         self, upper: Node, upper_device: str, lower: Node, lower_device: str = "eth0"
     ) -> None:
         """A veth pair between two namespaces (``upper`` the router side)."""
-        self._links += 1
-        temporary = f"tv{self._links}"
-        _must(
-            "ip", "-n", upper.namespace, "link", "add", temporary, "type", "veth",
-            "peer", "name", lower_device, "netns", lower.namespace,
-        )  # fmt: skip
-        _must("ip", "-n", upper.namespace, "link", "set", temporary, "name", upper_device)
-        _must("ip", "-n", upper.namespace, "link", "set", upper_device, "up")
-        _must("ip", "-n", lower.namespace, "link", "set", lower_device, "up")
+        self.link(upper, upper_device, lower, lower_device)
         self._uplinks[lower.namespace] = (lower_device, upper.namespace, upper_device)
 
     def _on_public(self, node: Node, device: str, *addresses: str) -> None:
         self._links += 1
         port = f"p{self._links}"
         self._link(self.public, port, node, device)
-        _must("ip", "-n", self.public.namespace, "link", "set", port, "master", "br0")
+        must("ip", "-n", self.public.namespace, "link", "set", port, "master", "br0")
         for address in addresses:
-            _must(
+            must(
                 "ip",
                 "-n",
                 node.namespace,
@@ -321,46 +253,42 @@ class Topology:
     ) -> None:
         """``clients`` on a LAN (a bridge, ``lan``) behind ``router`` (its WAN device, ``wan``,
         is already set up)."""
-        _must("ip", "-n", router.namespace, "link", "add", "lan", "type", "bridge")
-        _must("ip", "-n", router.namespace, "link", "set", "lan", "up")
-        _must("ip", "-n", router.namespace, "addr", "add", f"{lan_address}/24", "dev", "lan")
+        must("ip", "-n", router.namespace, "link", "add", "lan", "type", "bridge")
+        must("ip", "-n", router.namespace, "link", "set", "lan", "up")
+        must("ip", "-n", router.namespace, "addr", "add", f"{lan_address}/24", "dev", "lan")
         for client in clients:
             self._links += 1
             port = f"l{self._links}"
             self._link(router, port, client)
-            _must("ip", "-n", router.namespace, "link", "set", port, "master", "lan")
-            _must(
-                "ip", "-n", client.namespace, "addr", "add", f"{client.address}/24", "dev", "eth0"
-            )
-            _must("ip", "-n", client.namespace, "route", "add", "default", "via", lan_address)
-        _must(
-            "ip", "netns", "exec", router.namespace, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"
-        )
+            must("ip", "-n", router.namespace, "link", "set", port, "master", "lan")
+            must("ip", "-n", client.namespace, "addr", "add", f"{client.address}/24", "dev", "eth0")
+            must("ip", "-n", client.namespace, "route", "add", "default", "via", lan_address)
+        must("ip", "netns", "exec", router.namespace, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         random = " fully-random" if symmetric else ""
         nat = (
             "table ip nat {\n  chain postrouting {\n"
             "    type nat hook postrouting priority srcnat; policy accept;\n"
             f'    oifname "wan" masquerade{random}\n  }}\n}}\n'
         )
-        _must("ip", "netns", "exec", router.namespace, "nft", "-f", "-", stdin=nat)
+        must("ip", "netns", "exec", router.namespace, "nft", "-f", "-", stdin=nat)
 
     def _home(self, index: int, kind: NatKind) -> Home:
         lan = f"192.168.{10 + index}"
-        pupil = self._namespace(f"pupil{index}", f"{lan}.2")
+        pupil = self.add(f"pupil{index}", f"{lan}.2")
         if kind != "cgnat":
-            router = self._namespace(f"home{index}", f"203.0.113.{30 + index}")
+            router = self.add(f"home{index}", f"203.0.113.{30 + index}")
             self._on_public(router, "wan", router.address)
             self._router(router, f"{lan}.1", [pupil], symmetric=kind == "symmetric")
             return Home(kind, pupil, router, None, router.address)
-        carrier = self._namespace(f"cgn{index}", f"203.0.113.{50 + index}")
+        carrier = self.add(f"cgn{index}", f"203.0.113.{50 + index}")
         self._on_public(carrier, "wan", carrier.address)
         inside = f"100.64.{1 + index}"
-        router = self._namespace(f"home{index}", f"{inside}.2")
+        router = self.add(f"home{index}", f"{inside}.2")
         self._link(carrier, "lan", router, "wan")
-        _must("ip", "-n", carrier.namespace, "addr", "add", f"{inside}.1/24", "dev", "lan")
-        _must("ip", "-n", router.namespace, "addr", "add", f"{router.address}/24", "dev", "wan")
-        _must("ip", "-n", router.namespace, "route", "add", "default", "via", f"{inside}.1")
-        _must(
+        must("ip", "-n", carrier.namespace, "addr", "add", f"{inside}.1/24", "dev", "lan")
+        must("ip", "-n", router.namespace, "addr", "add", f"{router.address}/24", "dev", "wan")
+        must("ip", "-n", router.namespace, "route", "add", "default", "via", f"{inside}.1")
+        must(
             "ip", "netns", "exec", carrier.namespace, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"
         )
         nat = (
@@ -368,15 +296,9 @@ class Topology:
             "    type nat hook postrouting priority srcnat; policy accept;\n"
             '    oifname "wan" masquerade\n  }\n}\n'
         )
-        _must("ip", "netns", "exec", carrier.namespace, "nft", "-f", "-", stdin=nat)
+        must("ip", "netns", "exec", carrier.namespace, "nft", "-f", "-", stdin=nat)
         self._router(router, f"{lan}.1", [pupil], symmetric=False)
         return Home(kind, pupil, router, carrier, carrier.address)
-
-    def _tear_down(self) -> None:
-        for process in self._processes:
-            end_process(process)
-        for namespace in reversed(self._namespaces):
-            _run("ip", "netns", "del", namespace)
 
 
 def render_turn_config(
@@ -415,25 +337,24 @@ def nat_topology(
     """The topology above: a school NAT (``plain`` or ``symmetric``) with ``firewall``, one
     home per entry of ``homes`` and, with ``school_pupil``, a pupil's machine on the school LAN
     beside the kit (10.20.0.3); torn down on exit, whatever happens."""
-    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nft") is None:
-        pytest.skip("network namespaces need root, iproute2 and nftables")
-    _remove_stale()
-    tag = f"{os.getpid()}-{secrets.token_hex(2)}"
-    probe = _run("ip", "netns", "add", f"{PREFIX}{tag}-pub")
-    if probe.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {probe.stderr.strip()}")
-    public = Node(f"{PREFIX}{tag}-pub", "")
-    net = Topology(tag, workdir, public, public, public, public, public)
-    net._namespaces.append(public.namespace)
     try:
-        _must("ip", "-n", public.namespace, "link", "set", "lo", "up")
-        _must("ip", "-n", public.namespace, "link", "add", "br0", "type", "bridge")
-        _must("ip", "-n", public.namespace, "link", "set", "br0", "up")
-        net.server = net._namespace("server", SERVER_ADDRESS)
+        check_usable("nft")
+    except NamespaceError as exc:
+        pytest.skip(str(exc))
+    remove_stale(PREFIX)
+    net = Topology(workdir)
+    try:
+        try:
+            net.public = net.add("pub")
+        except NamespaceError as exc:
+            pytest.skip(str(exc))
+        net.run(net.public, "ip", "link", "add", "br0", "type", "bridge")
+        net.run(net.public, "ip", "link", "set", "br0", "up")
+        net.server = net.add("server", SERVER_ADDRESS)
         net._on_public(net.server, "eth0", SERVER_ADDRESS, TURN_ADDRESS)
-        net.backoffice = net._namespace("office", BACKOFFICE_ADDRESS)
+        net.backoffice = net.add("office", BACKOFFICE_ADDRESS)
         net._link(net.server, "lan", net.backoffice)
-        _must(
+        must(
             "ip",
             "-n",
             net.server.namespace,
@@ -443,7 +364,7 @@ def nat_topology(
             "dev",
             "lan",
         )
-        _must(
+        must(
             "ip",
             "-n",
             net.backoffice.namespace,
@@ -453,19 +374,19 @@ def nat_topology(
             "dev",
             "eth0",
         )
-        net.school_router = net._namespace("school", SCHOOL_WAN_ADDRESS)
+        net.school_router = net.add("school", SCHOOL_WAN_ADDRESS)
         net._on_public(net.school_router, "wan", SCHOOL_WAN_ADDRESS)
-        net.kit = net._namespace("kit", KIT_ADDRESS)
+        net.kit = net.add("kit", KIT_ADDRESS)
         lan = [net.kit]
         if school_pupil:
-            net.school_pupil = net._namespace("lanpupil", SCHOOL_PUPIL_ADDRESS)
+            net.school_pupil = net.add("lanpupil", SCHOOL_PUPIL_ADDRESS)
             lan.append(net.school_pupil)
         net._router(net.school_router, SCHOOL_ROUTER_ADDRESS, lan, symmetric=school == "symmetric")
         net.set_school_firewall(firewall)
         net.homes = [net._home(index, kind) for index, kind in enumerate(homes)]
         yield net
     finally:
-        net._tear_down()
+        net.tear_down()
 
 
 @pytest.fixture
@@ -473,23 +394,3 @@ def topology(tmp_path: Path) -> Iterator[Topology]:
     """The default topology: a plain school NAT, open firewall, one plain home."""
     with nat_topology(tmp_path) as net:
         yield net
-
-
-def _remove_stale() -> None:
-    """Namespaces of runs that were killed before they could clean up (their pid is gone)."""
-    for line in _run("ip", "netns", "list").stdout.splitlines():
-        match = re.match(rf"({re.escape(PREFIX)}(\d+)-[0-9a-f]+-\w+)", line)
-        if match and not alive(int(match.group(2))):
-            _run("ip", "netns", "del", match.group(1))
-
-
-def _run(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv, input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
-    )
-
-
-def _must(*argv: str, stdin: str | None = None) -> None:
-    done = _run(*argv, stdin=stdin)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")

@@ -25,18 +25,17 @@ namespaces cannot be made.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.netns import _must, _run
+from bench.namespaces import NamespaceError, Namespaces, Node, check_usable, must, remove_stale, run
 
 ROOT = Path(__file__).resolve().parents[3]
 STUN_PORT = 3478
@@ -81,88 +80,71 @@ class NatPath:
         return ["ip", "netns", "exec", self.pupil_namespace, *argv]
 
 
-def _in(namespace: str, *argv: str) -> None:
-    _must("ip", "netns", "exec", namespace, *argv)
+PREFIX = "natp-"
 
 
-def _link(a: str, a_ns: str | None, b: str, b_ns: str, tag: str) -> None:
-    """A veth pair ``a`` (in ``a_ns``, None = the test's namespace) ↔ ``b`` (in ``b_ns``); made
-    under unique names in the test's namespace, then moved and renamed."""
-    a_tmp = a if a_ns is None else f"xa{tag}"
-    b_tmp = f"xb{tag}"
-    _must("ip", "link", "add", a_tmp, "type", "veth", "peer", "name", b_tmp)
-    for tmp, name, namespace in ((b_tmp, b, b_ns), (a_tmp, a, a_ns)):
-        if namespace is not None:
-            _must("ip", "link", "set", tmp, "netns", namespace)
-            _must("ip", "-n", namespace, "link", "set", tmp, "name", name)
+def _address(net: Namespaces, node: Node | None, device: str, cidr: str) -> None:
+    if node is None:  # the test's own namespace
+        must("ip", "addr", "add", cidr, "dev", device)
+    else:
+        net.run(node, "ip", "addr", "add", cidr, "dev", device)
 
 
-def _address(namespace: str | None, device: str, cidr: str) -> None:
-    prefix = ["ip", "netns", "exec", namespace] if namespace else []
-    _must(*prefix, "ip", "addr", "add", cidr, "dev", device)
-    _must(*prefix, "ip", "link", "set", device, "up")
-
-
-def _router(namespace: str, lan: str, wan: str, dnat: str = "", forward_in: str = "") -> None:
-    _in(namespace, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-    rules = ROUTER_RULES.format(lan=lan, wan=wan, dnat=dnat, forward_in=forward_in)
-    _must("ip", "netns", "exec", namespace, "nft", "-f", "-", stdin=rules)
+def _router(net: Namespaces, router: Node, dnat: str = "", forward_in: str = "") -> None:
+    net.run(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    rules = ROUTER_RULES.format(lan="lan", wan="wan", dnat=dnat, forward_in=forward_in)
+    net.run(router, "nft", "-f", "-", stdin=rules)
 
 
 @contextlib.contextmanager
 def nat_path(kit_http_port: int) -> Iterator[NatPath]:
     """The topology above; ``kit_http_port``: where the kit's HTTP server listens on
     ``kit_address`` (the school router forwards ``FORWARDED_PORT`` to it)."""
-    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nft") is None:
-        pytest.skip("the NAT topology needs root, iproute2 and nftables")
-    tag = f"{os.getpid() % 10_000}{random.randrange(1000)}"
-    n = random.randrange(100, 200)
-    net = f"10.{n}"
-    school, internet, home, pupil = (f"{x}{tag}" for x in ("nats", "nati", "nath", "natp"))
-    made: list[str] = []
-    kit_side = f"nk{tag}"
+    try:
+        check_usable("nft")
+    except NamespaceError as exc:
+        pytest.skip(f"the NAT topology: {exc}")
+    remove_stale(PREFIX)
+    net = Namespaces(PREFIX, Path(tempfile.gettempdir()))
+    ip = f"10.{random.randrange(100, 200)}"
+    kit_side = net.local_name("nk")
     stun: subprocess.Popen[str] | None = None
     try:
-        for namespace in (school, internet, home, pupil):
-            done = _run("ip", "netns", "add", namespace)
-            if done.returncode != 0:
-                pytest.skip(f"cannot create a network namespace: {done.stderr.strip()}")
-            made.append(namespace)
-            _in(namespace, "ip", "link", "set", "lo", "up")
-        _link(kit_side, None, "lan", school, tag)
-        _address(None, kit_side, f"{net}.1.1/24")
-        _address(school, "lan", f"{net}.1.2/24")
-        _link("wan", school, "toschool", internet, tag)
-        _address(school, "wan", f"{net}.2.2/24")
-        _address(internet, "toschool", f"{net}.2.1/24")
-        _link("wan", home, "tohome", internet, tag)
-        _address(home, "wan", f"{net}.3.2/24")
-        _address(internet, "tohome", f"{net}.3.1/24")
-        _link("lan", home, "eth0", pupil, tag)
-        _address(home, "lan", f"{net}.4.1/24")
-        _address(pupil, "eth0", f"{net}.4.2/24")
-        _must("ip", "route", "add", f"{net}.0.0/16", "via", f"{net}.1.2")
-        _in(school, "ip", "route", "add", "default", "via", f"{net}.2.1")
-        _in(home, "ip", "route", "add", "default", "via", f"{net}.3.1")
-        _in(pupil, "ip", "route", "add", "default", "via", f"{net}.4.1")
-        _in(internet, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        dnat = f'iifname "wan" tcp dport {FORWARDED_PORT} dnat to {net}.1.1:{kit_http_port}'
-        forward_in = f'iifname "wan" ip daddr {net}.1.1 tcp dport {kit_http_port} accept'
-        _router(school, "lan", "wan", dnat, forward_in)
-        _router(home, "lan", "wan")
+        try:
+            school = net.add("school")
+        except NamespaceError as exc:
+            pytest.skip(str(exc))
+        internet, home, pupil = net.add("internet"), net.add("home"), net.add("pupil")
+        for upper, upper_device, lower, lower_device, upper_cidr, lower_cidr in (
+            (None, kit_side, school, "lan", f"{ip}.1.1/24", f"{ip}.1.2/24"),
+            (school, "wan", internet, "toschool", f"{ip}.2.2/24", f"{ip}.2.1/24"),
+            (home, "wan", internet, "tohome", f"{ip}.3.2/24", f"{ip}.3.1/24"),
+            (home, "lan", pupil, "eth0", f"{ip}.4.1/24", f"{ip}.4.2/24"),
+        ):
+            net.link(upper, upper_device, lower, lower_device)
+            _address(net, upper, upper_device, upper_cidr)
+            _address(net, lower, lower_device, lower_cidr)
+        must("ip", "route", "add", f"{ip}.0.0/16", "via", f"{ip}.1.2")
+        for node, gateway in ((school, f"{ip}.2.1"), (home, f"{ip}.3.1"), (pupil, f"{ip}.4.1")):
+            net.run(node, "ip", "route", "add", "default", "via", gateway)
+        net.run(internet, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        dnat = f'iifname "wan" tcp dport {FORWARDED_PORT} dnat to {ip}.1.1:{kit_http_port}'
+        forward_in = f'iifname "wan" ip daddr {ip}.1.1 tcp dport {kit_http_port} accept'
+        _router(net, school, dnat, forward_in)
+        _router(net, home)
         stun = subprocess.Popen(
-            ["ip", "netns", "exec", internet, sys.executable, "-m",
-             "tests.agent.webrtc.stun_server", f"{net}.2.1", str(STUN_PORT)],
+            [*internet.command(sys.executable, "-m", "tests.agent.webrtc.stun_server"),
+             f"{ip}.2.1", str(STUN_PORT)],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert stun.stdout is not None
         assert stun.stdout.readline().strip() == "ready", "the STUN server did not start"
         yield NatPath(
-            kit_address=f"{net}.1.1",
-            school_public=f"{net}.2.2",
-            stun_url=f"stun:{net}.2.1:{STUN_PORT}",
-            pupil_namespace=pupil,
-            pupil_address=f"{net}.4.2",
+            kit_address=f"{ip}.1.1",
+            school_public=f"{ip}.2.2",
+            stun_url=f"stun:{ip}.2.1:{STUN_PORT}",
+            pupil_namespace=pupil.namespace,
+            pupil_address=f"{ip}.4.2",
         )
     finally:
         if stun is not None:
@@ -171,10 +153,9 @@ def nat_path(kit_http_port: int) -> Iterator[NatPath]:
                 stun.communicate(timeout=5)
             if stun.poll() is None:
                 stun.kill()
-        _run("ip", "route", "del", f"{net}.0.0/16")
-        _run("ip", "link", "del", kit_side)
-        for namespace in made:
-            _run("ip", "netns", "del", namespace)
+        run("ip", "route", "del", f"{ip}.0.0/16")
+        run("ip", "link", "del", kit_side)
+        net.tear_down()
 
 
 def chromium_in(namespace: str, directory: Path) -> Path:
