@@ -61,7 +61,15 @@ _NO_SNIFF_NO_FRAME = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
-PAGE_HEADERS: Mapping[str, str] = {"Content-Security-Policy": PAGE_CSP, **_NO_SNIFF_NO_FRAME}
+PAGE_PERMISSIONS = "camera=(), microphone=(self), geolocation=(), display-capture=()"
+"""The pupil page never uses a camera or the screen: the browser itself refuses them, whatever
+a script asks. The microphone stays possible (talk-back, only when the teacher gives the floor:
+docs/talkback.md)."""
+PAGE_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": PAGE_CSP,
+    "Permissions-Policy": PAGE_PERMISSIONS,
+    **_NO_SNIFF_NO_FRAME,
+}
 """On the pupil page and its files (``/join/``, ``/static/``), on the kit and on the relay."""
 ADMIN_HEADERS: Mapping[str, str] = {"Content-Security-Policy": ADMIN_CSP, **_NO_SNIFF_NO_FRAME}
 """On the server's admin UI and API."""
