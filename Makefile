@@ -18,12 +18,13 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 nftables fonts-dejavu-core postgresql systemd shellcheck coturn haproxy firefox-esr nodejs
+DEB_PACKAGES := chromium libportaudio2 libasound2 alsa-utils iproute2 nftables fonts-dejavu-core postgresql systemd shellcheck coturn haproxy firefox-esr nodejs libturbojpeg0
 # coturn: the NAT tests run their own turnserver (tests/nat.py); the package's service is disabled.
 # haproxy: tests/provisioning/test_haproxy.py runs its own in front of two server nodes; the
 # package's service is disabled likewise.
 # firefox-esr, nodejs (and npm, unless nodejs brings its own): the Firefox pupil of the tests
 # (tests/firefox.py), driven by puppeteer-core, which `npm ci` installs in tests/firefox/node_modules.
+# libturbojpeg0: libjpeg-turbo's TurboJPEG API, which PyTurboJPEG loads to decode MJPEG cameras.
 FIREFOX_DRIVER := tests/firefox/node_modules/.installed
 DEMO_ARGS ?=
 

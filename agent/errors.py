@@ -14,6 +14,8 @@ own branch:
     pupil went away)
   * ``agent.media.echo.EchoCancellerUnavailable`` — the echo canceller's binding cannot be
     loaded (talk-back)
+  * ``agent.sources.mjpeg.MjpegDecodeError`` — a camera's picture is not a decodable JPEG
+    (left out and counted)
   * ``agent.link.credential.LinkError`` — the kit's server-link credential is unusable
   * ``agent.link.client.Refused`` — the server closed the server link with a refusal code
 

@@ -60,6 +60,53 @@ class VideoEncoderSettings:
     ``width``×``height`` and thinned to ``fps`` here when the camera's differ."""
 
 
+VP8_CPU_USED = 16
+"""libvpx's speed in realtime mode (VP8: 0–16, 16 the fastest). Measured on the dev machine,
+one thread, synthetic cards at 2 Mbit/s (``python -m bench.vp8``): per frame, 720p30 13.3 ms of
+CPU at 8 against 5.2 at 16, 1080p15 19.6 against 10.5; the luma PSNR of the P-frames stays
+within 0.1 dB (37.2 dB and 36.7 dB at both speeds), and within 0.6 dB on the room camera's mid
+layer. libx264 ultrafast takes 3.5 and 7.0 ms there. Below 16 libvpx picks its speed from how
+long its last encodes took against the frame interval, so what speed 8 cost depended on the
+machine's load (5.8 ms per 720p frame on a busy one, 13.5 on a quiet one); at 16 it is always
+the fastest."""
+VP8_STILL_CPU_USED = -8
+"""The speed of a layer of at most ``STILL_FPS`` (the document camera's low layer, 1280×720 at
+6 fps): a page of text, where the fastest speed's motion search fails. Its P-frames came out at
+29.2 dB at 16 against 36.8 at this fixed speed 8 (negative: libvpx does not adapt it), for
+5.1 ms a frame instead of 4.4: 3 % of a core at 6 fps."""
+STILL_FPS = 10
+
+
+def vp8_options(settings: VideoEncoderSettings) -> dict[str, str]:
+    """libvpx's options for one layer: realtime speed, no look-ahead, and a constant bitrate
+    held by a rate buffer of ``rate_buffer_s``, as the H.264 encoder's VBV.
+
+    Before (variable bitrate, no buffer, cpu-used 8) the 1080p15 card came out at 2.16 Mbit/s
+    for 2.0 set (2.21 with a keyframe forced every second; 2.1–2.8 measured in a class); with
+    ``minrate = maxrate = bitrate`` (FFmpeg then sets libvpx's CBR end usage) and the buffer,
+    2.00 (2.02). A keyframe may be as large as the buffer (``max-intra-rate``, in % of an
+    average frame), like the H.264 path's VBV: 1,500 % at 30 fps and 0.5 s (Chrome's WebRTC
+    uses ~900 %); the document's low layer (6 fps, 2 s buffer) keeps its sharp keyframes."""
+    kbps = settings.bitrate_kbps
+    buffer_kbits = max(1, int(kbps * settings.rate_buffer_s))
+    intra_pct = max(300, int(settings.rate_buffer_s * settings.fps * 100))
+    return {
+        "deadline": "realtime",
+        "cpu-used": str(VP8_STILL_CPU_USED if settings.fps <= STILL_FPS else VP8_CPU_USED),
+        "lag-in-frames": "0",
+        "error-resilient": "1",
+        "auto-alt-ref": "0",
+        "static-thresh": "0",
+        "noise-sensitivity": "0",
+        "minrate": f"{kbps}k",
+        "maxrate": f"{kbps}k",
+        "bufsize": f"{buffer_kbits}k",
+        "undershoot-pct": "50",
+        "overshoot-pct": "10",
+        "max-intra-rate": str(intra_pct),
+    }
+
+
 def open_video_codec(settings: VideoEncoderSettings) -> av.CodecContext:
     """A configured low-latency encoder context (H.264 constrained baseline, or VP8 realtime)."""
     gop = max(1, int(settings.fps * settings.keyframe_interval_s))
@@ -81,16 +128,7 @@ def open_video_codec(settings: VideoEncoderSettings) -> av.CodecContext:
         elif settings.codec == "vp8":
             ctx = av.CodecContext.create("libvpx", "w")
             ctx.gop_size = gop
-            ctx.options = {
-                "deadline": "realtime",
-                "cpu-used": "8",
-                "lag-in-frames": "0",
-                "error-resilient": "1",
-                "auto-alt-ref": "0",
-                "static-thresh": "0",
-                "undershoot-pct": "95",
-                "max-intra-rate": "300",
-            }
+            ctx.options = vp8_options(settings)
         else:
             raise EncoderError(f"unsupported video codec {settings.codec!r}")
         ctx.width = settings.width
@@ -225,10 +263,15 @@ class VideoEncoder(_EncoderThread):
     ) -> None:
         name = f"encode-{source_id}-{settings.codec}-{settings.layer}"
         super().__init__(name, loop, publish, pack)
+        if settings.codec not in ("h264", "vp8"):
+            raise EncoderError(f"unsupported video codec {settings.codec!r}")
         self.source_id = source_id
         self.settings = settings
         self._clock = clock
-        self._ctx = open_video_codec(settings)
+        self._ctx: av.CodecContext | None = None
+        """Opened on the encoder's own thread (:meth:`_run`): libvpx takes 40 ms to open at
+        1080p, 19 ms at 720p (libx264 3 ms), which on the event loop held every pupil's packets
+        back each time a Firefox pupil's layer started."""
         self._latest: RawVideoFrame | None = None
         self._force_keyframe = False
         self._last_pts = -1
@@ -260,6 +303,12 @@ class VideoEncoder(_EncoderThread):
             return frame
 
     def _run(self) -> None:
+        try:
+            self._open()
+        except EncoderError as exc:
+            self.errors += 1
+            log.error("%s: no pictures from this encoder: %s", self.name, exc)
+            return
         while not self._stop.is_set():
             raw = self._next_frame()
             if raw is None:
@@ -272,6 +321,12 @@ class VideoEncoder(_EncoderThread):
                 log.warning("%s: frame dropped, encoder error: %s", self.name, exc)
             self._encode_seconds += time.perf_counter() - started
             self._cpu_seconds += time.thread_time() - cpu
+
+    def _open(self) -> av.CodecContext:
+        """The codec context, opened on first use (on the encoder's thread: see ``_ctx``)."""
+        if self._ctx is None:
+            self._ctx = open_video_codec(self.settings)
+        return self._ctx
 
     def _wanted(self, capture_time: float) -> bool:
         """Whether this picture keeps the layer's frame rate (30 → 20 fps keeps 2 in 3): the
@@ -300,7 +355,7 @@ class VideoEncoder(_EncoderThread):
             self._force_keyframe = False
             self.forced_keyframes += 1
             frame.pict_type = av.video.frame.PictureType.I
-        for packet in self._ctx.encode(frame):  # type: ignore[attr-defined]
+        for packet in self._open().encode(frame):  # type: ignore[attr-defined]
             if packet.time_base is None:
                 packet.time_base = VIDEO_TIME_BASE
             self._emit(packet, bool(packet.is_keyframe), raw.capture_time)

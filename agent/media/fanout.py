@@ -163,9 +163,11 @@ class Fanout:
         now: Callable[[], float],
         queue_len: int,
         max_age: float = 1.0,
+        request_join: Callable[[], None] | None = None,
     ) -> None:
         self.video = video
         self._request_keyframe = request_keyframe
+        self._request_join = request_join or request_keyframe
         self._now = now
         self._queue_len = queue_len
         self._max_age = max_age
@@ -173,8 +175,9 @@ class Fanout:
         self.published = 0
         self.bytes_published = 0
 
-    def subscribe(self) -> ViewerQueue:
-        """A new viewer's queue; for video it asks the encoder for a keyframe at once."""
+    def subscribe(self, join: bool = False) -> ViewerQueue:
+        """A new viewer's queue; for video it asks the encoder for a keyframe at once (with
+        ``join``, as the viewer's first picture: sooner, see keyframes.py)."""
         queue = ViewerQueue(
             self._queue_len if self.video else max(self._queue_len, 25),
             self.video,
@@ -184,7 +187,7 @@ class Fanout:
         )
         self._queues.add(queue)
         if self.video:
-            self._request_keyframe()
+            (self._request_join if join else self._request_keyframe)()
         return queue
 
     def unsubscribe(self, queue: ViewerQueue) -> None:

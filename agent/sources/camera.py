@@ -1,17 +1,28 @@
 """Cameras through OpenCV: V4L2 devices (MJPEG), RTSP/HTTP streams and looped video files.
 
-One thread owns the ``cv2.VideoCapture``. Each picture is resized (only when the device gives
-another size than configured) and converted BGR→I420 with one ``cv2.cvtColor``, then handed to
-the sink. A picture the device delivers faster than the configured rate is dropped before any
-conversion, so a 30 fps camera configured at 15 fps costs half the CPU.
+One thread owns the ``cv2.VideoCapture``. An MJPEG camera (a UVC device asked for MJPG, or
+an MJPEG file or stream) hands its JPEG bytes untouched (V4L2: ``CAP_PROP_CONVERT_RGB`` off;
+FFmpeg: ``CAP_PROP_FORMAT`` -1, its packets), which libjpeg-turbo decodes straight to I420
+(agent/sources/mjpeg.py: ~40 % less CPU than OpenCV's decode + conversion); a JPEG that does
+not decode is left out and counted (``bad_pictures``). Any other picture is decoded by OpenCV
+to BGR, resized (only when the device gives another size than configured) and converted
+BGR→I420 with one ``cv2.cvtColor``; so is an MJPEG one when PyTurboJPEG or libturbojpeg0 is
+missing, or when libjpeg-turbo could decode none of the device's first ten pictures (it is
+then opened again that way). Either way the I420 picture is handed to the sink. A picture
+the device delivers faster than the configured rate is dropped before any decoding or
+conversion, so a 30 fps camera configured at 15 fps costs half the CPU. The thread's own CPU
+time (read, decode, convert) is in ``status()`` as ``cpu_s``.
 
 Per-picture cost, measured on the dev VM (2-core AMD EPYC, OpenCV 5.0, one OpenCV thread):
 
 * ``cvtColor(BGR→I420)``: 0.6 ms at 720p, 1.4 ms at 1080p (0.3 / 0.9 ms on OpenCV's default
   two threads). PyAV's ``reformat`` bgr24→yuv420p takes 1.5 / 4.8 ms; ``CAP_PROP_CONVERT_RGB``
   off is no shortcut: the FFmpeg backend then hands back the Y plane alone (8UC1).
-* The real cost on a UVC camera is OpenCV's MJPEG decode to BGR: 8 ms at 720p, 16 ms at 1080p.
-  (PyAV decoding MJPEG straight to yuv420p measured 7 / 14 ms: little to gain.)
+* The real cost on a UVC camera is the MJPEG decode. OpenCV's (to BGR, then ``cvtColor``)
+  measured 3.2 ms at 720p and 6.9 ms at 1080p for realistic 60 / 140 KB pictures;
+  libjpeg-turbo straight to I420 1.8 / 4.2 ms (agent/sources/mjpeg.py). The raw V4L2
+  path (``CAP_PROP_CONVERT_RGB`` off) cannot be run without a camera here: it is the same
+  decoder on the same bytes, unit-tested with a stand-in capture.
 * ``resize(INTER_AREA)`` is cheap for integer ratios (2× down to 720p: 0.7 ms) but expensive
   for fractional ones (1.5× down: 12 ms to 720p, 30 ms to 1080p): configure a size the camera
   really gives.
@@ -38,6 +49,7 @@ import numpy as np
 
 from ..clock import MediaClock
 from ..config import VideoSourceConfig
+from . import mjpeg
 from .base import (
     DEFAULT_RETRY_INTERVAL,
     PRESENCE_POLL_S,
@@ -65,6 +77,7 @@ NOT_FOUND = "device not found"
 NOT_DELIVERING = "device stopped delivering pictures"
 CANNOT_OPEN = "device cannot be opened"
 UNEXPECTED = "camera error"
+MJPG = cv2.VideoWriter.fourcc(*"MJPG")
 
 
 class DeviceKind(enum.Enum):
@@ -150,6 +163,12 @@ class OpenCVCamera(VideoSource):
         self._placeholder = False
         self._frames = 0
         self._times: deque[float] = deque()
+        self._cpu_s = 0.0
+        self._decoder: mjpeg.MjpegDecoder | None = None
+        """Set while the open device hands JPEG bytes (libjpeg-turbo decodes them)."""
+        self._bad_pictures = 0
+        self._raw_refused = False
+        """The device's JPEG bytes could not be decoded at all: OpenCV decodes from then on."""
 
     # -- public surface ------------------------------------------------------------------------
 
@@ -188,6 +207,9 @@ class OpenCVCamera(VideoSource):
                     "width": self.width,
                     "height": self.height,
                     "placeholder": self._placeholder,
+                    "decoder": "libjpeg-turbo" if self._decoder is not None else "opencv",
+                    "bad_pictures": self._bad_pictures,
+                    "cpu_s": round(self._cpu_s, 3),
                 },
             )
 
@@ -231,6 +253,7 @@ class OpenCVCamera(VideoSource):
         return False
 
     def _open(self) -> cv2.VideoCapture | None:
+        self._decoder = None
         if self._path is not None and not os.path.exists(self._path):
             self._set_state(SourceState.MISSING, NOT_FOUND)
             return None
@@ -248,7 +271,9 @@ class OpenCVCamera(VideoSource):
             else:
                 self._set_state(SourceState.MISSING, NOT_FOUND)
             return None
-        log.debug("%s: opened %s", self.id, self.device)
+        self._decoder = self._raw_jpeg(capture)
+        decoder = "libjpeg-turbo" if self._decoder is not None else "OpenCV"
+        log.debug("%s: opened %s (pictures decoded by %s)", self.id, self.device, decoder)
         return capture
 
     def _create_capture(self) -> cv2.VideoCapture:
@@ -266,12 +291,29 @@ class OpenCVCamera(VideoSource):
         target: int | str = int(self.device) if self.device.isdigit() else self.device
         capture = cv2.VideoCapture(target, cv2.CAP_V4L2)
         if capture.isOpened():  # UVC cameras give 720p30 / 1080p30 only in MJPEG
-            capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
+            capture.set(cv2.CAP_PROP_FOURCC, MJPG)
             capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
             capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
             capture.set(cv2.CAP_PROP_FPS, self.fps)
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         return capture
+
+    def _raw_jpeg(self, capture: cv2.VideoCapture) -> mjpeg.MjpegDecoder | None:
+        """Ask an MJPEG device for its JPEG bytes; a decoder for them, or None (OpenCV
+        decodes: not MJPEG, no libjpeg-turbo, or the backend refused)."""
+        if self._raw_refused or int(capture.get(cv2.CAP_PROP_FOURCC)) != MJPG:
+            return None
+        turbo = mjpeg.turbojpeg()
+        if turbo is None:
+            return None
+        if self._kind is DeviceKind.V4L2:
+            raw = capture.set(cv2.CAP_PROP_CONVERT_RGB, 0)
+        else:  # FFmpeg's "raw stream" mode: read() gives each packet, here one JPEG
+            raw = capture.set(cv2.CAP_PROP_FORMAT, -1)
+        if not raw:
+            log.info("%s: the capture backend keeps decoding MJPEG itself", self.id)
+            return None
+        return mjpeg.MjpegDecoder(turbo, self.width, self.height)
 
     def _read_pictures(
         self, capture: cv2.VideoCapture, sink: VideoSink, clock: MediaClock, ticker: _Ticker
@@ -279,16 +321,23 @@ class OpenCVCamera(VideoSource):
         is_file = self._kind is DeviceKind.FILE
         min_gap = 0.75 / self.fps
         last_at = -1.0
-        failures = delivered = 0
+        failures = delivered = bad = 0
         while not self._stop.is_set():
-            ok, bgr = capture.read()
-            if ok and bgr is not None:
+            ok, picture = capture.read()
+            if ok and picture is not None and picture.size:
                 failures = 0
                 now = time.monotonic()
                 if not is_file and now - last_at < min_gap:
-                    continue  # the device is faster than configured: drop before converting
+                    continue  # the device is faster than configured: drop before decoding
                 last_at, capture_time = now, clock.now()
-                self._deliver(to_i420(bgr, self.width, self.height), capture_time, sink)
+                i420 = self._decoded(picture)
+                if i420 is None:
+                    bad += 1
+                    if bad >= MAX_FAILED_READS:
+                        return self._undecodable(delivered)
+                    continue
+                bad = 0
+                self._deliver(i420, capture_time, sink)
                 delivered += 1
                 if is_file and not ticker.wait():
                     break
@@ -301,6 +350,29 @@ class OpenCVCamera(VideoSource):
                 return False
             self._stop.wait(FAILED_READ_PAUSE)
         return False
+
+    def _undecodable(self, delivered: int) -> bool:
+        """Ten pictures in a row could not be decoded. If libjpeg-turbo never decoded one from
+        this device, open it again with OpenCV decoding (True); else the device is broken."""
+        if self._decoder is not None and not delivered:
+            log.warning("%s: libjpeg-turbo cannot decode its pictures: OpenCV will", self.id)
+            self._raw_refused = True
+            return True
+        self._set_failed()
+        return False
+
+    def _decoded(self, picture: np.ndarray) -> np.ndarray | None:
+        """The device's picture as I420 of the configured size (None: not decodable)."""
+        if self._decoder is None:
+            return to_i420(picture, self.width, self.height)
+        try:
+            return self._decoder.decode(picture)
+        except mjpeg.MjpegDecodeError as exc:
+            with self._lock:
+                self._bad_pictures += 1
+                first = self._bad_pictures == 1
+            (log.warning if first else log.debug)("%s: picture left out: %s", self.id, exc)
+            return None
 
     def _send_placeholders(self, sink: VideoSink, clock: MediaClock, ticker: _Ticker) -> None:
         """The card at the nominal rate until the next attempt: after ``retry_interval``, or
@@ -324,7 +396,9 @@ class OpenCVCamera(VideoSource):
         self, data: np.ndarray, capture_time: float, sink: VideoSink, placeholder: bool = False
     ) -> None:
         now = time.monotonic()
+        cpu = time.thread_time()  # the device thread's own CPU since it started
         with self._lock:
+            self._cpu_s = cpu
             self._frames += 1
             self._placeholder = placeholder
             self._times.append(now)

@@ -12,11 +12,16 @@ from dataclasses import dataclass
 
 from aiortc import sdp as aiortc_sdp
 
-from ..errors import BadRequest, PayloadTooLarge
+from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_OFFER_BYTES = 64 * 1024
 VIDEO_CODECS = ("h264", "vp8")
 AUDIO_CODECS = ("opus",)
+UNSUPPORTED_CODEC = "unsupported codec"
+"""How the body of the ``415`` for an offer without a codec the kit sends begins (a browser
+offering neither H.264 with packetization-mode=1 nor VP8, or no Opus: Debian's Firefox without
+VP8, a VP9/AV1-only player). The pupil page shows "navigateur non compatible" on a 415
+(docs/whep.md, "Errors"): before, the 400 it got was retried like a network blip, forever."""
 _LINE = re.compile(r"^[a-z]=.*$")
 _NUMBER = re.compile(r"[0-9]{1,10}")
 
@@ -70,7 +75,8 @@ def is_mdns(candidate: str) -> bool:
 
 def parse_offer(body: bytes) -> Offer:
     """Check a WHEP offer; raise :class:`BadRequest` with a precise, safe reason (or
-    :class:`PayloadTooLarge` over ``MAX_OFFER_BYTES``)."""
+    :class:`PayloadTooLarge` over ``MAX_OFFER_BYTES``, :class:`UnsupportedMediaType` when an
+    m-line offers no codec the kit sends)."""
     if len(body) > MAX_OFFER_BYTES:
         raise PayloadTooLarge(f"body larger than {MAX_OFFER_BYTES} bytes")
     try:
@@ -236,7 +242,9 @@ def _check_media(index: int, media: aiortc_sdp.MediaDescription) -> int:
     names = {codec.mimeType.split("/")[-1].lower() for codec in media.rtp.codecs}
     supported = VIDEO_CODECS if media.kind == "video" else AUDIO_CODECS
     if not names.intersection(supported):
-        raise BadRequest(f"{where}: no supported codec (this server sends {', '.join(supported)})")
+        raise UnsupportedMediaType(
+            f"{UNSUPPORTED_CODEC}: {where} (this server sends {', '.join(supported)})"
+        )
     if media.kind == "video" and "h264" in names and "vp8" not in names:
         modes = {
             str(codec.parameters.get("packetization-mode", "0"))
@@ -244,7 +252,9 @@ def _check_media(index: int, media: aiortc_sdp.MediaDescription) -> int:
             if codec.mimeType.lower() == "video/h264"
         }
         if "1" not in modes:
-            raise BadRequest(f"{where}: H264 needs packetization-mode=1")
+            raise UnsupportedMediaType(
+                f"{UNSUPPORTED_CODEC}: {where}: H264 needs packetization-mode=1"
+            )
     return 1
 
 

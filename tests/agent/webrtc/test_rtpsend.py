@@ -273,7 +273,7 @@ async def test_the_loop_runs_until_its_queue_closes(kit: Kit) -> None:
     started and exited (``stop`` waits for that)."""
     queue = FakeQueue([encoded(frame, i * 3000) for i, frame in enumerate(FRAMES)])
     unsubscribed: list[object] = []
-    kit.track.bind("h264", lambda layer: queue, lambda q, layer: unsubscribed.append(q))  # type: ignore[arg-type, return-value]
+    kit.track.bind("h264", lambda layer, join=False: queue, lambda q, layer: unsubscribed.append(q))  # type: ignore[arg-type, return-value]
     codec = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=PT)
     async with asyncio.timeout(5):
         await kit.sender._run_rtp(codec)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.errors import BadRequest, PayloadTooLarge
+from agent.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from agent.webrtc.sdp import MAX_OFFER_BYTES, Offer, negotiated_codecs, parse_offer
 from tests.conftest import stored_sdp as sdp_file
 
@@ -36,6 +36,15 @@ def refusal(body: bytes) -> str:
     with pytest.raises(BadRequest) as caught:
         parse_offer(body)
     assert caught.value.status == 400
+    return caught.value.public_message
+
+
+def unsupported(body: bytes) -> str:
+    """The 415 of an offer without a codec the kit sends (the page's "navigateur non
+    compatible"; it was a 400, which the page retried forever)."""
+    with pytest.raises(UnsupportedMediaType) as caught:
+        parse_offer(body)
+    assert caught.value.status == 415
     return caught.value.public_message
 
 
@@ -207,12 +216,12 @@ def test_unsupported_codecs_and_kinds(chrome_offer: str) -> None:
         if not line.startswith(("a=rtpmap:96 ", "a=rtpmap:102 ", "a=rtpmap:104 "))
         and not ("H264" in line or "packetization-mode" in line)
     )
-    assert refusal(no_video_codec.encode()) == (
-        "m-line 0 (video): no supported codec (this server sends h264, vp8)"
+    assert unsupported(no_video_codec.encode()) == (
+        "unsupported codec: m-line 0 (video) (this server sends h264, vp8)"
     )
     no_opus = chrome_offer.replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:111 ISAC/16000")
-    assert refusal(no_opus.encode()) == (
-        "m-line 2 (audio): no supported codec (this server sends opus)"
+    assert unsupported(no_opus.encode()) == (
+        "unsupported codec: m-line 2 (audio) (this server sends opus)"
     )
     text = chrome_offer.replace("m=audio 34950", "m=text 34950")
     assert refusal(text.encode()) == "m-line 2 (text): unsupported media kind"
@@ -222,7 +231,9 @@ def test_h264_needs_packetization_mode_1(chrome_offer: str) -> None:
     mode0_only = without(chrome_offer, "a=rtpmap:96 VP8").replace(
         "packetization-mode=1", "packetization-mode=0"
     )
-    assert refusal(mode0_only.encode()) == "m-line 0 (video): H264 needs packetization-mode=1"
+    assert unsupported(mode0_only.encode()) == (
+        "unsupported codec: m-line 0 (video): H264 needs packetization-mode=1"
+    )
     # With VP8 beside it, mode 0 is no reason to refuse: VP8 is used.
     with_vp8 = chrome_offer.replace("packetization-mode=1", "packetization-mode=0")
     assert parse_offer(with_vp8.encode()).video_count == 2

@@ -11,6 +11,7 @@ import pytest
 
 from agent.media.fanout import Fanout, ViewerQueue
 from agent.media.packets import EncodedPacket
+from agent.webrtc import tracks
 from agent.webrtc.tracks import KEYFRAMES, PAUSED, PacketTrack
 
 
@@ -26,9 +27,13 @@ class Layers:
             for name in ("high", "mid", "low")
         }
         self.left: list[str] = []
+        self.joins: list[str] = []
+        """Subscriptions made while the track had sent no picture yet."""
 
-    def subscribe(self, layer: str) -> ViewerQueue:
-        return self.fanouts[layer].subscribe()
+    def subscribe(self, layer: str, join: bool = False) -> ViewerQueue:
+        if join:
+            self.joins.append(layer)
+        return self.fanouts[layer].subscribe(join)
 
     def unsubscribe(self, queue: ViewerQueue, layer: str) -> None:
         self.left.append(layer)
@@ -122,3 +127,52 @@ async def test_stop_leaves_every_layer(started: tuple[PacketTrack, Layers]) -> N
     track.stop()
     assert sorted(layers.left) == ["high", "mid"]
     assert all(f.subscribers == 0 for f in layers.fanouts.values())
+
+
+async def test_a_video_track_subscribes_as_a_join_when_bound_before_its_sender_starts() -> None:
+    """The join's keyframe is asked for when the answer is made and queued while the pupil
+    connects: the sender's first packet is that keyframe, without another request."""
+    layers = Layers()
+    track = PacketTrack("video", "camera")
+    track.bind("h264", layers.subscribe, layers.unsubscribe, "mid")
+    assert layers.joins == ["mid"] and layers.asked == ["mid"]
+    layers.publish("mid", True, 1)  # made while ICE and DTLS connect
+    layers.publish("mid", False, 2)
+    assert [await next_tag(track), await next_tag(track)] == [1, 2]
+    assert layers.asked == ["mid"] and layers.fanouts["mid"].subscribers == 1
+    track.count_sent(packet(True, 1))
+    track.want("high")  # the pupil has a picture now: a layer switch, not a join
+    assert layers.joins == ["mid"] and layers.asked == ["mid", "high"]
+    track.stop()
+
+
+async def test_an_early_subscription_without_a_sender_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pupil that never connects holds no queue (nor asks for keyframes on overflow) past
+    ``EARLY_S``; if it connects later, its sender subscribes again, as a join."""
+    monkeypatch.setattr(tracks, "EARLY_S", 0.05)
+    layers = Layers()
+    track = PacketTrack("video", "camera")
+    track.bind("h264", layers.subscribe, layers.unsubscribe, "mid")
+    assert layers.fanouts["mid"].subscribers == 1
+    await asyncio.sleep(0.1)
+    assert layers.fanouts["mid"].subscribers == 0 and layers.left == ["mid"]
+    first = asyncio.create_task(track.next_packet())
+    await asyncio.sleep(0)
+    assert layers.joins == ["mid", "mid"]
+    layers.publish("mid", True, 3)
+    async with asyncio.timeout(1):
+        assert (await first).payloads[0][0] == 3
+    track.stop()
+
+
+async def test_audio_and_paused_tracks_wait_for_their_sender() -> None:
+    layers = Layers()
+    paused = PacketTrack("video", "document")
+    paused.bind("h264", layers.subscribe, layers.unsubscribe, PAUSED)
+    audio = PacketTrack("audio", "microphone")
+    audio.bind("opus", layers.subscribe, layers.unsubscribe)
+    assert not layers.joins and all(f.subscribers == 0 for f in layers.fanouts.values())
+    paused.stop()
+    audio.stop()

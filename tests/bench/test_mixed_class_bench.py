@@ -1,0 +1,82 @@
+"""bench/mixed_class.py: its VP8 pupils really take VP8, and its "Done when" rows judge every
+pupil of the class (a pupil missing from the figures is a failure, not a pass)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from bench import mixed_class
+from bench.mixed_class import H264_PUPILS, VP8_PUPILS, MixedClass
+from bench.processes import ROOT, CpuSample
+from tests.conftest import LiveAgent
+
+
+def pupil(camera: float, document: float) -> dict[str, dict[str, float]]:
+    return {"camera": {"fps": camera}, "document": {"fps": document}, "microphone": {"fps": 50}}
+
+
+def a_class(cpu: float, camera: float = 30.0, firefox: bool = True) -> MixedClass:
+    result = MixedClass(CpuSample(cpu, 300.0))
+    result.h264 = [pupil(30.0, 15.0) for _ in range(H264_PUPILS)]
+    result.vp8 = [pupil(camera, 15.0) for _ in range(VP8_PUPILS - firefox)]
+    result.firefox = {"camera": 29.6, "document": 14.8} if firefox else None
+    return result
+
+
+def test_the_rows_pass_a_full_class_within_one_core() -> None:
+    rows = mixed_class.check_rows(a_class(85.0))
+    assert [ok for _, _, ok in rows] == [True, True]
+    assert rows[0][1] == "30 pupils, min 29.6 / 14.8 fps"
+    assert "one a real Firefox" in rows[0][0]
+
+
+def test_the_rows_fail_a_slow_pupil_a_missing_one_or_over_one_core() -> None:
+    assert not mixed_class.check_rows(a_class(85.0, camera=28.0))[0][2]
+    missing = a_class(85.0)
+    missing.vp8.pop()
+    assert not mixed_class.check_rows(missing)[0][2]
+    assert not mixed_class.check_rows(a_class(101.0))[1][2]
+    no_firefox = a_class(85.0, firefox=False)  # five aiortc VP8 pupils
+    assert mixed_class.check_rows(no_firefox)[0][2]
+    assert "no Firefox here" in mixed_class.check_rows(no_firefox)[0][0]
+    assert "no firefox-esr here" in "\n".join(mixed_class.lines(no_firefox))
+
+
+async def test_its_vp8_pupils_offer_vp8_only_and_get_it(agent: LiveAgent) -> None:
+    """The ``--vp8-receivers`` process against a real agent: what the kit answered them."""
+    whep = await agent.start()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.mixed_class",
+        "--vp8-receivers",
+        "--whep",
+        whep,
+        "--count",
+        "2",
+        "--warmup",
+        "1",
+        "--duration",
+        "2",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    codecs: set[str] = set()
+    async with asyncio.timeout(30):
+        while process.returncode is None:
+            for viewer in agent.session.viewers.values():
+                codecs |= {t.codec for t in viewer.tracks if t.kind == "video" and t.codec}
+            try:
+                async with asyncio.timeout(0.2):
+                    await process.wait()
+            except TimeoutError:
+                pass
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()[-2000:]
+    assert codecs == {"vp8"}
+    viewers = json.loads(out)["viewers"]
+    assert len(viewers) == 2
+    assert all(v["camera"]["fps"] > 0 and v["document"]["fps"] > 0 for v in viewers), viewers
