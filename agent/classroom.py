@@ -1,5 +1,6 @@
-"""Who is in the class, and what they asked: the waiting room, removal, lock, written questions
-and the class's audit (issue 17, docs/kiosk.md "Who is in", docs/pupil-channel.md).
+"""Who is in the class, and what they asked: the waiting room, removal, lock, written questions,
+who has the floor, and the class's audit (issue 17, docs/kiosk.md "Who is in",
+docs/pupil-channel.md, docs/talkback.md "The floor").
 
 Pure logic, no I/O, time injected: the session (``agent/session.py``) asks :class:`Classroom`
 whether a join may go ahead and whether the pupil waits, tells it what happened, and does the
@@ -34,6 +35,11 @@ QUESTION_BURST = 3.0
 QUESTION_RATE = 1 / 20
 """A pupil may ask 3 questions at once, then one every 20 s (on top of the channel's own
 message budget): a class of 30 cannot bury the teacher's screen."""
+WAITING_MAX_S = 20 * 60.0
+"""How long a pupil may wait in the waiting room: then their page is told (``lobby_timeout``)
+and their connection closed; a reload knocks again. 20 minutes: longer than a teacher takes to
+notice a knock during a lesson, short enough that a tab left open does not hold one of the
+class's places (``webrtc.max_viewers``) for hours."""
 MAX_AUDIT = 5000
 """Audit lines kept for one class (a 30-pupil class with reconnections writes a few hundred)."""
 
@@ -99,14 +105,42 @@ class _Bucket:
         return True
 
 
-AUDIT_EVENTS = ("knocked", "joined", "admitted", "removed", "refused", "left", "asked")
+AUDIT_EVENTS = ("knocked", "joined", "admitted", "removed", "refused", "left", "asked", "spoke")
+
+MIC_STATES = ("ready", "on", "denied", "unavailable", "insecure")
+"""What a pupil's page says of its microphone (docs/pupil-channel.md, ``mic``): ``ready`` (it
+can ask for one), ``on`` (open and sent), ``denied`` (the pupil or the browser refused),
+``unavailable`` (no microphone, or the browser has no media API), ``insecure`` (the page is not
+a secure context: a LAN kit reached over plain ``http://``, docs/talkback.md)."""
+MIC_FAILED = ("denied", "unavailable", "insecure")
+"""A holder's page reporting one of these loses the floor at once: nobody is heard."""
+FLOOR_END_REASONS = ("teacher", "pupil", "passed", "microphone", "removed", "left", "stop")
+"""Why a turn ended, as the audit's ``spoke`` line says: the teacher took it back, the pupil
+pressed stop, the teacher gave it to someone else while full, the page's microphone failed, the
+pupil was removed or left, the class stopped."""
+NOT_ADMITTED = "this pupil is in the waiting room"
+CANNOT_SPEAK = "this pupil's page cannot send sound"
+
+
+@dataclasses.dataclass(slots=True)
+class Turn:
+    """One pupil's turn with the floor."""
+
+    viewer_id: str
+    name: str | None
+    since: float
 
 
 class Classroom:
     """The class's admission and questions state (one per live class)."""
 
-    def __init__(self, waiting_room: bool, started_at: float) -> None:
+    def __init__(self, waiting_room: bool, started_at: float, floor_max: int = 1) -> None:
         self.waiting_room = waiting_room
+        self.floor_max = floor_max
+        self.floor: dict[str, Turn] = {}
+        """Who has the floor now, in the order it was given (at most ``floor_max``)."""
+        self.mic: dict[str, str] = {}
+        """Each pupil's microphone as its page last said (``MIC_STATES``), for the kiosk."""
         self.locked = False
         self.started_at = started_at
         self._admitted_keys: set[bytes] = set()
@@ -162,9 +196,12 @@ class Classroom:
                 question.state = "dismissed"
                 if self.shown == question.id:
                     self.shown = None
+        self.take_floor(viewer_id, now, "removed")
         self._log(now, "removed", viewer_id, name)
 
     def left(self, viewer_id: str, name: str | None, now: float) -> None:
+        self.take_floor(viewer_id, now, "left")
+        self.mic.pop(viewer_id, None)
         self._buckets.pop(viewer_id, None)
         self._log(now, "left", viewer_id, name)
 
@@ -223,10 +260,91 @@ class Classroom:
     def open_questions(self) -> list[dict[str, Any]]:
         return [q.public() for q in self.questions.values() if q.state == "open"]
 
+    # -- the floor (docs/talkback.md "The floor") --------------------------------------------
+
+    def give_floor(
+        self,
+        viewer_id: str,
+        name: str | None,
+        admitted: bool,
+        can_speak: bool,
+        now: float,
+    ) -> list[str]:
+        """Give this pupil the floor; returns the pupils whose turn ended to make room (the
+        oldest turn when ``floor_max`` pupils have it already: one tap passes the floor, the
+        teacher never has to take it back first). Giving it again to a holder changes nothing.
+        Refused (``Conflict``) for a pupil in the waiting room, or whose page cannot send sound
+        (its offer's audio cannot send, the kit has no talk-back, or its page is not a secure
+        context): the kit never asks a page it would not hear."""
+        if viewer_id in self.floor:
+            return []
+        if not admitted:
+            raise Conflict(NOT_ADMITTED, "waiting")
+        if not can_speak or self.mic.get(viewer_id) == "insecure":
+            raise Conflict(CANNOT_SPEAK, self.mic.get(viewer_id) or "cannot-speak")
+        passed = []
+        while len(self.floor) >= self.floor_max:
+            oldest = next(iter(self.floor))
+            self.take_floor(oldest, now, "passed")
+            passed.append(oldest)
+        self.floor[viewer_id] = Turn(viewer_id, name, now)
+        return passed
+
+    def take_floor(self, viewer_id: str, now: float, reason: str = "teacher") -> bool:
+        """End this pupil's turn (``reason``: ``FLOOR_END_REASONS``), with an audit line
+        ``spoke`` giving when it began and ended; False if they did not have the floor."""
+        turn = self.floor.pop(viewer_id, None)
+        if turn is None:
+            return False
+        if self.mic.get(viewer_id) == "on":  # the page closes it now
+            self.mic[viewer_id] = "ready"
+        self._log(
+            now,
+            "spoke",
+            viewer_id,
+            turn.name,
+            since=round(turn.since, 3),
+            seconds=round(max(0.0, now - turn.since), 1),
+            ended_by=reason,
+        )
+        return True
+
+    def end_floor(self, now: float) -> list[str]:
+        """Stop: every turn ends (audited); returns who had the floor."""
+        holders = list(self.floor)
+        for viewer_id in holders:
+            self.take_floor(viewer_id, now, "stop")
+        return holders
+
+    def set_mic(self, viewer_id: str, state: str, now: float) -> bool:
+        """What the pupil's page says of its microphone; returns whether that ended its turn
+        (a holder whose microphone is refused or missing: nobody would be heard)."""
+        if state not in MIC_STATES:
+            raise ValueError(f"unknown microphone state {state!r}")
+        self.mic[viewer_id] = state
+        if state in MIC_FAILED:
+            return self.take_floor(viewer_id, now, "microphone")
+        return False
+
+    def rename(self, viewer_id: str, name: str | None) -> None:
+        """A holder changed its name: the next floor message says the new one."""
+        turn = self.floor.get(viewer_id)
+        if turn is not None:
+            turn.name = name
+
+    def floor_counts(self) -> dict[str, int]:
+        """Turns given so far and pupils speaking now: no names (health)."""
+        return {"spoke": self.counts["spoke"], "speaking": len(self.floor)}
+
     # -- audit -------------------------------------------------------------------------------
 
     def _log(
-        self, now: float, event: str, viewer_id: str | None, name: str | None, **extra: str
+        self,
+        now: float,
+        event: str,
+        viewer_id: str | None,
+        name: str | None,
+        **extra: str | float,
     ) -> None:
         self.counts[event if event != "refused" else f"refused_{extra.get('reason')}"] += 1
         self.audit.append(
@@ -242,4 +360,10 @@ class Classroom:
         return out
 
     def settings(self) -> dict[str, Any]:
-        return {"waiting_room": self.waiting_room, "locked": self.locked, "shown": self.shown}
+        return {
+            "waiting_room": self.waiting_room,
+            "locked": self.locked,
+            "shown": self.shown,
+            "floor": list(self.floor),
+            "floor_max": self.floor_max,
+        }

@@ -8,7 +8,7 @@ kit-agent run --config FILE [--state-dir DIR] [--print-join-url]
     says so). Its output goes to the journal, so a class going live is printed as the digest of
     its token; the join link itself (a secret: whoever has it joins the class) only with
     --print-join-url (``make demo``) or in ``demo``
-kit-agent devices               cameras and microphones this machine has
+kit-agent devices               cameras, microphones and speakers this machine has
 kit-agent enroll SERVER_URL CODE [--config FILE | --state-dir DIR] [--name NAME] [--proxy URL]
     exchange an enrollment code for this kit's identity on the provisioning server
 """
@@ -208,9 +208,10 @@ async def _watch_disk(state_dir: Path, problems: Problems) -> None:
 
 
 def _devices() -> int:
-    from .sources.devices import list_cameras, list_microphones
+    from .sources.devices import list_cameras, list_microphones, list_speakers
 
-    print(json.dumps({"cameras": list_cameras(), "microphones": list_microphones()}, indent=2))
+    found = {"cameras": list_cameras(), "microphones": list_microphones()}
+    print(json.dumps({**found, "speakers": list_speakers()}, indent=2))
     return 0
 
 
@@ -237,7 +238,7 @@ def _parser() -> argparse.ArgumentParser:
         help="print the join link when a class goes live (default: its digest only, since "
         "stdout goes to the journal)",
     )
-    sub.add_parser("devices", help="list cameras and microphones")
+    sub.add_parser("devices", help="list cameras, microphones and speakers")
     enroll = sub.add_parser("enroll", help="enroll this kit on a provisioning server")
     enroll.add_argument("server_url", help="e.g. https://provisioning.example.fr")
     enroll.add_argument("code", help="the enrollment code an admin created")

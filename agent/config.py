@@ -110,6 +110,9 @@ class EncoderConfig(_Strict):
     keyframe_interval_s: Annotated[float, Field(gt=0.2, le=2.0)] = 2.0
     keyframe_min_interval_s: Annotated[float, Field(ge=0.0, le=5.0)] = 0.5
     """Forced keyframes (joins, PLI/FIR) per source are at most this often."""
+    keyframe_join_interval_s: Annotated[float, Field(ge=0.0, le=5.0)] = 0.2
+    """A joining pupil's first keyframe is forced at most this long after the layer's last
+    (one for every pupil joining meanwhile; docs/adaptation.md, "A class starting")."""
     threads: Annotated[int, Field(ge=0, le=16)] = 1
     """Encoder threads per video source (0 = chosen by the encoder). One thread per source is
     the cheapest in total CPU on a 2-core kit: the two sources already run in parallel."""

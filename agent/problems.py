@@ -8,7 +8,12 @@ the journal and the admin, and optional parameters (``fallback``: what the kit r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .media.pipeline import MediaPipeline
+
+SPEAKER_UNAVAILABLE = "speaker_unavailable"
 
 
 class Problems:
@@ -27,3 +32,19 @@ class Problems:
     def as_list(self) -> list[dict[str, Any]]:
         """For ``GET /api/status``: in the order they were first reported."""
         return [dict(problem) for problem in self._active.values()]
+
+
+def speaker_problems(pipeline: MediaPipeline | None) -> list[dict[str, Any]]:
+    """The classroom speaker, while a pupil has the floor and it is missing or failing.
+
+    Only then: nobody needs the speaker otherwise, and a kit whose ``[speaker] device`` is
+    absent (no sound card, as on the test machines) is not a problem until a pupil is given the
+    floor; from then until the floor ends the kiosk says the room cannot hear them."""
+    talkback = pipeline.talkback if pipeline is not None else None
+    if talkback is None or not talkback.mixer.voices():
+        return []
+    status = talkback.speaker.status()
+    if status["state"] not in ("missing", "error"):
+        return []
+    detail = f"speaker {status['device']!r}: {status['state']} ({status['detail']})"
+    return [{"code": SPEAKER_UNAVAILABLE, "detail": detail}]

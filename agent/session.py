@@ -7,8 +7,9 @@ token. Tokens of ended sessions are remembered (hashed) so a stale link gets "ex
 rather than "not live" (409).
 
 Who may join and what pupils asked is the live class's :class:`~agent.classroom.Classroom`
-(the waiting room, removal, lock, questions, the audit): created at Start, dropped at Stop with
-every name in it. The teacher's controls below apply its decisions to the viewers.
+(the waiting room, removal, lock, questions, who has the floor, the audit): created at Start,
+dropped at Stop with every name in it. The teacher's controls below apply its decisions to the
+viewers (``Viewer.set_floor`` routes a holder's voice to the room, docs/talkback.md).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from .classroom import Classroom
+from .classroom import WAITING_MAX_S, Classroom
 from .clock import MediaClock
 from .config import AgentConfig
 from .errors import BadRequest, Conflict, NotFound, ServiceUnavailable
@@ -125,7 +126,9 @@ class ClassSession:
             self.muted = pipeline.muted = False
             self.token = resume_token or self._new_token()
             self.started_at = started_at if resume_token and started_at else time.time()
-            self.classroom = Classroom(self.waiting_room, self.started_at)
+            self.classroom = Classroom(
+                self.waiting_room, self.started_at, self.config.kiosk.floor_max
+            )
             self.state = SessionState.LIVE
             self._uplink_task = asyncio.create_task(self._share_uplink(), name="uplink-share")
             log.info("class is live")
@@ -147,6 +150,10 @@ class ClassSession:
                 self._expired.append(_digest(self.token))
             self.token = None
             viewers = list(self.viewers.values())
+            if self.classroom is not None:  # nobody is heard any more, from now
+                for viewer_id in self.classroom.end_floor(time.time()):
+                    if viewer_id in self.viewers:
+                        self.viewers[viewer_id].set_floor(False)
             for viewer in viewers:  # pages show "class ended" at once instead of retrying
                 viewer.send(pupil_channel.ended_message())
             if any(v.channel is not None for v in viewers):
@@ -292,6 +299,29 @@ class ClassSession:
                 self.share_uplink()
             except Exception:  # the class goes on with the shares it had
                 log.exception("uplink shares not updated")
+            try:
+                await self.send_away_overdue(time.time())
+            except Exception:
+                log.exception("waiting pupils not checked")
+
+    async def send_away_overdue(self, now: float) -> list[str]:
+        """Pupils who waited ``classroom.WAITING_MAX_S`` without being let in: their page is
+        told (``lobby_timeout``) and their connection closed, so a link forgotten in a tab does
+        not hold a place (and a connection) for the whole class. Returns their ids."""
+        overdue = [
+            v for v in self.viewers.values() if not v.admitted and now - v.created > WAITING_MAX_S
+        ]
+        for viewer in overdue:
+            log.info(
+                "pupil %s: waited %.0f s without being let in, closing",
+                viewer.id,
+                now - viewer.created,
+            )
+            viewer.send(pupil_channel.lobby_timeout_message())
+        if any(v.channel is not None for v in overdue):
+            await asyncio.sleep(ENDED_FLUSH_S)
+        await asyncio.gather(*(v.close() for v in overdue), return_exceptions=True)
+        return [v.id for v in overdue]
 
     async def remove_viewer(self, viewer_id: str) -> None:
         viewer = self.viewers.get(viewer_id)
@@ -306,7 +336,9 @@ class ClassSession:
 
     def _viewer_closed(self, viewer: Viewer) -> None:
         if self.viewers.pop(viewer.id, None) is not None and self.classroom is not None:
+            before = list(self.classroom.floor)
             self.classroom.left(viewer.id, viewer.name, time.time())
+            self._floor_changed(before)
         self._joins.changed()
 
     def _viewer_connected(self, viewer: Viewer) -> None:
@@ -323,6 +355,12 @@ class ClassSession:
     def _pupil_event(self, viewer: Viewer, event: pupil_channel.PupilEvent) -> None:
         if isinstance(event, pupil_channel.SetHand):
             log.info("pupil %s: hand %s", viewer.id, "raised" if event.raised else "lowered")
+        elif isinstance(event, pupil_channel.ReleaseFloor | pupil_channel.MicState):
+            self._floor_event(viewer, event)
+        elif isinstance(event, pupil_channel.SetName) and self.classroom is not None:
+            if viewer.id in self.classroom.floor:  # every page shows the new name
+                self.classroom.rename(viewer.id, viewer.name)
+                self._send_floor()
         elif isinstance(event, pupil_channel.Ask) and self.classroom is not None:
             try:
                 question = self.classroom.ask(viewer.id, viewer.name, event.text, time.time())
@@ -332,7 +370,87 @@ class ClassSession:
             log.info("pupil %s: asked a question (%d characters)", viewer.id, len(event.text))
             viewer.send(pupil_channel.question_message(question.id, "open"))
 
+    def _floor_event(
+        self, viewer: Viewer, event: pupil_channel.ReleaseFloor | pupil_channel.MicState
+    ) -> None:
+        """The pupil's stop button, or what its page says of its microphone: a holder whose
+        microphone is refused or missing loses the floor (the kiosk shows why)."""
+        classroom = self.classroom
+        if classroom is None or self.state != SessionState.LIVE:
+            return
+        before = list(classroom.floor)
+        now = time.time()
+        if isinstance(event, pupil_channel.ReleaseFloor):
+            if classroom.take_floor(viewer.id, now, "pupil"):
+                log.info("pupil %s: gave the floor back", viewer.id)
+        elif classroom.set_mic(viewer.id, event.state, now):
+            log.info("pupil %s: microphone %s, floor taken back", viewer.id, event.state)
+        if not self._floor_changed(before) and viewer.admitted:
+            viewer.send(self._floor_message(viewer.id))  # the page learns the floor as it is
+
+    def _floor_message(self, viewer_id: str) -> str:
+        assert self.classroom is not None
+        floor = self.classroom.floor
+        return pupil_channel.floor_message(
+            viewer_id in floor, [turn.name for turn in floor.values()]
+        )
+
+    def _send_floor(self) -> None:
+        """Tell every admitted pupil who has the floor (and whether it is them)."""
+        if self.classroom is None:
+            return
+        for viewer in self.viewers.values():
+            if viewer.admitted:
+                viewer.send(self._floor_message(viewer.id))
+
+    def _floor_changed(self, before: list[str]) -> bool:
+        """Apply the classroom's floor to the viewers (``set_floor``: whose sound reaches the
+        room) and tell every page, if it changed from ``before``; returns whether it did."""
+        if self.classroom is None:
+            return False
+        now = list(self.classroom.floor)
+        if now == before:
+            return False
+        for viewer_id in before:
+            if viewer_id not in now and viewer_id in self.viewers:
+                self.viewers[viewer_id].set_floor(False)
+        for viewer_id in now:
+            if viewer_id not in before:
+                viewer = self.viewers[viewer_id]
+                viewer.set_floor(True)
+                if not viewer.has_floor:  # the media side refused: the kiosk would be wrong
+                    log.warning("pupil %s: given the floor but its sound is not routed", viewer_id)
+        self._send_floor()
+        return True
+
     # -- Teacher's controls ----------------------------------------------------------------
+
+    def give_floor(self, viewer_id: str) -> None:
+        """The teacher gives this pupil the floor: their page opens its microphone, the kit
+        plays their voice in the room and sends it to the others; their raised hand goes down.
+        Full (``[kiosk] floor_max``): the oldest turn ends (agent/classroom.py ``give_floor``)."""
+        classroom = self._live_classroom()
+        viewer = self._pupil(viewer_id)
+        before = list(classroom.floor)
+        passed = classroom.give_floor(
+            viewer.id, viewer.name, viewer.admitted, viewer.can_speak, time.time()
+        )
+        for other in passed:
+            log.info("pupil %s: floor passed on", other)
+        if self._floor_changed(before):
+            log.info("pupil %s: given the floor", viewer.id)
+            if viewer.hand_raised_at is not None:  # the hand was for this: it goes down
+                viewer.lower_hand()
+
+    def take_floor(self, viewer_id: str) -> None:
+        """The teacher takes the floor back (idempotent): the pupil's page closes its
+        microphone, and whatever it still sends is discarded by the kit."""
+        classroom = self._live_classroom()
+        viewer = self._pupil(viewer_id)
+        before = list(classroom.floor)
+        if classroom.take_floor(viewer.id, time.time(), "teacher"):
+            log.info("pupil %s: floor taken back", viewer.id)
+        self._floor_changed(before)
 
     def lower_hand(self, viewer_id: str) -> None:
         viewer = self.viewers.get(viewer_id)
@@ -369,6 +487,8 @@ class ClassSession:
         shown = classroom.shown_text()
         if shown is not None:
             viewer.send(pupil_channel.shown_message(shown))
+        if classroom.floor:
+            viewer.send(self._floor_message(viewer.id))
         log.info("pupil %s: admitted", viewer.id)
 
     def admit_all(self) -> None:
@@ -383,7 +503,9 @@ class ClassSession:
         classroom = self._live_classroom()
         viewer = self._pupil(viewer_id)
         before = classroom.shown
+        holders = list(classroom.floor)
         classroom.removed(viewer.id, viewer.key, viewer.name, time.time())
+        self._floor_changed(holders)  # their sound stops before anything else
         log.info("pupil %s: removed by the teacher", viewer.id)
         if viewer.channel is not None:
             viewer.send(pupil_channel.removed_message())
@@ -458,7 +580,10 @@ class ClassSession:
 
     def pupils(self) -> list[dict[str, Any]]:
         """Connected pupils, in order of arrival, for the kiosk (``admitted`` false: in the
-        waiting room)."""
+        waiting room; ``floor``: has the floor; ``can_speak``: could be given it; ``mic``: what
+        its page says of its microphone, docs/kiosk.md)."""
+        floor = self.classroom.floor if self.classroom is not None else {}
+        mic = self.classroom.mic if self.classroom is not None else {}
         return [
             {
                 "id": v.id,
@@ -467,6 +592,9 @@ class ClassSession:
                 "hand_raised_at": v.hand_raised_at,
                 "connected": v.connected_at is not None and v.state == "connected",
                 "path": v.path(),
+                "floor": v.id in floor,
+                "can_speak": v.can_speak and mic.get(v.id) != "insecure",
+                "mic": mic.get(v.id),
             }
             for v in sorted(self.viewers.values(), key=lambda v: v.created)
         ]
@@ -485,6 +613,7 @@ class ClassSession:
             "locked": classroom.locked,
             "waiting": waiting,
             **classroom.audit_counts(),
+            **classroom.floor_counts(),
         }
 
     def class_status(self) -> dict[str, Any]:
@@ -495,6 +624,8 @@ class ClassSession:
                 "waiting_room": self.waiting_room,
                 "locked": False,
                 "shown": None,
+                "floor": [],
+                "floor_max": self.config.kiosk.floor_max,
                 "questions": [],
             }
         return {**classroom.settings(), "questions": classroom.open_questions()}

@@ -25,7 +25,7 @@ import numpy as np
 
 from agent.webrtc.ice import restrict_host_addresses
 
-from . import browser
+from . import browser, burst, mixed_class, mjpeg, talkback
 from .network_report import section_of
 from .processes import (
     ROOT,
@@ -137,6 +137,9 @@ async def run(quick: bool) -> dict[str, Any]:
         out["first_frame"] = await measure_first_frame(whep, 5 if quick else 20)
         out["browser"] = await measure_browser(agent, quick)
     out["lower"] = [await measure_lower_layers(kbps) for kbps in LOWER_LAYER_UPLINKS]
+    out["burst"] = await burst.measure_burst(10 if quick else burst.PUPILS)  # issue 18
+    if not quick:
+        out["talkback"] = await talkback.run()  # 30 pupils + one speaking (issue 17)
     for camera_only in (True, False):
         args = ["-m", "bench.stock_server"] + (["--camera-only"] if camera_only else [])
         label = "stock aiortc, room camera only" if camera_only else "stock aiortc, all sources"
@@ -145,6 +148,10 @@ async def run(quick: bool) -> dict[str, Any]:
             for n in (1, 4):
                 result = await measure_load(label, stock.pid, stock.base_url, n)
                 out["stock" if camera_only else "stock_all"].append(result)
+    if not quick:
+        out["mixed"] = await mixed_class.measure()  # 25 H.264 + 5 VP8 pupils (issue 18)
+    if not quick:
+        out["mjpeg"] = await mjpeg.run()  # MJPEG cameras, 30 pupils (issue 18)
     return out
 
 
@@ -249,9 +256,15 @@ def report(out: dict[str, Any]) -> str:
         f"- WHEP POST → first decoded room-camera frame: p50 {pct(ff, 50)} ms, p95 "
         f"{pct(ff, 95)} ms ({len(ff)} joins)",
         *lower_layer_lines(out),
+        *(burst.lines(out["burst"]) if "burst" in out else []),
+        *(talkback.lines(out["talkback"]) if "talkback" in out else []),
         *browser.report_lines(out["browser"]),
     ]
     lines += ["", *checks(out), "", *browser_checks(out["browser"])]
+    if "mjpeg" in out:
+        lines += ["", *mjpeg.report_lines(out["mjpeg"]), "", *mjpeg.checks(out["mjpeg"])]
+    if "mixed" in out:
+        lines += ["", mixed_class.report(out["mixed"])]
     return "\n".join(lines)
 
 
@@ -299,6 +312,10 @@ def checks(out: dict[str, Any]) -> list[str]:
     lower = lower_layer_check(out)
     if lower is not None:
         row(*lower)
+    for check in burst.check_rows(out["burst"]) if "burst" in out else []:
+        row(*check)  # a class starting (issue 18)
+    for check in talkback.check_rows(out["talkback"]) if "talkback" in out else []:
+        row(*check)  # one pupil speaking (issue 17)
     idle: CpuSample = out["idle"]
     row(
         "idle CPU ≤ 2 %, RSS ≤ 250 MB",
@@ -341,7 +358,8 @@ def main() -> int:
     print(table)
     if not args.quick:
         doc = ROOT / "docs" / "PERFORMANCE.md"
-        kept = section_of(doc.read_text(encoding="utf-8")) if doc.exists() else ""
+        old = doc.read_text(encoding="utf-8") if doc.exists() else ""
+        kept, hand = section_of(old), mjpeg.hand_written_section(old)  # kept as they are
         doc.write_text(
             "# Performance of the media core\n\n"
             f"Written by `make bench` on {started}, {machine()}. Sources: synthetic room camera "
@@ -354,6 +372,7 @@ def main() -> int:
             "shared, so compare ratios within one run. See docs/benchmark.md for the method.\n\n"
             + table
             + "\n"
+            + (f"\n{hand.rstrip()}\n" if hand else "")  # "Where a real kit's CPU goes"
             + (f"\n{kept.rstrip()}\n" if kept else ""),  # make bench-network's section
             encoding="utf-8",
         )

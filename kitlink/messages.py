@@ -151,6 +151,10 @@ class ClassroomHealth(_Msg):
     removed: PupilCount = 0
     refused: PupilCount = 0
     asked: PupilCount = 0
+    spoke: PupilCount = 0
+    """Turns with the floor (talk-back) since Start."""
+    speaking: PupilCount = 0
+    """Pupils who have the floor now."""
 
 
 class HealthReport(_Msg):

@@ -27,6 +27,7 @@ from kitlink import (
     FEATURE_CLASS_CONTROL,
     FEATURE_NETWORK_CONFIG,
     AnyServerMessage,
+    ClassroomHealth,
     ConfigAck,
     Health,
     Hello,
@@ -148,6 +149,8 @@ class Kit:
     """The network part of the latest report: how the school gets out, pupils by path."""
     pupils_view: tuple[object, ...] | None = None
     """What the kit page shows of the class's distribution, to publish only its changes."""
+    classroom: ClassroomHealth | None = None
+    """The live class's counts as last reported (no names): a change is published too."""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -431,6 +434,8 @@ class Fleet:
         pupils_view = _pupils_view(report.pupils)
         network_changed |= pupils_view != kit.pupils_view
         kit.pupils_view = pupils_view
+        network_changed |= report.classroom != kit.classroom
+        kit.classroom = report.classroom
         kit.health = text
         kit.problems = problems
         kit.session = report.session.state

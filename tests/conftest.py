@@ -158,8 +158,13 @@ async def run_agent(config: AgentConfig) -> AsyncIterator[LiveAgent]:
 
 
 def agent_config(**overrides: Any) -> AgentConfig:
-    """Small synthetic sources on loopback; ``overrides`` replace whole top-level sections."""
-    data: dict[str, Any] = {"webrtc": {"host_addresses": [LOOPBACK]}, **SMALL_SOURCES}
+    """Small synthetic sources on loopback; ``overrides`` replace whole top-level sections.
+    The speaker is ``null`` (played nowhere, in real time): this machine has no sound card."""
+    data: dict[str, Any] = {
+        "webrtc": {"host_addresses": [LOOPBACK]},
+        "speaker": {"device": "null"},
+        **SMALL_SOURCES,
+    }
     webrtc = overrides.pop("webrtc", {})
     data["webrtc"] = {**data["webrtc"], **webrtc}
     data.update(overrides)

@@ -76,6 +76,8 @@ class FirefoxPupil:
         self._reader = asyncio.create_task(self._read())
         self._stderr = bytearray()
         self._stderr_reader = asyncio.create_task(self._drain())
+        self._results: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._requests = 0
 
     async def _read(self) -> None:
         assert self.process.stdout is not None
@@ -94,6 +96,10 @@ class FirefoxPupil:
                 self.left.set()
             elif event == "error":
                 self.errors.append(str(message.get("error")))
+            elif event == "result":
+                future = self._results.pop(message.get("id"), None)
+                if future is not None and not future.done():
+                    future.set_result(message)
         self._ready.set()  # the driver ended: whoever waits finds out
 
     async def _drain(self) -> None:
@@ -130,6 +136,19 @@ class FirefoxPupil:
         self.process.stdin.write(command.encode() + b"\n")
         await self.process.stdin.drain()
 
+    async def evaluate(self, script: str, timeout: float = 10.0) -> Any:
+        """The value of ``script`` (a JavaScript expression, awaited) in the page."""
+        self._requests += 1
+        request = self._requests
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._results[request] = future
+        await self.send("eval " + json.dumps({"id": request, "script": script}))
+        async with asyncio.timeout(timeout):
+            answer = await future
+        if "error" in answer:
+            raise AssertionError(f"Firefox could not evaluate {script!r}: {answer['error']}")
+        return answer.get("value")
+
     async def leave(self, timeout: float = 10.0) -> None:
         """Leave the page (about:blank): it ends its WHEP session itself."""
         await self.send("leave")
@@ -159,12 +178,17 @@ async def firefox_pupil(
     prefix: Sequence[str] = (),
     interval: float = 0.25,
     home: Path | None = None,
+    prefs: dict[str, Any] | None = None,
 ) -> AsyncIterator[FirefoxPupil]:
     """Firefox on ``url`` (a pupil's join page) until the block ends, its offer's candidates
     on ``address`` only. ``prefix`` runs the driver under another command (``ip netns exec
-    NS``); ``home``: a writable HOME."""
-    prefs = firefox_prefs(loopback=address == "127.0.0.1")
-    options = {"url": url, "interval": interval, "prefs": prefs, "address": address}
+    NS``); ``home``: a writable HOME; ``prefs``: more preferences (a fake microphone, say)."""
+    options = {
+        "url": url,
+        "interval": interval,
+        "prefs": {**firefox_prefs(loopback=address == "127.0.0.1"), **(prefs or {})},
+        "address": address,
+    }
     env = {**os.environ, "MOZ_HEADLESS": "1"}
     if home is not None:
         env["HOME"] = str(home)

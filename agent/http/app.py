@@ -10,6 +10,7 @@ Routes
   POST /api/session/mute      {"muted": true|false}: pupils get silence, localhost only
   POST /api/pupils/{id}/lower-hand, POST /api/hands/lower-all       localhost only
   POST /api/pupils/{id}/admit, POST /api/pupils/admit-all, POST /api/pupils/{id}/remove
+  POST /api/pupils/{id}/floor {"floor": bool}  give or take back the floor (docs/talkback.md)
   POST /api/class/lock {"locked": bool}, POST /api/class/waiting-room {"enabled": bool}
   POST /api/questions/{id} {"state": "answered"|"dismissed"}
   POST /api/questions/show {"id": "q3"|null}   the waiting room, removal, lock and written
@@ -62,7 +63,7 @@ from ..errors import (
     TooManyRequests,
     UnsupportedMediaType,
 )
-from ..problems import Problems
+from ..problems import Problems, speaker_problems
 from ..session import ClassSession
 from ..webrtc.ice import link_headers
 from ..webrtc.sdp import MAX_OFFER_BYTES
@@ -112,8 +113,9 @@ def require_local(request: web.Request) -> None:
 
 def _status(request: web.Request) -> web.Response:
     """The session's status and the kit's own problems (config, disk), for the kiosk."""
-    status = request.app[SESSION_KEY].status()
-    status["problems"] = request.app[PROBLEMS_KEY].as_list()
+    session = request.app[SESSION_KEY]
+    status = session.status()
+    status["problems"] = request.app[PROBLEMS_KEY].as_list() + speaker_problems(session.pipeline)
     status["software"] = __version__  # the kiosk page reloads itself when this changes
     return web.json_response(status)
 
@@ -182,6 +184,17 @@ async def post_admit_all(request: web.Request) -> web.Response:
 async def post_remove(request: web.Request) -> web.Response:
     require_local(request)
     await request.app[SESSION_KEY].remove_pupil(request.match_info["viewer_id"])
+    return _status(request)
+
+
+async def post_floor(request: web.Request) -> web.Response:
+    require_local(request)
+    session = request.app[SESSION_KEY]
+    viewer_id = request.match_info["viewer_id"]
+    if await _flag(request, "floor"):
+        session.give_floor(viewer_id)
+    else:
+        session.take_floor(viewer_id)
     return _status(request)
 
 
@@ -402,6 +415,7 @@ def make_app(session: ClassSession, problems: Problems | None = None) -> web.App
     app.router.add_post("/api/pupils/admit-all", post_admit_all)
     app.router.add_post("/api/pupils/{viewer_id}/admit", post_admit)
     app.router.add_post("/api/pupils/{viewer_id}/remove", post_remove)
+    app.router.add_post("/api/pupils/{viewer_id}/floor", post_floor)
     app.router.add_post("/api/class/lock", post_lock)
     app.router.add_post("/api/class/waiting-room", post_waiting_room)
     app.router.add_post("/api/questions/show", post_show_question)

@@ -36,10 +36,13 @@ is left, up to :data:`MAX_BACKLOG_MS`. A stalled playback thread makes ``capture
 silence, and its burst then stands in the queue until cut: AEC3 re-converges within ≈ 1.25 s
 (as after any jump of the echo path).
 
-Wiring (docs/talkback.md): ``played`` gets the mono mix of the pupils' voices exactly as handed
-to the speaker device; ``captured`` wraps the microphone's sink, before the encoder. Silent
-placeholders from a missing microphone pass by it unchanged (AEC3 would add faint comfort
-noise); call ``reset`` when either device is re-opened.
+Wiring (docs/talkback.md, agent/media/talkback.py): ``played`` gets the mono mix of the pupils'
+voices exactly as the speaker device played it, over the same interval as each captured block,
+called from the microphone's thread just before ``captured`` (pairing by play time: the queue
+above then never holds a backlog); ``captured`` wraps the microphone's sink, before the encoder,
+only while a pupil has the floor (and 1 s after). Silent placeholders from a missing microphone
+pass by it unchanged (AEC3 would add faint comfort noise); ``reset`` when either device is
+re-opened and at each turn.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""``kit-agent devices``: what cameras and microphones this machine has, without capturing.
+"""``kit-agent devices``: what cameras, microphones and speakers this machine has, without
+capturing or playing.
 
 Cameras are read from ``/dev/video*`` and their names from sysfs: no device is opened, so no
-camera LED lights up. Microphones are PortAudio's input devices; without PortAudio the list is
-empty.
+camera LED lights up. Microphones and speakers are PortAudio's input and output devices (a name
+or index there is what ``[microphone] device`` and ``[speaker] device`` take); without PortAudio
+the lists are empty.
 """
 
 from __future__ import annotations
@@ -39,6 +41,15 @@ def list_cameras(dev_dir: Path = DEV_DIR, sysfs_dir: Path = SYSFS_DIR) -> list[d
 
 def list_microphones() -> list[dict[str, Any]]:
     """PortAudio input devices: index, name, default sample rate; empty without PortAudio."""
+    return _audio_devices("max_input_channels")
+
+
+def list_speakers() -> list[dict[str, Any]]:
+    """PortAudio output devices: index, name, default sample rate; empty without PortAudio."""
+    return _audio_devices("max_output_channels")
+
+
+def _audio_devices(channels: str) -> list[dict[str, Any]]:
     try:
         import sounddevice
     except (OSError, ImportError) as exc:  # libportaudio missing: the import itself fails
@@ -59,5 +70,5 @@ def list_microphones() -> list[dict[str, Any]]:
             "default_samplerate": float(device["default_samplerate"]),
         }
         for index, device in enumerate(devices)
-        if device["max_input_channels"] > 0
+        if device[channels] > 0
     ]

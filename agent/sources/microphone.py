@@ -65,6 +65,11 @@ _OPEN_ERRORS = {
 PORTAUDIO_LOCK = threading.Lock()
 """Held while PortAudio is re-initialised and a stream opened; other PortAudio calls in this
 process (device queries) take it too, so none runs while PortAudio restarts."""
+OPEN_STREAMS = [0]
+"""PortAudio streams open in this process (microphone, speaker), changed under
+:data:`PORTAUDIO_LOCK`. Re-initialising PortAudio closes every open stream, so a device thread
+rescans only when no other stream is open (else the microphone and the speaker would close each
+other's stream in turn); a device replugged meanwhile is found once both are closed."""
 
 
 def device_spec(device: str) -> int | str | None:
@@ -85,13 +90,27 @@ def rms_dbfs(samples: np.ndarray) -> float:
 
 
 def _rescan(sd: Any) -> None:
-    """Re-initialise PortAudio so that it lists the devices present now."""
+    """Re-initialise PortAudio so that it lists the devices present now (not while another
+    stream is open: see :data:`OPEN_STREAMS`)."""
+    if OPEN_STREAMS[0] > 0:
+        return
     if getattr(sd, "_initialized", 0) > 0:
         try:
             sd._terminate()
         except sd.PortAudioError:
             log.debug("microphone: PortAudio terminate failed", exc_info=True)
     sd._initialize()
+
+
+def _close_stream(stream: Any) -> None:
+    """Close a stream :func:`_rescan`'s caller opened, and count it closed."""
+    try:
+        stream.close(ignore_errors=True)
+    except Exception:  # closing a vanished device may fail too
+        log.warning("audio: closing the device failed", exc_info=True)
+    finally:
+        with PORTAUDIO_LOCK:
+            OPEN_STREAMS[0] -= 1
 
 
 def _open_failure(exc: Exception) -> tuple[SourceState, str]:
@@ -118,6 +137,11 @@ class _Schedule:
         lag = max(0.0, now - self._next)
         self._next += self._period
         return lag
+
+    @property
+    def next_slot(self) -> float:
+        """Monotonic time of the slot :meth:`wait` waits for."""
+        return self._next
 
     def wait(self) -> bool:
         """Wait for the next slot; False if stop was requested."""
@@ -219,10 +243,7 @@ class SoundDeviceMicrophone(AudioSource):
             log.warning("microphone: capture failed: %s", exc)
             self._set_state(SourceState.ERROR, NOT_DELIVERING)
         finally:
-            try:
-                stream.close(ignore_errors=True)
-            except Exception:  # closing a vanished device may fail too
-                log.warning("microphone: closing the device failed", exc_info=True)
+            _close_stream(stream)
 
     def _open(self) -> Any:
         try:
@@ -254,11 +275,12 @@ class SoundDeviceMicrophone(AudioSource):
                 log.info("microphone: cannot open %r: %s", self.device, exc)
                 self._set_state(*_open_failure(exc))
                 return None
+            OPEN_STREAMS[0] += 1
         try:
             stream.start()
         except sounddevice.PortAudioError as exc:
             log.info("microphone: cannot start %r: %s", self.device, exc)
-            stream.close(ignore_errors=True)
+            _close_stream(stream)
             self._set_state(*_open_failure(exc))
             return None
         log.debug("microphone: opened %r", self.device)

@@ -5,7 +5,8 @@ fourth (its RTCP handler, for the pupil's feedback) and reads or writes eleven o
 name-mangled attributes; it takes aioice's nominated pair, the DTLS transport's SRTP session,
 and sends through aioice's ``StunProtocol`` (``udp``: GSO on the asyncio
 transport's socket); ``ice`` replaces ``aioice.ice.get_host_addresses``; ``viewer`` reads the
-nominated pair for a pupil's path; ``feedback`` reads aiortc's parsed receiver reports and
+nominated pair for a pupil's path and replaces a receiver's audio jitter buffer (talk-back);
+``feedback`` reads aiortc's parsed receiver reports and
 REMB; ``reach``, ``sdp`` and ``packetize`` use functions and
 classes of submodules that aiortc does not export. None of that is covered by their version
 numbers: a release that renames ``_run_rtp`` or turns an attribute into a property still
@@ -187,6 +188,12 @@ CONTRACT: tuple[Name, ...] = (
             for field in ("ssrc", "fraction_lost", "packets_lost", "highest_sequence")
         ),
     ),
+    *_names(  # talk-back: the pupil's voice decoded without aiortc's 80 ms of prefetch
+        "aiortc.rtcrtpreceiver",
+        "viewer",
+        ("RTCRtpReceiver()._RTCRtpReceiver__jitter_buffer", K.ATTRIBUTE),
+    ),
+    *_names("aiortc.jitterbuffer", "viewer", ("JitterBuffer", K.CLASS)),
     *_names("aiortc.clock", "rtpsend", ("current_ntp_time", K.FUNCTION)),
     *_names("aiortc.mediastreams", "rtpsend, tracks", ("MediaStreamError", K.CLASS)),
     *_names("aiortc.codecs.h264", "packetize", ("H264Encoder.pack", K.METHOD)),
@@ -400,6 +407,12 @@ def _sender_chain() -> tuple[Any, Any, Any]:
     return RTCRtpSender("video", dtls), dtls, ice
 
 
+def _receiver() -> Any:
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+    return RTCRtpReceiver("audio", _sender_chain()[1])
+
+
 def _connection() -> Any:
     from aioice.ice import Connection
 
@@ -463,6 +476,7 @@ _FACTORIES: dict[tuple[str, str], Factory] = {
     ("aiortc.rtcrtpsender", "RTCRtpSender"): lambda udp: _sender_chain()[0],
     ("aiortc.rtcdtlstransport", "RTCDtlsTransport"): lambda udp: _sender_chain()[1],
     ("aiortc.rtcicetransport", "RTCIceTransport"): lambda udp: _sender_chain()[2],
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver"): lambda udp: _receiver(),
     ("aioice.ice", "Connection"): lambda udp: _connection(),
     ("aioice.ice", "CandidatePair"): _candidate_pair,
     ("aioice.ice", "StunProtocol"): _stun_protocol,

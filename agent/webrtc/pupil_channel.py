@@ -1,4 +1,4 @@
-"""The pupil data channel: display names, hands, written questions, the waiting room
+"""The pupil data channel: display names, hands, written questions, the waiting room, the floor
 (docs/pupil-channel.md).
 
 A sans-I/O core: :func:`parse_pupil_message` turns one received message into an event or raises
@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .. import boundedjson
-from ..classroom import MAX_QUESTION_CHARS, clean_text
+from ..classroom import MAX_QUESTION_CHARS, MIC_STATES, clean_text
 from ..errors import ProtocolError
 
 CHANNEL_LABEL = "classroom"
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_MESSAGE_BYTES = 2048
 """A 280-character question in any script, JSON-escaped, fits; a 10 kB paste does not."""
 MAX_NAME_CHARS = 40
@@ -50,7 +50,19 @@ class Ask:
     text: str
 
 
-PupilEvent = SetName | SetHand | Ask
+@dataclass(frozen=True, slots=True)
+class ReleaseFloor:
+    """v3: the pupil pressed stop: they give the floor back."""
+
+
+@dataclass(frozen=True, slots=True)
+class MicState:
+    """v3: what the page says of its microphone (``classroom.MIC_STATES``)."""
+
+    state: str
+
+
+PupilEvent = SetName | SetHand | Ask | ReleaseFloor | MicState
 
 
 def clean_name(value: object) -> str | None:
@@ -92,6 +104,15 @@ def parse_pupil_message(data: str | bytes) -> PupilEvent:
     if kind == "question":
         _only(message, {"type", "text"})
         return Ask(_question_text(message.get("text")))
+    if kind == "floor_release":
+        _only(message, {"type"})
+        return ReleaseFloor()
+    if kind == "mic":
+        _only(message, {"type", "state"})
+        state = message.get("state")
+        if not isinstance(state, str) or state not in MIC_STATES:
+            raise ProtocolError("state must be one of " + ", ".join(MIC_STATES))
+        return MicState(state)
     raise ProtocolError("unknown message type")
 
 
@@ -250,3 +271,16 @@ def shown_message(text: str | None) -> str:
     """The question the teacher shows to the whole class (its text only, never the asker's
     name); ``None``: nothing shown any more."""
     return _dump({"type": "shown", "text": text})
+
+
+def floor_message(you: bool, holders: list[str | None]) -> str:
+    """v3, to every admitted pupil whenever the floor changes (and at admission, and in answer
+    to the page's ``mic``): whether this pupil has the floor, and the names of those who have it
+    (``None`` for a pupil who gave none: the page says "a pupil"), oldest turn first."""
+    return _dump({"type": "floor", "you": you, "holders": list(holders)})
+
+
+def lobby_timeout_message() -> str:
+    """v3: this pupil waited ``classroom.WAITING_MAX_S`` without being let in: the page says so
+    and does not reconnect by itself (a reload knocks again)."""
+    return _dump({"type": "lobby_timeout"})

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import av
 from aiortc import (
     RTCConfiguration,
     RTCIceTransport,
@@ -33,9 +34,12 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc import sdp as aiortc_sdp
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..errors import BadRequest, ProtocolError
 from ..media.pipeline import MediaPipeline
+from ..media.talkback import Downmix
 from . import pupil_channel, rtpsend
 from .control import FULL, PupilControl
 from .feedback import PupilFeedback
@@ -52,6 +56,8 @@ BAD_MESSAGES_LOGGED = 5
 VIDEO_TRACK_IDS = ("camera", "document")
 AUDIO_TRACK_IDS = ("microphone",)
 NOT_ADMITTED = "not admitted yet: only the name can be sent"
+MINUS = "minus"
+"""The audio track's "layer" while its pupil has the floor: the room without their voice."""
 
 
 def _preferences(kind: str) -> list[Any]:
@@ -62,6 +68,21 @@ def _preferences(kind: str) -> list[Any]:
         (c for c in caps if c.mimeType.lower() in order),
         key=lambda c: order.index(c.mimeType.lower()),
     )
+
+
+VOICE_JITTER_PREFETCH = 0
+"""aiortc holds 4 audio packets (80 ms) before handing the first one to its decoder; the voice
+has its own bounded jitter buffer after decoding (agent/media/talkback.py), so the kit keeps
+none here: a packet is decoded when the next one arrives (20 ms). Measured on loopback, pupil
+voice → speaker p50 171 ms with aiortc's default, 74 ms without (docs/talkback.md)."""
+
+
+def _lean_jitter_buffer(receiver: Any) -> None:
+    """Replace aiortc's audio jitter buffer of ``receiver`` by one without prefetch (a private
+    attribute of aiortc 1.x's RTCRtpReceiver: kept as is if a later version renames it)."""
+    name = "_RTCRtpReceiver__jitter_buffer"
+    if isinstance(getattr(receiver, name, None), JitterBuffer):
+        setattr(receiver, name, JitterBuffer(capacity=16, prefetch=VOICE_JITTER_PREFETCH))
 
 
 class Viewer:
@@ -111,8 +132,17 @@ class Viewer:
         self._closing = False
         self._timeout_task: asyncio.Task[None] | None = None
         self._mdns_tasks: list[asyncio.Task[None]] = []
+        self._can_send_audio = False
+        """The offer's audio m-line is sendrecv: the page can send its microphone."""
+        self._floor = False
+        self._voice_task: asyncio.Task[None] | None = None
+        self.voice_frames = 0
+        """Audio frames received from the pupil (with or without the floor)."""
+        self.voice_discarded = 0
+        """Of those, frames discarded: received while the pupil did not have the floor."""
         self.pc.on("connectionstatechange", self._on_state)
         self.pc.on("datachannel", self._on_datachannel)
+        self.pc.on("track", self._on_track)
 
     @property
     def state(self) -> str:
@@ -182,14 +212,21 @@ class Viewer:
     def _add_transceivers(self, offer: Offer) -> None:
         videos = iter(VIDEO_TRACK_IDS)
         audios = iter(AUDIO_TRACK_IDS)
-        for kind in offer.kinds:
+        directions = [m.direction for m in aiortc_sdp.SessionDescription.parse(offer.sdp).media]
+        for kind, offered in zip(offer.kinds, directions, strict=True):
             if kind not in ("audio", "video"):
                 continue
             track_id = next(videos if kind == "video" else audios, None)
             if track_id is None:
                 continue  # aiortc answers the extra section itself, without media
             track = PacketTrack(kind, track_id)
-            transceiver = self.pc.addTransceiver(track, direction="sendonly")
+            direction = "sendonly"
+            if kind == "audio" and offered == "sendrecv" and self._pipeline.talkback is not None:
+                direction = "sendrecv"  # talk-back: the page may send its microphone
+                self._can_send_audio = True
+            transceiver = self.pc.addTransceiver(track, direction=direction)
+            if direction == "sendrecv":
+                _lean_jitter_buffer(transceiver.receiver)
             transceiver.setCodecPreferences(_preferences(kind))
             stream_id = VIDEO_STREAM_ID if kind == "video" else AUDIO_STREAM_ID
             loop = rtpsend.install(
@@ -223,8 +260,10 @@ class Viewer:
                 continue
             source_id = track.id
 
-            def subscribe(layer: str, source_id: str = source_id, codec: str = codec) -> Any:
-                return self._pipeline.subscribe_video(source_id, codec, layer)
+            def subscribe(
+                layer: str, join: bool = False, source_id: str = source_id, codec: str = codec
+            ) -> Any:
+                return self._pipeline.subscribe_video(source_id, codec, layer, join)
 
             def unsubscribe(
                 queue: Any, layer: str, source_id: str = source_id, codec: str = codec
@@ -260,10 +299,67 @@ class Viewer:
         self._control_task = asyncio.create_task(self.control.run(), name="pupil-control")
 
     def _subscribe_audio(self, layer: str) -> Any:
-        return self._pipeline.subscribe_audio()
+        return self._pipeline.subscribe_audio(self.id if layer == MINUS else None)
 
     def _unsubscribe_audio(self, queue: Any, layer: str) -> None:
-        self._pipeline.unsubscribe_audio(queue)
+        self._pipeline.unsubscribe_audio(queue, self.id if layer == MINUS else None)
+
+    # -- talk-back (docs/talkback.md, "The media path") -----------------------------------------
+
+    @property
+    def can_speak(self) -> bool:
+        """The page offered to send sound (sendrecv audio) and this class has talk-back."""
+        return self._can_send_audio and self._pipeline.talkback is not None
+
+    @property
+    def has_floor(self) -> bool:
+        return self._floor
+
+    def set_floor(self, on: bool) -> None:
+        """Route (or stop routing) this pupil's sound to the room's speaker and into the other
+        pupils' sound; while on, this pupil gets the room without their own voice. Idempotent;
+        giving the floor to a pupil who cannot speak, or beyond ``floor_max``, does nothing."""
+        if on == self._floor:
+            return
+        audio = next((t for t in self.tracks if t.kind == "audio"), None)
+        if on:
+            if self._closing or not self.can_speak or not self._pipeline.open_voice(self.id):
+                return
+            self._floor = True
+            if audio is not None:
+                audio.want(MINUS)
+            log.info("pupil %s: has the floor", self.id)
+            return
+        self._floor = False
+        if audio is not None:
+            audio.want("high")
+        self._pipeline.close_voice(self.id)
+        log.info("pupil %s: floor taken back", self.id)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        """The pupil's sound (a sendrecv audio m-line): consumed for the whole connection, so
+        aiortc's queue of decoded frames never grows, and used only while it has the floor."""
+        if track.kind == "audio" and self._voice_task is None and self._can_send_audio:
+            self._voice_task = asyncio.create_task(self._consume_voice(track), name="pupil-voice")
+
+    async def _consume_voice(self, track: MediaStreamTrack) -> None:
+        downmix = Downmix()
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.voice_frames += 1
+            if not self._floor or not isinstance(frame, av.AudioFrame):
+                self.voice_discarded += 1
+                continue
+            try:
+                samples = downmix(frame)
+            except (ValueError, av.FFmpegError) as exc:  # a frame PyAV cannot convert
+                log.info("pupil %s: voice frame dropped: %s", self.id, exc)
+                continue
+            if not self._pipeline.push_voice(self.id, samples):
+                self.voice_discarded += 1
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState
@@ -308,11 +404,12 @@ class Viewer:
                 log.info("pupil %s: bad data channel message: %s", self.id, exc)
             self.send(pupil_channel.error_message(str(exc)))
             return
-        if not isinstance(event, pupil_channel.SetName) and not self.admitted:
+        waiting_may = (pupil_channel.SetName, pupil_channel.MicState)  # the name, what it can do
+        if not isinstance(event, waiting_may) and not self.admitted:
             self.send(pupil_channel.error_message(NOT_ADMITTED))
             return
-        if isinstance(event, pupil_channel.Ask):
-            self._on_event(self, event)
+        if not isinstance(event, pupil_channel.SetName | pupil_channel.SetHand):
+            self._on_event(self, event)  # questions and the floor: the session decides
             return
         before = (self.name, self.hand_raised_at is not None)
         if isinstance(event, pupil_channel.SetName):
@@ -363,9 +460,12 @@ class Viewer:
     async def close(self) -> None:
         if self._closing:
             return
+        self.set_floor(False)
         self._closing = True
         if self._timeout_task is not None and self._timeout_task is not asyncio.current_task():
             self._timeout_task.cancel()
+        if self._voice_task is not None:
+            self._voice_task.cancel()
         if self._control_task is not None:
             self._control_task.cancel()
         for task in self._mdns_tasks:
@@ -424,6 +524,10 @@ class Viewer:
             "name": self.name,
             "hand_raised_at": self.hand_raised_at,
             "admitted": self.admitted,
+            "can_speak": self.can_speak,
+            "floor": self._floor,
+            "voice_frames": self.voice_frames,
+            "voice_discarded": self.voice_discarded,
             "state": self.state,
             "connected_s": (
                 round(time.time() - self.connected_at, 1) if self.connected_at else None

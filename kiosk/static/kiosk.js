@@ -27,6 +27,14 @@ const STRINGS = {
     questions: (n) => (n === 1 ? "1 question" : `${n} questions`),
     answered: "Répondu", dismiss: "Écarter", show: "Montrer à la classe", unshow: "Ne plus montrer",
     askedBy: (name) => `${name} demande :`,
+    // The floor (docs/talkback.md): who speaks to the class, one tap to give it or take it back.
+    give: "Donner la parole", takeBack: "Reprendre la parole", speaking: "a la parole",
+    floorTitle: (names) => (names.length === 1 ? `${names[0]} a la parole` : `${names.join(" et ")} ont la parole`),
+    mic: {
+      opening: "ouverture du micro…", on: "la classe l'entend",
+      denied: "micro refusé sur sa page", unavailable: "pas de micro sur sa page",
+      insecure: "ne peut pas parler : page en http, donner le lien du serveur (https)",
+    },
     problems: {
       camera_missing: "La caméra de la salle est débranchée. Les élèves voient « caméra indisponible ».",
       camera_error: "La caméra de la salle ne répond pas. Nouvel essai automatique…",
@@ -40,7 +48,9 @@ const STRINGS = {
       config_unreadable: (p) => `Le fichier de configuration est illisible : ${p.fallback === "last_good" ? "derniers réglages valides utilisés" : "réglages par défaut utilisés"}. Prévenez l'administrateur.`,
       config_missing: (p) => `Le fichier de configuration est absent : ${p.fallback === "last_good" ? "derniers réglages valides utilisés" : "réglages par défaut utilisés"}. Prévenez l'administrateur.`,
       disk_full: "Le disque du boîtier est plein : les réglages ne sont plus enregistrés. Le cours peut continuer ; prévenez l'administrateur.",
+      speaker_unavailable: "Le haut-parleur de la salle ne fonctionne pas : l'élève qui a la parole n'est pas entendu dans la salle (les élèves à distance l'entendent). Vérifiez le branchement du haut-parleur ou prévenez l'administrateur.",
       network_none: "Les élèves à la maison ne peuvent pas rejoindre le cours : le réseau de l'établissement bloque la connexion. Les élèves dans l'établissement le peuvent. Prévenez l'administrateur.",
+      speaker_unavailable: "Le haut-parleur de la salle ne fonctionne pas : la classe n'entend pas l'élève qui a la parole (les autres élèves l'entendent). Vérifiez qu'il est branché et allumé.",
     },
     path: { direct: "direct", relay: "relais" },
     // Each pupil's connection as the kit judges it (/api/status viewers[i].link, docs/kiosk.md).
@@ -72,6 +82,13 @@ const STRINGS = {
     questions: (n) => (n === 1 ? "1 question" : `${n} questions`),
     answered: "Answered", dismiss: "Dismiss", show: "Show to the class", unshow: "Stop showing",
     askedBy: (name) => `${name} asks:`,
+    give: "Give the floor", takeBack: "Take the floor back", speaking: "has the floor",
+    floorTitle: (names) => (names.length === 1 ? `${names[0]} has the floor` : `${names.join(" and ")} have the floor`),
+    mic: {
+      opening: "opening the microphone…", on: "the class hears them",
+      denied: "microphone refused on their page", unavailable: "no microphone on their page",
+      insecure: "cannot speak: page over http, give the server's link (https)",
+    },
     problems: {
       camera_missing: "The room camera is unplugged. Pupils see “camera unavailable”.",
       camera_error: "The room camera is not responding. Retrying automatically…",
@@ -85,7 +102,9 @@ const STRINGS = {
       config_unreadable: (p) => `The configuration file is unreadable: ${p.fallback === "last_good" ? "last good settings in use" : "default settings in use"}. Tell the administrator.`,
       config_missing: (p) => `The configuration file is missing: ${p.fallback === "last_good" ? "last good settings in use" : "default settings in use"}. Tell the administrator.`,
       disk_full: "The kit's disk is full: settings are no longer saved. The class can go on; tell the administrator.",
+      speaker_unavailable: "The classroom speaker is not working: the pupil who has the floor is not heard in the room (remote pupils still hear them). Check the speaker's cable or tell the administrator.",
       network_none: "Pupils at home cannot join the class: the school's network blocks the connection. Pupils in the school can. Tell the administrator.",
+      speaker_unavailable: "The room's speaker is not working: the class cannot hear the pupil who has the floor (the other pupils can). Check it is plugged in and switched on.",
     },
     path: { direct: "direct", relay: "relayed" },
     quality: { full: "good connection", reduced: "weak connection: reduced quality", "audio-only": "very weak connection: sound only" },
@@ -235,10 +254,12 @@ function renderLive(t) {
   const pupils = everyone.filter((p) => p.admitted !== false);
   renderLobby(everyone.filter((p) => p.admitted === false), t);
   renderQuestions(t);
+  renderFloor(everyone.filter((p) => p.floor), t);
   $("pupil-count").textContent = t.pupils(pupils.length);
   $("lower-all").hidden = !pupils.some((p) => p.hand_raised_at);
-  const ordered = pupils
-    .sort((a, b) => (a.hand_raised_at || Infinity) - (b.hand_raised_at || Infinity));
+  const ordered = pupils  // who speaks first, then raised hands, oldest first
+    .sort((a, b) => (Boolean(b.floor) - Boolean(a.floor))
+      || ((a.hand_raised_at || Infinity) - (b.hand_raised_at || Infinity)));
   const links = new Map((status.viewers || []).map((v) => [v.id, v.link]));
   replaceList($("pupils"), ordered, (p) => pupilRow(p, t, links.get(p.id)));
   // The figures change every second: set in place, so the rows (and a "lower" button being
@@ -293,8 +314,14 @@ function pupilRow(p, t, link) {
     const badge = linkBadge(link, t);
     if (badge) li.append(badge);
   }
+  if (p.floor) {
+    li.className = "has-floor";
+    const badge = document.createElement("span");
+    badge.className = "speaking"; badge.textContent = t.speaking;
+    li.append(badge);
+  }
   if (p.hand_raised_at) {
-    li.className = "hand";
+    li.className = p.floor ? "has-floor" : "hand";
     const badge = document.createElement("span");
     badge.className = "badge"; badge.textContent = t.hand;
     li.append(badge);
@@ -304,8 +331,47 @@ function pupilRow(p, t, link) {
     lower.addEventListener("click", () => act(`/api/pupils/${encodeURIComponent(p.id)}/lower-hand`));
     li.append(lower);
   }
+  if (p.connected && !p.floor && ["denied", "unavailable", "insecure"].includes(p.mic)) {
+    const why = document.createElement("span");  // why this pupil was not (or cannot be) heard
+    why.className = "nomic"; why.dataset.mic = p.mic;
+    why.textContent = t.mic[p.mic];
+    li.append(why);
+  }
+  const floor = floorButton(p, name.textContent, t);  // a refused microphone may be retried
+  if (floor) li.append(floor);
   li.append(removeButton(p, name.textContent, t));
   return li;
+}
+
+// One tap gives the floor, one tap takes it back (docs/talkback.md). None for a pupil whose page
+// cannot send sound (the kit would refuse: a page over http, a kit without talk-back).
+function floorButton(p, shownName, t) {
+  const path = `/api/pupils/${encodeURIComponent(p.id)}/floor`;
+  if (p.floor) return button("take-floor", t.takeBack, `${t.takeBack} : ${shownName}`, () => act(path, { floor: false }));
+  if (!p.connected || !p.can_speak || p.mic === "insecure") return null;
+  return button("give-floor", t.give, `${t.give} : ${shownName}`, () => act(path, { floor: true }));
+}
+
+// The banner above everything while a pupil has the floor: their name, whether the class hears
+// them yet, and the same one-tap "take it back".
+function renderFloor(holders, t) {
+  const numbers = new Map(status.pupils.map((p, i) => [p.id, i + 1]));
+  const names = holders.map((p) => p.name || t.unnamed(numbers.get(p.id)));
+  $("floor").hidden = holders.length === 0;
+  document.body.dataset.floor = String(holders.length > 0);
+  const title = holders.length ? t.floorTitle(names) : "";
+  if ($("floor-title").textContent !== title) $("floor-title").textContent = title;
+  replaceList($("floor-list"), holders, (p, i) => {
+    const li = document.createElement("li");
+    li.dataset.id = p.id;
+    const who = document.createElement("span");
+    who.className = "who"; who.textContent = names[i];
+    const mic = document.createElement("span");
+    mic.className = "mic"; mic.dataset.mic = p.mic || "opening";
+    mic.textContent = p.mic === "on" ? t.mic.on : t.mic.opening;
+    li.append(who, mic, floorButton(p, names[i], t));
+    return li;
+  });
 }
 
 // -- Who is in: waiting room, lock, removal; written questions (docs/kiosk.md) -------------------

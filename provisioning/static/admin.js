@@ -217,6 +217,20 @@ function pupilFacts(pupils) {
   ];
 }
 
+// Who came into the live class (health "classroom", issue 17): counts only, never a name.
+function classroomFacts(c) {
+  if (!c) return [];
+  const n = (key) => (Number.isInteger(c[key]) ? c[key] : 0);
+  return [
+    ["Salle d'attente", c.waiting_room ? `oui, ${n("waiting")} en attente` : "non"],
+    ["Classe verrouillée", c.locked ? "oui" : "non"],
+    ["Entrées dans le cours", `${n("joined")} directes, ${n("knocked")} par la salle d'attente, ${n("admitted")} admises`],
+    ["Retirés / refusés", `${n("removed")} retirés, ${n("refused")} refusés`],
+    ["Questions écrites", String(n("asked"))],
+    ["Prises de parole", `${n("spoke")}${n("speaking") ? `, ${n("speaking")} en cours` : ""}`],
+  ];
+}
+
 function duration(seconds) {
   const h = Math.floor(seconds / 3600), m = Math.round((seconds % 3600) / 60);
   return h ? `${h} h${m ? " " + String(m).padStart(2, "0") : ""}` : `${m} min`;
@@ -579,6 +593,7 @@ async function renderKit(kitId) {
     ["Dernier test du réseau", kit.network ? when(kit.network.probed_at) : "—"],
     ...(kit.network?.turn_error ? [["Échec du relais TURN", kit.network.turn_error]] : []),
     ...pupilFacts(health.pupils),
+    ...classroomFacts(health.classroom),
   ]);
   facts($("kit-config"), [
     ["Version voulue", kit.config.desired || "—"],

@@ -6,7 +6,9 @@
 // Prints JSON lines on stdout: {"event": "ready"} once the page is open, then every `interval`
 // seconds {"event": "stats", "stats": ...} (what STATS below reads in the page). On stdin,
 // "leave" opens about:blank (the page says goodbye: WHEP DELETE) and prints {"event": "left"};
-// "quit" or the end of stdin closes Firefox and exits.
+// "quit" or the end of stdin closes Firefox and exits. "eval {"id": 1, "script": "..."}" evaluates
+// the script (an expression, awaited) in the page and prints {"event": "result", "id", "value"}
+// (or "error"): how a test clicks and reads the page's own state.
 import { createInterface } from "node:readline";
 import puppeteer from "puppeteer-core";
 
@@ -112,6 +114,13 @@ try {
       left = true;
       await page.goto("about:blank");
       print({ event: "left" });
+    } else if (line.startsWith("eval ")) {
+      const { id, script } = JSON.parse(line.slice(5));
+      try {
+        print({ event: "result", id, value: await page.evaluate(script) });
+      } catch (err) {
+        print({ event: "result", id, error: String(err) });
+      }
     } else if (line.trim() === "quit") {
       clearInterval(timer);
       await close(0);

@@ -131,6 +131,8 @@ async def test_waiting_room_admit_remove_lock(
         "waiting_room": False,  # back to the configured default
         "locked": False,
         "shown": None,
+        "floor": [],
+        "floor_max": 1,
         "questions": [],
     }
     for page in (kiosk, lea, tom, again, late):

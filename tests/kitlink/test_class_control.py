@@ -30,6 +30,8 @@ COUNTS = {
     "removed": 1,
     "refused": 2,
     "asked": 7,
+    "spoke": 4,
+    "speaking": 1,
 }
 
 

@@ -130,6 +130,8 @@ async def test_the_server_gets_admission_counts_without_names(
         "removed": 0,
         "refused": 0,
         "asked": 0,
+        "spoke": 0,
+        "speaking": 0,
     }
     assert "Zoé" not in (kit.health or "")
     await agent.stop()

@@ -1,5 +1,6 @@
 // The pupil's page: join the class through WHEP (the link's token), play both cameras and the
-// sound, raise a hand and ask written questions over the "classroom" data channel, and come back
+// sound, raise a hand, ask written questions and speak when the teacher gives the floor, over the
+// "classroom" data channel (the microphone is asked for only then, never the camera), and come back
 // by itself after a network blip. While the class has not started the page waits and joins when
 // it does; in a class with a waiting room it waits, connected but without picture or sound,
 // until the teacher lets it in (docs/pupil-channel.md). Text from the kit is only ever set as
@@ -12,12 +13,13 @@ const STRINGS = {
     waiting: "Le cours n'a pas encore commencé. Cette page se connectera toute seule dès que ton enseignant le démarrera.",
     ended: "Le cours est terminé. Tu peux fermer cette page.",
     invalid: "Ce lien ne marche pas. Vérifie le lien donné par ton enseignant.",
+    unsupported: "Navigateur non compatible : il ne sait pas lire la vidéo du cours (H.264 ou VP8). Ouvre ce lien avec un autre navigateur à jour (Firefox, Chrome, Edge ou Safari).",
     full: "La classe est complète pour le moment. Nouvel essai dans quelques secondes…",
     reconnecting: "Connexion perdue. Reconnexion automatique…",
     sound: "Activer le son", raise: "Lever la main", lower: "Baisser la main", swap: "Inverser les vues",
     fullscreen: "Document en plein écran", camera: "Caméra de la salle", document: "Caméra document",
     nameLabel: "Ton prénom (facultatif)", nameSave: "Envoyer",
-    nameNote: "Visible seulement par ton enseignant, pendant ce cours.",
+    nameNote: "Visible par ton enseignant pendant ce cours, et par la classe quand tu as la parole.",
     quality: { good: "Connexion bonne", fair: "Connexion moyenne", poor: "Connexion faible" },
     handLowered: "Ton enseignant a baissé ta main.",
     lobbyShort: "Salle d'attente",
@@ -28,6 +30,14 @@ const STRINGS = {
     questionSent: "Question envoyée à ton enseignant.", questionAnswered: "Ton enseignant a répondu à ta question.",
     questionDismissed: "Ton enseignant a écarté ta question.", questionRefused: "Question refusée : ",
     shownLabel: "Question montrée à la classe :",
+    // The floor (docs/talkback.md): who speaks; on the speaker's page, that the class hears them.
+    floorYou: "Tu as la parole : la classe t'entend.", floorOpening: "Tu as la parole : ouverture du micro…",
+    floorOther: (names) => (names.length === 1 ? `${names[0]} a la parole` : `${names.join(" et ")} ont la parole`),
+    aPupil: "Un élève", floorStop: "Arrêter de parler",
+    micDenied: "Ton micro est bloqué : la classe ne peut pas t'entendre. Autorise le micro pour cette page dans ton navigateur.",
+    micUnavailable: "Aucun micro n'est disponible : la classe ne peut pas t'entendre.",
+    micInsecure: "Cette page ne peut pas utiliser de micro (adresse en http). Pour parler à la classe, ouvre le lien du cours qui commence par https.",
+    lobbyTimeout: "Personne ne t'a fait entrer : la salle d'attente est fermée pour cette page. Recharge la page pour frapper de nouveau.",
     // What the kit sends this pupil ("quality" message): said plainly while it is not "full".
     adapted: { reduced: "Connexion faible : qualité réduite", "audio-only": "Connexion très faible : son seulement" },
   },
@@ -36,12 +46,13 @@ const STRINGS = {
     waiting: "The class has not started yet. This page will join by itself as soon as your teacher starts it.",
     ended: "The class has ended. You can close this page.",
     invalid: "This link does not work. Check the link your teacher gave you.",
+    unsupported: "Browser not supported: it cannot play the class's video (H.264 or VP8). Open this link in another up-to-date browser (Firefox, Chrome, Edge or Safari).",
     full: "The class is full right now. Trying again in a few seconds…",
     reconnecting: "Connection lost. Reconnecting automatically…",
     sound: "Turn sound on", raise: "Raise hand", lower: "Lower hand", swap: "Swap views",
     fullscreen: "Document full screen", camera: "Room camera", document: "Document camera",
     nameLabel: "Your first name (optional)", nameSave: "Send",
-    nameNote: "Only your teacher sees it, during this class.",
+    nameNote: "Your teacher sees it during this class; the class does too while you have the floor.",
     quality: { good: "Good connection", fair: "Fair connection", poor: "Poor connection" },
     handLowered: "Your teacher lowered your hand.",
     lobbyShort: "Waiting room",
@@ -52,6 +63,13 @@ const STRINGS = {
     questionSent: "Question sent to your teacher.", questionAnswered: "Your teacher answered your question.",
     questionDismissed: "Your teacher set your question aside.", questionRefused: "Question refused: ",
     shownLabel: "Question shown to the class:",
+    floorYou: "You have the floor: the class hears you.", floorOpening: "You have the floor: opening the microphone…",
+    floorOther: (names) => (names.length === 1 ? `${names[0]} has the floor` : `${names.join(" and ")} have the floor`),
+    aPupil: "A pupil", floorStop: "Stop speaking",
+    micDenied: "Your microphone is blocked: the class cannot hear you. Allow the microphone for this page in your browser.",
+    micUnavailable: "No microphone is available: the class cannot hear you.",
+    micInsecure: "This page cannot use a microphone (http address). To speak to the class, open the class link that starts with https.",
+    lobbyTimeout: "Nobody let you in: the waiting room is closed for this page. Reload the page to knock again.",
     adapted: { reduced: "Weak connection: reduced quality", "audio-only": "Very weak connection: sound only" },
   },
 };
@@ -78,6 +96,14 @@ const pupilKey = sessionStorage.getItem(`key.${token}`) || (() => {
 })();
 let statsTimer = null;
 let cameraFps = 30;      // the rate the kit sends the room camera at (its welcome says)
+// Talk-back (docs/talkback.md): the microphone exists only while the kit says this pupil has the
+// floor. A page that is not a secure context (a kit's plain http:// address) cannot have one:
+// it offers receive-only audio and tells the kit, so the kiosk shows why.
+const micAvailable = window.isSecureContext && Boolean(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+const micCapability = !window.isSecureContext ? "insecure" : micAvailable ? "ready" : "unavailable";
+let floorYou = false;    // the kit's last word: this pupil has the floor
+let micTrack = null;     // the open microphone track, only while floorYou
+let micOpening = null;   // the getUserMedia under way
 
 function translatePage() {
   document.documentElement.lang = lang;
@@ -89,7 +115,7 @@ function translatePage() {
   $("name-label").textContent = T.nameLabel; $("name-save").textContent = T.nameSave;
   $("name-note").textContent = T.nameNote; $("name").value = pupilName;
   $("question-label").textContent = T.questionLabel; $("question-send").textContent = T.questionSend;
-  $("shown-label").textContent = T.shownLabel;
+  $("shown-label").textContent = T.shownLabel; $("floor-stop").textContent = T.floorStop;
   renderHand();
 }
 
@@ -137,7 +163,9 @@ async function join() {
   if (!document.body.dataset.state || document.body.dataset.state === "connecting") setState("connecting", T.connecting);
   let joined;
   try {
-    joined = await whepConnect(whepUrl, { dataChannel: true, headers: { "X-Pupil-Key": pupilKey } });
+    joined = await whepConnect(whepUrl, {
+      dataChannel: true, headers: { "X-Pupil-Key": pupilKey }, talkback: micCapability === "ready",
+    });
   } catch (err) {
     if (mine !== generation) return;
     refused(err);
@@ -154,6 +182,8 @@ async function join() {
 }
 
 function refused(err) {
+  // 415 to our application/sdp offer: no video codec the kit sends (docs/whep.md), for good.
+  if (err.status === 415 || typeof RTCPeerConnection === "undefined") { setState("unsupported", T.unsupported); return; }
   const state = err.classState || (err.status === 409 ? "waiting" : err.status === 404 ? "invalid" : "");
   if (state === "ended" || state === "invalid" || state === "removed") { setState(state, T[state]); return; }
   if (state === "locked") { failures = 0; setState("locked", T.locked); setTimeout(join, 10000); return; }
@@ -222,10 +252,11 @@ function watch(current, mine) {
     stopWatching();
     session = null; current.close();  // DELETE: free our place at once
     stopStats(); showAdapted("full");  // the next session's kit says again if need be
+    stopMic(); showFloor(false, []);    // a new session starts without the floor
     retryLater();
   };
   stopWatching = watchPackets(current, () => probe(current, lost), lost);
-  pc.addEventListener("connectionstatechange", () => {
+  const onState = () => {
     const state = pc.connectionState;
     clearTimeout(disconnectTimer);
     if (state === "connected") {
@@ -240,12 +271,19 @@ function watch(current, mine) {
       disconnectTimer = setTimeout(lost, 2500);  // may recover
       probe(current, lost);
     }
-  });
-  channel.addEventListener("open", () => {
+  };
+  pc.addEventListener("connectionstatechange", onState);
+  if (pc.connectionState === "connected") onState();  // it may have come before this listener
+  // What this page's microphone can do (the kit answers with who has the floor), the name and
+  // the hand, each time the channel opens. Its first events may have come before these
+  // listeners (whep.js keeps the early messages; a channel already open is greeted now).
+  const sayWhoIAm = () => {
+    channel.send(JSON.stringify({ type: "mic", state: micCapability }));
     if (pupilName) channel.send(JSON.stringify({ type: "name", name: pupilName }));
     if (handRaised) channel.send(JSON.stringify({ type: "hand", raised: true }));
-  });
-  channel.addEventListener("message", (event) => {
+  };
+  channel.addEventListener("open", sayWhoIAm);
+  const onMessage = (event) => {
     let message;
     try { message = JSON.parse(event.data); } catch (err) { return; }
     if (message.type === "welcome") {
@@ -253,16 +291,21 @@ function watch(current, mine) {
       if (fps >= 1 && fps <= 60) cameraFps = fps;
       welcomed = true; inLobby = message.admitted === false;  // a kit before it: in at once
       if (pc.connectionState === "connected") showJoined();
-    } else if (message.type === "ended" || message.type === "removed") {
-      generation += 1; session = null; current.close(); stopStats(); stopWatching(); showAdapted("full");
-      inLobby = false; showShown(null);
-      setState(message.type, T[message.type]);
+    } else if (message.type === "ended" || message.type === "removed" || message.type === "lobby_timeout") {
+      generation += 1; session = null; stopMic(); current.close(); stopStats(); stopWatching(); showAdapted("full");
+      inLobby = false; showShown(null); showFloor(false, []);
+      setState(message.type, message.type === "lobby_timeout" ? T.lobbyTimeout : T[message.type]);
     } else if (message.type === "admitted") {
       inLobby = false; if (pc.connectionState === "connected") showJoined();
     } else if (message.type === "question" && typeof message.state === "string") {
       const text = { open: T.questionSent, answered: T.questionAnswered, dismissed: T.questionDismissed }[message.state];
       if (text) $("question-status").textContent = text;
       if (message.state === "open") $("question").value = "";
+    } else if (message.type === "floor" && typeof message.you === "boolean" && Array.isArray(message.holders)) {
+      showFloor(message.you, message.holders);
+      // Given the floor, the hand went down for that: not "your teacher lowered your hand".
+      if (message.you && $("status").textContent === T.handLowered) $("status").textContent = T.live;
+      if (message.you) openMic(current); else stopMic();
     } else if (message.type === "shown") {
       showShown(typeof message.text === "string" ? message.text : null);
     } else if (message.type === "error" && typeof message.reason === "string" && /question/.test(message.reason)) {
@@ -273,7 +316,10 @@ function watch(current, mine) {
     } else if (message.type === "quality" && typeof message.level === "string") {
       showAdapted(message.level);
     }
-  });
+  };
+  channel.addEventListener("message", onMessage);
+  for (const event of current.takeEarlyMessages()) onMessage(event);
+  if (channel.readyState === "open") sayWhoIAm();
   channel.addEventListener("close", () => lost());  // the kit closed our session
 }
 
@@ -307,6 +353,68 @@ function startStats(current) {
   }, 2000);
 }
 
+// -- The floor (docs/talkback.md) ------------------------------------------------------------
+
+// Who has the floor, on every page: names as text (never HTML), "a pupil" for one without.
+function showFloor(you, holders) {
+  floorYou = you;
+  const names = holders.slice(0, 2).map((n) => (typeof n === "string" && n ? n.slice(0, 40) : T.aPupil));
+  const section = $("floor");
+  section.hidden = !you && names.length === 0;
+  section.dataset.you = String(you);
+  $("floor-stop").hidden = !you;
+  $("floor-text").textContent = you ? (micTrack ? T.floorYou : T.floorOpening) : names.length ? T.floorOther(names) : "";
+}
+
+// The kit gave this pupil the floor: ask for the microphone now (sound only, never the camera)
+// and put it on the audio sender negotiated from the start. Refused or missing: say so, and tell
+// the kit (which takes the floor back and shows why on the kiosk).
+async function openMic(current) {
+  if (micTrack || micOpening) return;
+  $("mic-problem").hidden = true;
+  const problem = (state) => {
+    $("mic-problem").textContent = state === "denied" ? T.micDenied : state === "insecure" ? T.micInsecure : T.micUnavailable;
+    $("mic-problem").hidden = false;
+    send({ type: "mic", state });
+  };
+  if (micCapability !== "ready" || !current.audioSender) { problem(micCapability === "ready" ? "unavailable" : micCapability); return; }
+  let stream;
+  try {
+    micOpening = navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+    stream = await micOpening;
+  } catch (err) {
+    micOpening = null;
+    problem(err && (err.name === "NotAllowedError" || err.name === "SecurityError") ? "denied" : "unavailable");
+    return;
+  } finally {
+    micOpening = null;
+  }
+  const track = stream.getAudioTracks()[0];
+  if (!track || !floorYou || session !== current) {  // taken back (or gone) while asking
+    stream.getTracks().forEach((t) => t.stop());
+    if (!track) problem("unavailable");
+    return;
+  }
+  track.addEventListener("ended", () => {  // unplugged, or revoked by the browser
+    if (micTrack !== track) return;
+    stopMic(); problem("unavailable");
+  });
+  micTrack = track;
+  try { await current.audioSender.replaceTrack(track); } catch (err) { stopMic(); problem("unavailable"); return; }
+  send({ type: "mic", state: "on" });
+  $("floor-text").textContent = T.floorYou;
+}
+
+// The floor is over (taken back, released, the session gone): the microphone is closed, its light
+// goes off, and nothing more is sent.
+function stopMic() {
+  const track = micTrack;
+  micTrack = null;
+  if (track) track.stop();
+  const sender = session && session.audioSender;
+  if (sender && sender.track) sender.replaceTrack(null).catch(() => {});
+}
+
 // The question the teacher shows to the class: plain text, never the asker's name.
 function showShown(text) {
   $("shown-text").textContent = text || "";
@@ -318,6 +426,11 @@ function stopStats() {
   $("quality").dataset.level = "";
 }
 
+$("floor-stop").addEventListener("click", () => {
+  stopMic(); floorYou = false;
+  $("floor-stop").hidden = true;
+  send({ type: "floor_release" });  // the kit answers with the floor as it is now
+});
 $("unmute").addEventListener("click", () => {
   const audio = $("microphone");
   audio.muted = false; audio.play().catch(() => {}); $("unmute").hidden = true;
@@ -348,7 +461,7 @@ $("question-form").addEventListener("submit", (event) => {
   if (!text) return;
   send({ type: "question", text });
 });
-window.addEventListener("pagehide", () => { if (session) session.close(); });
+window.addEventListener("pagehide", () => { stopMic(); if (session) session.close(); });
 
 translatePage();
 join();

@@ -1,6 +1,9 @@
 // Minimal WHEP client (draft-ietf-wish-whep), no trickle: the offer carries every candidate.
 // Asks for the room camera, the document camera and the audio, in that order, and (when asked)
 // opens the "classroom" data channel in the same peer connection (docs/pupil-channel.md).
+// talkback: the audio transceiver is sendrecv with no track, so the kit may answer sendrecv
+// and the page can later send its microphone with replaceTrack, without renegotiating (WHEP has
+// no renegotiation); with no track a browser sends no RTP (docs/talkback.md).
 "use strict";
 
 class WhepError extends Error {
@@ -153,13 +156,20 @@ function newPeerConnection(iceServers) {
 
 // iceServers: null (the default) asks the endpoint first (whepIceServers).
 // headers: extra request headers for the offer (the pupil page's X-Pupil-Key).
-async function whepConnect(url, { iceServers = null, gatherTimeoutMs = 1000, dataChannel = false, headers = {} } = {}) {
+async function whepConnect(url, { iceServers = null, gatherTimeoutMs = 1000, dataChannel = false, headers = {}, talkback = false } = {}) {
   const made = newPeerConnection(iceServers === null ? await whepIceServers(url) : iceServers);
   const pc = made.pc;
   const camera = pc.addTransceiver("video", { direction: "recvonly" });
   const documentCam = pc.addTransceiver("video", { direction: "recvonly" });
-  const audio = pc.addTransceiver("audio", { direction: "recvonly" });
+  const audio = pc.addTransceiver("audio", { direction: talkback ? "sendrecv" : "recvonly" });
   const channel = dataChannel ? pc.createDataChannel("classroom") : null;
+  // The channel can open, and the kit's first message arrive, before setRemoteDescription's
+  // promise below resolves (a browser delivers them as tasks of other sources: seen with
+  // Chromium on a loaded machine, where the page then missed the kit's welcome and never said
+  // its name). Messages are kept here until the caller takes them (takeEarlyMessages).
+  const early = [];
+  const keep = (event) => { if (early.length < 64) early.push(event); };
+  if (channel) channel.addEventListener("message", keep);
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc, made.iceServers, gatherTimeoutMs);
   let response;
@@ -186,6 +196,14 @@ async function whepConnect(url, { iceServers = null, gatherTimeoutMs = 1000, dat
   }
   return {
     pc, resource, channel,
+    // The channel's messages so far, once: the caller attaches its own listener in the same
+    // task, so none is lost or seen twice (a caller that never takes them leaves at most 64 here).
+    takeEarlyMessages() {
+      if (channel) channel.removeEventListener("message", keep);
+      return early.splice(0);
+    },
+    // The sender the microphone goes on, when the kit's answer lets this page send sound.
+    audioSender: ["sendrecv", "sendonly"].includes(audio.currentDirection) ? audio.sender : null,
     streams: {
       camera: new MediaStream([camera.receiver.track]),
       document: new MediaStream([documentCam.receiver.track]),

@@ -418,6 +418,8 @@ async def test_status_shape(agent: LiveAgent) -> None:
         "waiting_room": False,
         "locked": False,
         "shown": None,
+        "floor": [],
+        "floor_max": 1,
         "questions": [],
     }
     assert idle["network"] == {

@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from agent.sources.devices import list_cameras, list_microphones
+from agent.sources.devices import list_cameras, list_microphones, list_speakers
 
 
 def test_listings_on_this_machine_are_lists() -> None:
     cameras = list_cameras()
     microphones = list_microphones()
     assert isinstance(cameras, list) and isinstance(microphones, list)
+    assert isinstance(list_speakers(), list)
     assert all(set(c) == {"device", "name"} for c in cameras)
     assert all(set(m) == {"index", "name", "default_samplerate"} for m in microphones)
 
@@ -68,3 +69,16 @@ def test_microphones_are_the_input_devices(monkeypatch: pytest.MonkeyPatch) -> N
     ]
     monkeypatch.setitem(sys.modules, "sounddevice", fake_sounddevice(None))
     assert list_microphones() == []
+
+
+def test_speakers_are_the_output_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    devices = [
+        {"name": "HDMI out", "index": 0, "max_input_channels": 0, "max_output_channels": 8,
+         "default_samplerate": 48000.0},
+        {"name": "USB mic", "index": 1, "max_input_channels": 1, "max_output_channels": 0,
+         "default_samplerate": 44100.0},
+    ]  # fmt: skip
+    monkeypatch.setitem(sys.modules, "sounddevice", fake_sounddevice(devices))
+    assert list_speakers() == [{"index": 0, "name": "HDMI out", "default_samplerate": 48000.0}]
+    monkeypatch.setitem(sys.modules, "sounddevice", None)
+    assert list_speakers() == []

@@ -68,7 +68,7 @@ def test_refused_messages(data: str | bytes, reason: str) -> None:
 
 def test_messages_from_the_kit() -> None:
     assert pc.welcome_message({"camera": 15, "document": 10}) == (
-        '{"type":"welcome","version":2,"fps":{"camera":15,"document":10},"admitted":true}'
+        '{"type":"welcome","version":3,"fps":{"camera":15,"document":10},"admitted":true}'
     )
     assert json.loads(pc.welcome_message({"camera": 30}, admitted=False))["admitted"] is False
     assert pc.admitted_message() == '{"type":"admitted"}'

@@ -17,7 +17,7 @@ async def joined(agent: LiveAgent) -> object:
     await until(lambda: pupil.messages, 5, "welcome")
     assert pupil.messages[0] == {
         "type": "welcome",
-        "version": 2,
+        "version": 3,
         "fps": {
             "camera": agent.session.config.camera.fps,
             "document": agent.session.config.document.fps,

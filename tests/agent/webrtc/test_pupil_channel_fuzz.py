@@ -20,6 +20,9 @@ VALID = [
     {"type": "name", "name": "Léa"},
     {"type": "name", "name": None},
     {"type": "question", "text": "Pourquoi le ciel est-il bleu ?"},
+    {"type": "floor_release"},
+    {"type": "mic", "state": "on"},
+    {"type": "mic", "state": "insecure"},
 ]
 SEEDS = [json.dumps(m).encode() for m in VALID]
 
@@ -31,7 +34,9 @@ def check(data: str | bytes) -> None:
         except ProtocolError as exc:
             assert str(exc) and len(str(exc)) < 100
             return
-    assert isinstance(event, pc.SetName | pc.SetHand | pc.Ask)
+    assert isinstance(event, pc.SetName | pc.SetHand | pc.Ask | pc.ReleaseFloor | pc.MicState)
+    if isinstance(event, pc.MicState):
+        assert event.state in pc.MIC_STATES
     if isinstance(event, pc.Ask):
         assert 0 < len(event.text) <= 280
         assert event.text == event.text.strip() and event.text.isprintable()
