@@ -55,7 +55,7 @@ def _audio_devices(channels: str) -> list[dict[str, Any]]:
     except (OSError, ImportError) as exc:  # libportaudio missing: the import itself fails
         log.info("no PortAudio: %s", exc)
         return []
-    from .microphone import PORTAUDIO_LOCK
+    from .portaudio import PORTAUDIO_LOCK
 
     try:
         with PORTAUDIO_LOCK:  # not while a microphone thread re-initialises PortAudio

@@ -30,16 +30,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from .base import AUDIO_BLOCK_SAMPLES, AUDIO_SAMPLE_RATE, DEFAULT_RETRY_INTERVAL, SourceState
-from .microphone import (
-    MAX_SILENCE_LAG,
-    OPEN_STREAMS,
-    PORTAUDIO_LOCK,
-    UNAVAILABLE,
-    _close_stream,
-    _join_thread,
-    _rescan,
-    _Schedule,
-    device_spec,
+from .microphone import MAX_SILENCE_LAG
+from .portaudio import (
+    Schedule,
+    close_stream,
+    join_thread,
+    open_errors,
+    open_stream,
 )
 
 log = logging.getLogger("agent.sources")
@@ -48,18 +45,9 @@ BLOCK_SECONDS = AUDIO_BLOCK_SAMPLES / AUDIO_SAMPLE_RATE
 NULL_DEVICE = "null"
 NULL_LATE_S = 0.005
 """A write this late after the previous block has ended is an underflow of the null device."""
-NOT_FOUND = "device not found"
 NOT_PLAYING = "device stopped playing"
 UNEXPECTED = "speaker error"
-CANNOT_PLAY = "device cannot play 48 kHz mono"
-_OPEN_ERRORS = {
-    -10000: (SourceState.ERROR, UNAVAILABLE),  # paNotInitialized
-    -9996: (SourceState.MISSING, NOT_FOUND),  # paInvalidDevice
-    -9985: (SourceState.ERROR, "device busy or unavailable"),  # paDeviceUnavailable
-    -9998: (SourceState.ERROR, CANNOT_PLAY),  # paInvalidChannelCount
-    -9997: (SourceState.ERROR, CANNOT_PLAY),  # paInvalidSampleRate
-    -9994: (SourceState.ERROR, CANNOT_PLAY),  # paSampleFormatNotSupported
-}
+_OPEN_ERRORS = open_errors("device cannot play 48 kHz mono")
 
 SILENCE = np.zeros(AUDIO_BLOCK_SAMPLES, np.int16)
 SILENCE.setflags(write=False)
@@ -141,14 +129,7 @@ class _DeviceOutput:
         return self._start
 
     def close(self) -> None:
-        _close_stream(self._stream)
-
-
-def _open_failure(exc: Exception) -> tuple[SourceState, str]:
-    if "Error querying device" in str(exc):  # "default" when PortAudio has no output at all
-        return SourceState.MISSING, NOT_FOUND
-    code = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
-    return _OPEN_ERRORS.get(code, (SourceState.ERROR, "device cannot be opened"))
+        close_stream(self._stream)
 
 
 class Speaker:
@@ -191,7 +172,7 @@ class Speaker:
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
-            _join_thread(thread)
+            join_thread(thread, "speaker")
         self._set_state(SourceState.STOPPED, "")
 
     def status(self) -> dict[str, str]:
@@ -212,7 +193,7 @@ class Speaker:
     # -- the device thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        schedule = _Schedule(BLOCK_SECONDS, MAX_SILENCE_LAG, self._stop)
+        schedule = Schedule(BLOCK_SECONDS, MAX_SILENCE_LAG, self._stop)
         while not self._stop.is_set():
             try:
                 self._session()
@@ -258,7 +239,7 @@ class Speaker:
             if self.tap is not None:
                 self.tap(out, when)
 
-    def _tick_without_device(self, schedule: _Schedule) -> None:
+    def _tick_without_device(self, schedule: Schedule) -> None:
         """No device: the voices keep their clock (the other pupils still hear them)."""
         end = time.monotonic() + self._retry_interval
         while time.monotonic() < end:
@@ -270,40 +251,10 @@ class Speaker:
     def _open(self) -> Output | None:
         if self.device == NULL_DEVICE:
             return NullOutput(self._stop)
-        try:
-            import sounddevice
-        except (OSError, ImportError) as exc:  # no libportaudio
-            log.warning("speaker: PortAudio unavailable: %s", exc)
-            self._set_state(SourceState.ERROR, UNAVAILABLE)
-            return None
-        with PORTAUDIO_LOCK:
-            try:
-                _rescan(sounddevice)
-                stream = sounddevice.OutputStream(
-                    samplerate=AUDIO_SAMPLE_RATE,
-                    channels=1,
-                    dtype="int16",
-                    blocksize=AUDIO_BLOCK_SAMPLES,
-                    latency="low",
-                    device=device_spec(self.device),
-                )
-            except ValueError as exc:  # no device (or several) of that name
-                log.info("speaker: cannot open %r: %s", self.device, exc)
-                self._set_state(SourceState.MISSING, NOT_FOUND)
-                return None
-            except sounddevice.PortAudioError as exc:
-                log.info("speaker: cannot open %r: %s", self.device, exc)
-                self._set_state(*_open_failure(exc))
-                return None
-            OPEN_STREAMS[0] += 1
-        try:
-            stream.start()
-        except sounddevice.PortAudioError as exc:
-            log.info("speaker: cannot start %r: %s", self.device, exc)
-            _close_stream(stream)
-            self._set_state(*_open_failure(exc))
-            return None
-        return _DeviceOutput(stream)
+        stream = open_stream(
+            "speaker", "OutputStream", self.device, self._set_state, _OPEN_ERRORS, latency="low"
+        )
+        return _DeviceOutput(stream) if stream is not None else None
 
     def _set_state(self, state: SourceState, detail: str) -> None:
         with self._lock:

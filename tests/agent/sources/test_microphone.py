@@ -24,7 +24,8 @@ import pytest
 from agent.clock import MediaClock
 from agent.config import MicrophoneConfig
 from agent.sources.base import RawAudioBlock, SourceState
-from agent.sources.microphone import SoundDeviceMicrophone, device_spec, rms_dbfs
+from agent.sources.microphone import SoundDeviceMicrophone, rms_dbfs
+from agent.sources.portaudio import device_spec
 
 ROOT = Path(__file__).resolve().parents[3]
 PCM_NAME = "classroom_tone"

@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from agent.sources.speaker import NOT_FOUND, NOT_PLAYING, Speaker
+from agent.sources.portaudio import NOT_FOUND
+from agent.sources.speaker import NOT_PLAYING, Speaker
 
 ROOT = Path(__file__).resolve().parents[3]
 PCM_NAME = "classroom_speaker"
