@@ -32,7 +32,14 @@ from typing import Any
 import psutil
 
 from . import vp8 as encoders_alone
-from .processes import ROOT, AgentProcess, CpuSample, collect_receivers, sample_cpu, start_receivers
+from .processes import (
+    AgentProcess,
+    CpuSample,
+    collect_receivers,
+    sample_cpu,
+    start_receiver_group,
+    start_receivers,
+)
 
 H264_PUPILS = 25
 VP8_PUPILS = 5
@@ -76,25 +83,8 @@ class MixedClass:
 def start_vp8_receivers(
     whep_url: str, count: int, warmup: float, duration: float
 ) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.mixed_class",
-            "--vp8-receivers",
-            "--whep",
-            whep_url,
-            "--count",
-            str(count),
-            "--warmup",
-            str(warmup),
-            "--duration",
-            str(duration),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return start_receiver_group(
+        ["bench.mixed_class", "--vp8-receivers"], whep_url, count, warmup, duration
     )
 
 

@@ -128,28 +128,20 @@ def start_receivers(
     while remaining > 0:
         n = min(per_process, remaining)
         remaining -= n
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.receivers",
-                    "--whep",
-                    whep_url,
-                    "--count",
-                    str(n),
-                    "--warmup",
-                    str(warmup),
-                    "--duration",
-                    str(duration),
-                ],
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+        procs.append(start_receiver_group(["bench.receivers"], whep_url, n, warmup, duration))
     return procs
+
+
+def start_receiver_group(
+    module: list[str], whep_url: str, count: int, warmup: float, duration: float
+) -> subprocess.Popen[str]:
+    """``python -m <module…> --whep … --count … --warmup … --duration …``: one process of
+    ``count`` receivers, its JSON on stdout (bench.receivers, bench.mixed_class's VP8 ones)."""
+    argv = [sys.executable, "-m", *module, "--whep", whep_url, "--count", str(count)]
+    argv += ["--warmup", str(warmup), "--duration", str(duration)]
+    return subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 async def collect_receivers(procs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:

@@ -26,11 +26,9 @@ from typing import Any
 import aiohttp
 import av
 import numpy as np
-from aiortc import RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from yarl import URL
 
-from .whep_receiver import WhepError, WhepReceiver, enlarge_receive_buffers, route_rtx
+from .whep_receiver import WhepReceiver, enlarge_receive_buffers, post_offer, route_rtx
 
 RATE = 48_000
 FRAME = 960
@@ -195,20 +193,9 @@ class TalkingPupil(WhepReceiver):
             self.pc.addTransceiver("video", direction="recvonly")
         self.pc.addTransceiver(self.voice or "audio", direction="sendrecv")
         self.pc.on("track", self._on_track)
-        await self.pc.setLocalDescription(await self.pc.createOffer())
         self._session = aiohttp.ClientSession()
         self.posted_at = time.monotonic()
-        async with self._session.post(
-            self.whep_url,
-            data=self.pc.localDescription.sdp.encode(),
-            headers={"Content-Type": "application/sdp"},
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as response:
-            body = await response.text()
-            if response.status != 201:
-                raise WhepError(response.status, body)
-            self.location = str(response.url.join(URL(response.headers["Location"])))
-        await self.pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
+        self.location = await post_offer(self._session, self.pc, self.whep_url, timeout)
         route_rtx(self.pc)
         enlarge_receive_buffers(self.pc)
 

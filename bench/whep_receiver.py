@@ -162,6 +162,26 @@ class TrackStats:
         return self.bytes * 8 / 1000 / seconds if seconds > 0 else 0.0
 
 
+async def post_offer(
+    session: aiohttp.ClientSession, pc: RTCPeerConnection, whep_url: str, timeout: float
+) -> str:
+    """WHEP: ``pc``'s offer POSTed, the answer set; returns the session's resource URL
+    (raises :class:`WhepError` on a refusal)."""
+    await pc.setLocalDescription(await pc.createOffer())
+    async with session.post(
+        whep_url,
+        data=pc.localDescription.sdp.encode(),
+        headers={"Content-Type": "application/sdp"},
+        timeout=aiohttp.ClientTimeout(total=timeout),
+    ) as response:
+        body = await response.text()
+        if response.status != 201:
+            raise WhepError(response.status, body)
+        location = str(response.url.join(URL(response.headers["Location"])))
+    await pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
+    return location
+
+
 class WhepError(Exception):
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"WHEP POST answered {status}: {body[:200]}")
@@ -202,21 +222,9 @@ class WhepReceiver:
         for kind in self.KINDS:
             self.pc.addTransceiver(kind, direction="recvonly")
         self.pc.on("track", self._on_track)
-        await self.pc.setLocalDescription(await self.pc.createOffer())
         self._session = aiohttp.ClientSession()
         self.posted_at = time.monotonic()
-        async with self._session.post(
-            self.whep_url,
-            data=self.pc.localDescription.sdp.encode(),
-            headers={"Content-Type": "application/sdp"},
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as response:
-            body = await response.text()
-            if response.status != 201:
-                raise WhepError(response.status, body)
-            location = response.headers["Location"]
-        self.location = str(response.url.join(URL(location)))
-        await self.pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
+        self.location = await post_offer(self._session, self.pc, self.whep_url, timeout)
         route_rtx(self.pc)
         enlarge_receive_buffers(self.pc)
 
