@@ -4,20 +4,15 @@ nothing when a report has none."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import pytest
 from playwright.async_api import expect
-from websockets.asyncio.client import connect
 
-from kitlink import Health, encode
 from tests.conftest import until
 from tests.kiosk.test_accessibility import violations
-from tests.provisioning.test_ice_link import enroll_raw, frames_until, ws_url
 from tests.provisioning.test_protocol import REPORT
-from tests.provisioning.wire import hello_for
+from tests.provisioning.test_pupils_report import reporting_kit
 
 from .conftest import LiveServer, admin_page
 
@@ -39,46 +34,31 @@ CLASSROOM: dict[str, Any] = {
 
 
 async def test_the_classroom_counts_are_shown(live_server: LiveServer) -> None:
-    kit_id, secret = await enroll_raw(live_server)
-    await live_server.admin("root@example.fr")
-    async with connect(ws_url(live_server), ping_interval=None) as ws:
-        await ws.send(hello_for(kit_id, secret))
-        await frames_until(ws, "welcome")
-        current: dict[str, Any] = {"report": {**REPORT, "classroom": CLASSROOM}}
-
-        async def keep_reporting() -> None:  # the server drops a kit silent for 3 s
-            for seq in range(10_000):
-                await ws.send(encode(Health(seq=seq, sent_at=time.time(), **current)))
-                await asyncio.sleep(0.3)
-
-        reporting = asyncio.create_task(keep_reporting())
-        try:
-            kit = live_server.server.fleet.kits[kit_id]
-            await until(lambda: '"classroom"' in (kit.health or ""), 5, "the report arrived")
-            async with admin_page(live_server.url) as (page, errors):
-                await page.click(f'tr[data-kit="{kit_id}"] a')
-                facts = page.locator("#kit-facts")
-                for line in (
-                    "Salle d'attenteoui, 2 en attente",
-                    "Classe verrouilléeoui",
-                    "Entrées dans le cours1 directes, 5 par la salle d'attente, 3 admises",
-                    "Retirés / refusés1 retirés, 2 refusés",
-                    "Questions écrites7",
-                    "Prises de parole4, 1 en cours",
-                ):
-                    await expect(facts).to_contain_text(line)
-                assert await violations(page) == []
-                # Live: the next report changes the page; a report without it shows nothing.
-                current["report"] = {
-                    **REPORT,
-                    "classroom": {**CLASSROOM, "waiting_room": False, "speaking": 0},
-                }
-                await expect(facts).to_contain_text("Salle d'attentenon")
-                await expect(facts).to_contain_text("Prises de parole4")
-                await expect(facts).not_to_contain_text("en cours")
-                current["report"] = REPORT
-                await expect(facts).not_to_contain_text("Prises de parole")
-                assert errors == []
-        finally:
-            reporting.cancel()
-            await asyncio.gather(reporting, return_exceptions=True)
+    current: dict[str, Any] = {"report": {**REPORT, "classroom": CLASSROOM}}
+    async with reporting_kit(live_server, current) as kit_id:
+        kit = live_server.server.fleet.kits[kit_id]
+        await until(lambda: '"classroom"' in (kit.health or ""), 5, "the report arrived")
+        async with admin_page(live_server.url) as (page, errors):
+            await page.click(f'tr[data-kit="{kit_id}"] a')
+            facts = page.locator("#kit-facts")
+            for line in (
+                "Salle d'attenteoui, 2 en attente",
+                "Classe verrouilléeoui",
+                "Entrées dans le cours1 directes, 5 par la salle d'attente, 3 admises",
+                "Retirés / refusés1 retirés, 2 refusés",
+                "Questions écrites7",
+                "Prises de parole4, 1 en cours",
+            ):
+                await expect(facts).to_contain_text(line)
+            assert await violations(page) == []
+            # Live: the next report changes the page; a report without it shows nothing.
+            current["report"] = {
+                **REPORT,
+                "classroom": {**CLASSROOM, "waiting_room": False, "speaking": 0},
+            }
+            await expect(facts).to_contain_text("Salle d'attentenon")
+            await expect(facts).to_contain_text("Prises de parole4")
+            await expect(facts).not_to_contain_text("en cours")
+            current["report"] = REPORT
+            await expect(facts).not_to_contain_text("Prises de parole")
+            assert errors == []

@@ -5,8 +5,10 @@ admin UI's kit page shows it, live, in real headless Chromium."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -37,37 +39,45 @@ PUPILS: dict[str, Any] = {
 
 @pytest.mark.browser
 async def test_the_distribution_is_kept_served_and_shown(live_server: LiveServer) -> None:
+    current: dict[str, Any] = {"report": {**REPORT, "pupils": PUPILS}}
+    async with reporting_kit(live_server, current) as kit_id:
+        kit = live_server.server.fleet.kits[kit_id]
+        await until(lambda: kit.pupils_view is not None, 5, "the report arrived")
+        await until(lambda: live_server.server.writer.queued == 0, 5, "written")
+        status, body = await live_server.call(
+            "root@example.fr", "GET", f"/api/v1/kits/{kit_id}?history=5"
+        )
+        assert status == 200
+        assert body["health"]["pupils"] == PUPILS
+        assert body["history"][0]["report"]["pupils"] == PUPILS
+        await show_in_the_admin_ui(live_server, kit_id, current)
+    # Stored with the rest of the latest report: what the server reloads at start-up.
+    await until(lambda: live_server.server.writer.queued == 0, 5, "written")
+    (row,) = [r for r in await store.load_kits(live_server.server.engine) if r["id"] == kit_id]
+    assert "pupils" not in json.loads(row["health"])  # the last report had none
+
+
+@contextlib.asynccontextmanager
+async def reporting_kit(live_server: LiveServer, current: dict[str, Any]) -> AsyncIterator[str]:
+    """A kit enrolled and linked (an admin signed in), sending ``current["report"]`` every
+    0.3 s (the server drops a kit silent for 3 s) until the block ends: its id."""
     kit_id, secret = await enroll_raw(live_server)
     await live_server.admin("root@example.fr")
     async with connect(ws_url(live_server), ping_interval=None) as ws:
         await ws.send(hello_for(kit_id, secret))
         await frames_until(ws, "welcome")
-        current: dict[str, Any] = {"report": {**REPORT, "pupils": PUPILS}}
 
-        async def keep_reporting() -> None:  # the server drops a kit silent for 3 s
+        async def keep_reporting() -> None:
             for seq in range(10_000):
                 await ws.send(encode(Health(seq=seq, sent_at=time.time(), **current)))
                 await asyncio.sleep(0.3)
 
         reporting = asyncio.create_task(keep_reporting())
         try:
-            kit = live_server.server.fleet.kits[kit_id]
-            await until(lambda: kit.pupils_view is not None, 5, "the report arrived")
-            await until(lambda: live_server.server.writer.queued == 0, 5, "written")
-            status, body = await live_server.call(
-                "root@example.fr", "GET", f"/api/v1/kits/{kit_id}?history=5"
-            )
-            assert status == 200
-            assert body["health"]["pupils"] == PUPILS
-            assert body["history"][0]["report"]["pupils"] == PUPILS
-            await show_in_the_admin_ui(live_server, kit_id, current)
+            yield kit_id
         finally:
             reporting.cancel()
             await asyncio.gather(reporting, return_exceptions=True)
-    # Stored with the rest of the latest report: what the server reloads at start-up.
-    await until(lambda: live_server.server.writer.queued == 0, 5, "written")
-    (row,) = [r for r in await store.load_kits(live_server.server.engine) if r["id"] == kit_id]
-    assert "pupils" not in json.loads(row["health"])  # the last report had none
 
 
 async def show_in_the_admin_ui(
