@@ -28,7 +28,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from .whep_receiver import WhepReceiver, enlarge_receive_buffers, post_offer, route_rtx
+from .whep_receiver import WhepReceiver
 
 RATE = 48_000
 FRAME = 960
@@ -188,16 +188,11 @@ class TalkingPupil(WhepReceiver):
         self.video = video
         self.heard = Heard()
 
-    async def connect(self, timeout: float = 10.0) -> None:
+    def _add_transceivers(self) -> None:
+        """Both cameras receive-only (unless ``video`` is off), the sound send-and-receive."""
         for _ in range(2 if self.video else 0):
             self.pc.addTransceiver("video", direction="recvonly")
         self.pc.addTransceiver(self.voice or "audio", direction="sendrecv")
-        self.pc.on("track", self._on_track)
-        self._session = aiohttp.ClientSession()
-        self.posted_at = time.monotonic()
-        self.location = await post_offer(self._session, self.pc, self.whep_url, timeout)
-        route_rtx(self.pc)
-        enlarge_receive_buffers(self.pc)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio":

@@ -219,14 +219,18 @@ class WhepReceiver:
         self._session: aiohttp.ClientSession | None = None
 
     async def connect(self, timeout: float = 10.0) -> None:
-        for kind in self.KINDS:
-            self.pc.addTransceiver(kind, direction="recvonly")
+        self._add_transceivers()
         self.pc.on("track", self._on_track)
         self._session = aiohttp.ClientSession()
         self.posted_at = time.monotonic()
         self.location = await post_offer(self._session, self.pc, self.whep_url, timeout)
         route_rtx(self.pc)
         enlarge_receive_buffers(self.pc)
+
+    def _add_transceivers(self) -> None:
+        """The offer's m-lines: room camera, document camera, sound, all receive-only."""
+        for kind in self.KINDS:
+            self.pc.addTransceiver(kind, direction="recvonly")
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         stats = TrackStats(track.kind)
