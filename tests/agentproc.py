@@ -77,6 +77,21 @@ def write_config(
     return path
 
 
+def lan_kit_config(tmp_path: Path, *addresses: str) -> tuple[Path, int]:
+    """A config for a kit listening on all interfaces (a free port) and gathering on
+    ``addresses`` (its side of pupils' links, tests/netns.py), its join link on the first:
+    (the config file, the port). Changes to the text go in before the process starts."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "agent.toml",
+        tmp_path / "state",
+        f"0.0.0.0:{port}",
+        addresses=list(addresses),
+        public_url=f"http://{addresses[0]}:{port}",
+    )
+    return config, port
+
+
 class AgentProcess:
     """``kit-agent run --config FILE`` in a child process; stderr goes to ``log_path``."""
 

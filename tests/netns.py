@@ -1,4 +1,4 @@
-"""A pupil on a lossy path: a network namespace joined to the test's by a veth pair.
+"""A pupil on a lossy or a shaped path: a network namespace joined to the test's by a veth pair.
 
 The kit (the agent, in the test's namespace) gets ``10.X.Y.1``, the pupil's namespace
 ``10.X.Y.2``. Loss is random and applied to what enters the pupil's namespace (the kit → pupil
@@ -78,14 +78,32 @@ def nft_dropped(path: LossyPath) -> int | None:
     return int(words[words.index("packets") + 1]) if "packets" in words else None
 
 
+@dataclass(frozen=True)
+class PupilLink:
+    namespace: str
+    kit_address: str
+    pupil_address: str
+
+
+@dataclass(frozen=True)
+class _Veth:
+    net: Namespaces
+    pupil: Node
+    kit_side: str
+    """The veth's end in the test's namespace: what the kit sends to the pupil leaves by it."""
+    kit_address: str
+
+
 @contextlib.contextmanager
-def lossy_path(percent: float) -> Iterator[LossyPath]:
+def _pupil_beside_the_kit(prefix: str, *tools: str) -> Iterator[_Veth]:
+    """A namespace for one pupil (``10.X.Y.2``) joined to the test's (``10.X.Y.1``) by a veth
+    pair; skipped, with the reason, where namespaces cannot be made; torn down on exit."""
     try:
-        check_usable()
+        check_usable(*tools)
     except NamespaceError as exc:
         pytest.skip(str(exc))
-    remove_stale(PREFIX)
-    net = Namespaces(PREFIX, Path(tempfile.gettempdir()))
+    remove_stale(prefix)
+    net = Namespaces(prefix, Path(tempfile.gettempdir()))
     subnet = f"10.{random.randrange(200, 250)}.{random.randrange(1, 250)}"
     kit_side = net.local_name("vk")
     try:
@@ -96,8 +114,27 @@ def lossy_path(percent: float) -> Iterator[LossyPath]:
         net.link(None, kit_side, pupil)
         must("ip", "addr", "add", f"{subnet}.1/24", "dev", kit_side)
         net.run(pupil, "ip", "addr", "add", f"{pupil.address}/24", "dev", pupil.device)
-        method = _add_loss(net, pupil, kit_side, percent)
-        yield LossyPath(pupil.namespace, f"{subnet}.1", pupil.address, method)
+        yield _Veth(net, pupil, kit_side, f"{subnet}.1")
     finally:
         run("ip", "link", "del", kit_side)
         net.tear_down()
+
+
+@contextlib.contextmanager
+def lossy_path(percent: float) -> Iterator[LossyPath]:
+    with _pupil_beside_the_kit(PREFIX) as veth:
+        method = _add_loss(veth.net, veth.pupil, veth.kit_side, percent)
+        yield LossyPath(veth.pupil.namespace, veth.kit_address, veth.pupil.address, method)
+
+
+@contextlib.contextmanager
+def pupil_link(rate: str | None) -> Iterator[PupilLink]:
+    """A pupil on a link of ``rate`` (``"800kbit"``; None: unshaped): ``tc tbf`` on the kit's
+    side of the veth shapes what the kit sends to the pupil (pictures, retransmissions)."""
+    with _pupil_beside_the_kit("bw-", "tc") as veth:
+        if rate is not None:
+            must(
+                "tc", "qdisc", "add", "dev", veth.kit_side, "root",
+                "tbf", "rate", rate, "burst", "32kbit", "latency", "100ms",
+            )  # fmt: skip
+        yield PupilLink(veth.pupil.namespace, veth.kit_address, veth.pupil.address)

@@ -12,11 +12,11 @@ from typing import Any
 
 import aiohttp
 
-from tests.agent.webrtc.test_adaptation_netns import pupil_link
-from tests.agentproc import AgentProcess, free_port, write_config
+from tests.agentproc import AgentProcess, lan_kit_config
 from tests.conftest import AgentFactory, until
 from tests.firefox import FIREFOX_MARKS, firefox_pupil
 from tests.kiosk.test_floor_in_browsers import SpeakerTap, tap_speaker, tone_level
+from tests.netns import pupil_link
 
 pytestmark = FIREFOX_MARKS
 
@@ -110,14 +110,7 @@ async def test_a_lan_page_over_http_cannot_speak(tmp_path: Path) -> None:
     offers receive-only sound and says ``insecure``; the kit says the pupil cannot speak and
     refuses it the floor; the class works otherwise (pictures, hand)."""
     with pupil_link(None) as link:
-        port = free_port()
-        config = write_config(
-            tmp_path / "agent.toml",
-            tmp_path / "state",
-            f"0.0.0.0:{port}",
-            addresses=[link.kit_address],
-            public_url=f"http://{link.kit_address}:{port}",
-        )
+        config, port = lan_kit_config(tmp_path, link.kit_address)
         config.write_text(config.read_text() + '\n[speaker]\ndevice = "null"\n')
         kit = AgentProcess(config, tmp_path / "agent.log", f"http://127.0.0.1:{port}")
         await kit.start()

@@ -12,70 +12,21 @@ bytes within the budget (15 % of its estimate), and the unshaped pupil's estimat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
-import random
-import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.webrtc.resend import FRACTION, WINDOW_S
-from tests.agentproc import ROOT, AgentProcess, free_port, write_config
+from tests.agentproc import ROOT, AgentProcess, lan_kit_config
+from tests.netns import PupilLink, pupil_link
 
 PUPIL_SECONDS = 24.0
 SETTLE_S = 15.0
-
-
-@dataclass(frozen=True)
-class PupilLink:
-    namespace: str
-    kit_address: str
-    pupil_address: str
-
-
-def _must(*argv: str) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
-
-
-@contextlib.contextmanager
-def pupil_link(rate: str | None) -> Iterator[PupilLink]:
-    """A namespace for one pupil; with ``rate``, ``tc tbf`` shapes what the kit sends to it."""
-    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("tc") is None:
-        pytest.skip("network namespaces need root, iproute2 and tc")
-    tag = f"{os.getpid() % 100_000}{random.randrange(1000)}"
-    namespace, kit_side, pupil_side = f"bw{tag}", f"vk{tag}", f"vp{tag}"
-    subnet = f"10.{random.randrange(200, 250)}.{random.randrange(1, 250)}"
-    made = subprocess.run(["ip", "netns", "add", namespace], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
-    inside = ("ip", "netns", "exec", namespace)
-    try:
-        _must("ip", "link", "add", kit_side, "type", "veth", "peer", "name", pupil_side)
-        _must("ip", "link", "set", pupil_side, "netns", namespace)
-        _must("ip", "addr", "add", f"{subnet}.1/24", "dev", kit_side)
-        _must("ip", "link", "set", kit_side, "up")
-        _must(*inside, "ip", "addr", "add", f"{subnet}.2/24", "dev", pupil_side)
-        _must(*inside, "ip", "link", "set", pupil_side, "up")
-        _must(*inside, "ip", "link", "set", "lo", "up")
-        if rate is not None:
-            _must(
-                "tc", "qdisc", "add", "dev", kit_side, "root",
-                "tbf", "rate", rate, "burst", "32kbit", "latency", "100ms",
-            )  # fmt: skip
-        yield PupilLink(namespace, f"{subnet}.1", f"{subnet}.2")
-    finally:
-        subprocess.run(["ip", "link", "del", kit_side], capture_output=True, timeout=20)
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=20)
 
 
 async def start_pupil(link: PupilLink, whep_url: str) -> asyncio.subprocess.Process:
@@ -106,14 +57,7 @@ async def test_a_shaped_pupils_estimate_converges_and_an_unshaped_one_stays_high
     tmp_path: Path,
 ) -> None:
     with pupil_link("800kbit") as shaped, pupil_link(None) as open_link:
-        port = free_port()
-        config = write_config(
-            tmp_path / "agent.toml",
-            tmp_path / "state",
-            f"0.0.0.0:{port}",
-            addresses=[shaped.kit_address, open_link.kit_address],
-            public_url=f"http://{shaped.kit_address}:{port}",
-        )
+        config, port = lan_kit_config(tmp_path, shaped.kit_address, open_link.kit_address)
         config.write_text(config.read_text().replace("bitrate_kbps = 800", "bitrate_kbps = 2000"))
         kit = AgentProcess(config, tmp_path / "agent.log", f"http://127.0.0.1:{port}")
         await kit.start()

@@ -25,10 +25,11 @@ from aiortc import rtp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from agent.webrtc.estimate import START_BPS
-from tests.agent.webrtc.test_adaptation_netns import new_viewer, pupil_link
-from tests.agentproc import AgentProcess, free_port, write_config
+from tests.agent.webrtc.test_adaptation_netns import new_viewer
+from tests.agentproc import AgentProcess, lan_kit_config
 from tests.conftest import LiveAgent, until
 from tests.firefox import FIREFOX_MARKS, firefox_pupil
+from tests.netns import pupil_link
 
 pytestmark = FIREFOX_MARKS
 
@@ -154,14 +155,7 @@ async def test_a_firefox_pupil_behind_800_kbits_gets_a_lower_estimate(tmp_path: 
     Firefox decodes its room camera at ≥ 15 fps; printed: what Firefox decodes and reports,
     and the kit's repairs (NACKs, keyframe requests)."""
     with pupil_link("800kbit") as link:
-        port = free_port()
-        config = write_config(
-            tmp_path / "agent.toml",
-            tmp_path / "state",
-            f"0.0.0.0:{port}",
-            addresses=[link.kit_address],
-            public_url=f"http://{link.kit_address}:{port}",
-        )
+        config, port = lan_kit_config(tmp_path, link.kit_address)
         config.write_text(config.read_text().replace("bitrate_kbps = 800", "bitrate_kbps = 2000"))
         kit = AgentProcess(config, tmp_path / "agent.log", f"http://127.0.0.1:{port}")
         await kit.start()
