@@ -38,6 +38,7 @@ from provisioning.cluster import (
     stale_before,
 )
 from provisioning.db import database_url, open_database
+from provisioning.server import ServerOptions
 from provisioning.tables import kits
 from tests.agentproc import free_port
 from tests.conftest import until
@@ -212,6 +213,26 @@ async def database(postgres: str) -> AsyncIterator[str]:
     yield f"{postgres}/{name}"
 
 
+def secret_file(tmp_path: Path) -> Path:
+    """The cluster's shared secret, as an operator would keep it (mode 0600)."""
+    secret = tmp_path / "cluster-secret"
+    secret.write_text(SECRET + "\n")
+    secret.chmod(0o600)
+    return secret
+
+
+def node_a_options(tmp_path: Path, database: str, **changes: Any) -> ServerOptions:
+    """In-process server options for cluster node ``a`` on a free port."""
+    return server_options(
+        tmp_path,
+        database,
+        node_id="a",
+        node_url=f"http://127.0.0.1:{free_port()}",
+        cluster_secret_file=secret_file(tmp_path),
+        **changes,
+    )
+
+
 @dataclass
 class Cluster2:
     db: str
@@ -227,9 +248,7 @@ async def two_nodes(
 ) -> AsyncIterator[Cluster2]:
     """Nodes a and b; ``indirect`` parameter "turn": both with a TURN setting."""
     data = tmp_path / "data"
-    secret = tmp_path / "cluster-secret"
-    secret.write_text(SECRET + "\n")
-    secret.chmod(0o600)
+    secret = secret_file(tmp_path)
     extra: tuple[str, ...] = ()
     if getattr(request, "param", None) == "turn":
         turn_secret = tmp_path / "turn-secret"
@@ -492,18 +511,7 @@ async def test_a_lost_listen_connection_is_reopened_and_events_flow_again(
 async def test_forwarded_offers_are_limited_per_pupil_not_per_node(
     tmp_path: Path, database: str
 ) -> None:
-    secret = tmp_path / "cluster-secret"
-    secret.write_text(SECRET + "\n")
-    secret.chmod(0o600)
-    port = free_port()
-    options = server_options(
-        tmp_path,
-        database,
-        node_id="a",
-        node_url=f"http://127.0.0.1:{port}",
-        cluster_secret_file=secret,
-        whep_burst=3,
-    )
+    options = node_a_options(tmp_path, database, whep_burst=3)
     auth = ForwardAuth(SECRET.encode())
     path = "/whep/no-such-class"
     async with serving(options) as live:
@@ -627,18 +635,7 @@ async def test_a_node_that_lost_postgresql_is_not_ready_but_stays_alive(
     """HAProxy checks /readyz: a node that cannot write its heartbeat leaves the rotation
     before the others take its kits over; /healthz (the watchdog) stays 200, so a database
     outage does not get the node restarted; it is ready again once PostgreSQL is back."""
-    secret = tmp_path / "cluster-secret"
-    secret.write_text(SECRET + "\n")
-    secret.chmod(0o600)
-    port = free_port()
-    options = server_options(
-        tmp_path,
-        database,
-        node_id="a",
-        node_url=f"http://127.0.0.1:{port}",
-        cluster_secret_file=secret,
-        node_dead_after_s=6.0,
-    )
+    options = node_a_options(tmp_path, database, node_dead_after_s=6.0)
     name = database.rsplit("/", 1)[1]
     admin = await asyncpg.connect(database.rsplit("/", 1)[0] + "/postgres")
     try:

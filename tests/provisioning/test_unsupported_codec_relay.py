@@ -5,8 +5,7 @@ answered 400, relayed as 400, and the page retried for ever."""
 
 from __future__ import annotations
 
-from agent.webrtc.sdp import UNSUPPORTED_CODEC
-from tests.agent.webrtc.test_unsupported_browser import aiortc_offer, as_vp9_av1
+from tests.agent.webrtc.test_unsupported_browser import refused_as_unsupported
 from tests.conftest import until
 
 from .conftest import AgentMaker, LiveServer
@@ -20,11 +19,4 @@ async def test_the_kits_415_for_a_vp9_av1_offer_is_relayed(
     assert whep.startswith(live_server.url + "/whep/"), whep  # the server's, not the kit's
     kit = live_server.server.fleet.kits[agent.kit_id]
     await until(lambda: kit.token is not None, 5, "live")
-    offer = as_vp9_av1(await aiortc_offer())
-    async with live_server.http.post(
-        whep, data=offer.encode(), headers={"Content-Type": "application/sdp"}
-    ) as response:
-        body = await response.text()
-        assert response.status == 415, body
-        assert response.headers["Access-Control-Allow-Origin"] == "*"
-    assert body.startswith(UNSUPPORTED_CODEC + ": m-line 0 (video)"), body
+    await refused_as_unsupported(live_server.http, whep)

@@ -12,23 +12,13 @@ import asyncio
 import time
 
 from bench.whep_receiver import WhepReceiver
+from tests.agent.webrtc.test_whep_e2e import connected_at
 from tests.conftest import AgentFactory, LiveAgent
 
 PUPILS = 6
 SPACING_S = 0.04
 REPAIR_INTERVAL_S = 2.0
 JOIN_INTERVAL_S = 0.2
-
-
-def connected_at(pupil: WhepReceiver) -> list[float]:
-    times: list[float] = []
-
-    def on_state() -> None:
-        if pupil.pc.connectionState == "connected" and not times:
-            times.append(time.monotonic())
-
-    pupil.pc.on("connectionstatechange", on_state)
-    return times
 
 
 def forced(agent: LiveAgent) -> dict[str, int]:

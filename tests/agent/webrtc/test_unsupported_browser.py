@@ -14,6 +14,7 @@ import asyncio
 import re
 from typing import Any
 
+import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
@@ -68,17 +69,23 @@ async def aiortc_offer() -> str:
     return sdp
 
 
-async def test_an_offer_with_only_vp9_and_av1_gets_a_415(agent: LiveAgent) -> None:
-    whep = await agent.start()
+async def refused_as_unsupported(http: aiohttp.ClientSession, whep: str) -> str:
+    """POST a VP9/AV1-only offer: a 415 a page may read (CORS) with the stable reason; its body."""
     offer = as_vp9_av1(await aiortc_offer())
     assert "VP9/90000" in offer and "AV1/90000" in offer and "H264" not in offer
-    async with agent.http.post(
+    async with http.post(
         whep, data=offer.encode(), headers={"Content-Type": "application/sdp"}
     ) as response:
         body = await response.text()
         assert response.status == 415, body
         assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert body.startswith(UNSUPPORTED_CODEC + ": m-line 0 (video)"), body
+    return body
+
+
+async def test_an_offer_with_only_vp9_and_av1_gets_a_415(agent: LiveAgent) -> None:
+    whep = await agent.start()
+    body = await refused_as_unsupported(agent.http, whep)
     assert body.endswith("(this server sends h264, vp8)\n")
     assert agent.session.viewers == {}  # nothing was set up for it
     # The same offer with VP8 back is answered (the refusal is about the codecs only).
