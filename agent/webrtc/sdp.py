@@ -43,6 +43,9 @@ class Offer:
     sdp: str
     kinds: tuple[str, ...]
     """Kind of every m-line in order: ``audio``, ``video`` or ``application``."""
+    directions: tuple[str, ...] = ()
+    """Direction of every m-line in order (``sendrecv``, ``recvonly``…): a ``sendrecv`` audio
+    line is a page that can send its microphone (talk-back, docs/talkback.md)."""
     candidates: tuple[tuple[str, str], ...] = ()
     """``(mid, candidate)`` of the offer's distinct UDP candidates (at most
     ``MAX_REMOTE_CANDIDATES``), taken out of :attr:`sdp`; the viewer adds them after answering."""
@@ -107,7 +110,9 @@ def parse_offer(body: bytes) -> Offer:
     mids = [media.rtp.muxId for media in description.media]
     _check_mids(mids, description.group)
     used, dropped = _cap_candidates(taken)
-    return Offer(normalized, kinds, tuple((mids[i], value) for i, value in used), dropped)
+    directions = tuple(media.direction or "" for media in description.media)
+    candidates = tuple((mids[i], value) for i, value in used)
+    return Offer(normalized, kinds, directions, candidates, dropped)
 
 
 def _take_candidates(lines: list[str]) -> tuple[list[str], list[tuple[int, str]]]:

@@ -212,8 +212,7 @@ class Viewer:
     def _add_transceivers(self, offer: Offer) -> None:
         videos = iter(VIDEO_TRACK_IDS)
         audios = iter(AUDIO_TRACK_IDS)
-        directions = [m.direction for m in aiortc_sdp.SessionDescription.parse(offer.sdp).media]
-        for kind, offered in zip(offer.kinds, directions, strict=True):
+        for kind, offered in zip(offer.kinds, offer.directions, strict=True):
             if kind not in ("audio", "video"):
                 continue
             track_id = next(videos if kind == "video" else audios, None)
