@@ -120,7 +120,12 @@ class AgentProcess(ServerProcess):
 
 
 def start_receivers(
-    whep_url: str, count: int, warmup: float, duration: float, per_process: int = 15
+    whep_url: str,
+    count: int,
+    warmup: float,
+    duration: float,
+    per_process: int = 15,
+    windows: int = 1,
 ) -> list[subprocess.Popen[str]]:
     """Receiver groups of at most ``per_process`` pupils each (see bench.receivers)."""
     procs = []
@@ -128,27 +133,41 @@ def start_receivers(
     while remaining > 0:
         n = min(per_process, remaining)
         remaining -= n
-        procs.append(start_receiver_group(["bench.receivers"], whep_url, n, warmup, duration))
+        procs.append(
+            start_receiver_group(["bench.receivers"], whep_url, n, warmup, duration, windows)
+        )
     return procs
 
 
 def start_receiver_group(
-    module: list[str], whep_url: str, count: int, warmup: float, duration: float
+    module: list[str], whep_url: str, count: int, warmup: float, duration: float, windows: int = 1
 ) -> subprocess.Popen[str]:
-    """``python -m <module…> --whep … --count … --warmup … --duration …``: one process of
-    ``count`` receivers, its JSON on stdout (bench.receivers, bench.mixed_class's VP8 ones)."""
+    """``python -m <module…> --whep … --count … --warmup … --duration … --windows …``: one
+    process of ``count`` receivers, its JSON on stdout (bench.receivers, bench.mixed_class's
+    VP8 ones)."""
     argv = [sys.executable, "-m", *module, "--whep", whep_url, "--count", str(count)]
-    argv += ["--warmup", str(warmup), "--duration", str(duration)]
+    argv += ["--warmup", str(warmup), "--duration", str(duration), "--windows", str(windows)]
     return subprocess.Popen(
         argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 
 async def collect_receivers(procs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
-    viewers: list[dict[str, Any]] = []
+    """Every receiver's counts in the (first) window, across the groups."""
+    return (await collect_receiver_windows(procs))[0]
+
+
+async def collect_receiver_windows(
+    procs: list[subprocess.Popen[str]],
+) -> list[list[dict[str, Any]]]:
+    """Per window, every receiver's counts across the groups."""
+    windows: list[list[dict[str, Any]]] = []
     for proc in procs:
         out, err = await asyncio.to_thread(proc.communicate)
         if proc.returncode != 0:
             raise RuntimeError(f"receiver group failed: {err.strip()[-500:]}")
-        viewers.extend(json.loads(out)["viewers"])
-    return viewers
+        for index, viewers in enumerate(json.loads(out)["windows"]):
+            if index == len(windows):
+                windows.append([])
+            windows[index].extend(viewers)
+    return windows
