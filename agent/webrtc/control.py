@@ -4,8 +4,10 @@ Every ``TICK_S`` it reads the pupil's estimate (``feedback``), lets the layer ch
 (``allocate``) pick the level within the pupil's share of the school's uplink (``cap_bps``,
 set by the class, ``uplink``), points each video track at its layer (they switch at that
 layer's next keyframe, ``tracks``), paces the pupil at their estimate (never below what their
-level needs) and sends the probe padding due. When the pupil's quality changes between full,
-reduced and sound only, ``on_quality`` is called (the viewer tells the page).
+level needs; with a bigger bucket on the top level when the estimate and the uplink share both
+leave room over it, ``pacer.HEADROOM_BURST_S``) and sends the probe padding due. When the
+pupil's quality changes between full, reduced and sound only, ``on_quality`` is called (the
+viewer tells the page).
 """
 
 from __future__ import annotations
@@ -96,10 +98,14 @@ class PupilControl:
             state = level.camera if source_id == "camera" else level.document
             if state is not None and state != track.layer:
                 track.want(state)
-        pace = max(estimate, int(level.bps * PACE_OVER_LEVEL))
+        floor = int(level.bps * PACE_OVER_LEVEL)
+        pace = max(estimate, floor)
         if self.cap_bps:
-            pace = min(pace, max(self.cap_bps, int(level.bps * PACE_OVER_LEVEL)))
-        self.pacer.set_rate(pace, probe)
+            pace = min(pace, max(self.cap_bps, floor))
+        headroom = (
+            self.choice.top and not probe and min(estimate, self.cap_bps or estimate) >= floor
+        )
+        self.pacer.set_rate(pace, probe, headroom)
         self.feedback.pacing_bps = self.pacer.rate_bps
         self.demand_bps = self._demand(estimate)
         quality = quality_of(level, self.choice.levels)

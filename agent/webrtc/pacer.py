@@ -4,7 +4,7 @@ Before it, each frame's datagrams left in one burst: a 60 KB keyframe dumped int
 line whose router buffers ~16 KB is mostly dropped there, and every retransmission of it too.
 Now each pupil has a token bucket (:class:`Pacer`) shared by their senders:
 
-- **video** waits for its bytes (:meth:`Pacer.acquire`), in runs no larger than the bucket,
+- **video** waits for its bytes (:meth:`Pacer.acquire`), in runs of ``RUN_S`` of the rate,
   one at a time, the room camera's first: its frames go between the runs of a document
   keyframe, not after all of it (measured on loopback: a 100 kB document keyframe held the
   room camera's frames back and its glass-to-glass p95 rose from 53 to 66–75 ms);
@@ -15,7 +15,8 @@ Now each pupil has a token bucket (:class:`Pacer`) shared by their senders:
 
 The rate is set by the pupil's control loop (``control``) from their estimate; the bucket holds
 ``BURST_S`` of it (at least ``MIN_BURST`` bytes), so a frame smaller than that leaves at once,
-as before.
+as before; ``HEADROOM_BURST_S`` on the top level of a link with room to spare, so that most of
+a top-layer keyframe does too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ import time
 from collections.abc import Callable
 
 BURST_S = 0.02
+HEADROOM_BURST_S = 0.08
+"""The bucket of a pupil on the top level whose link showed room to spare (``set_rate``'s
+``headroom``). Their estimate stops where probing stopped (~6.5 Mbit/s on loopback), not at
+their link's speed, so with a 20 ms bucket each 2-second room camera keyframe (up to ~100 kB)
+was paced out over ~120 ms and held the next frames back: glass-to-glass p95 60–62 ms on
+loopback (p50 42), 43–45 ms with this bucket. Below the top level the estimate is what the
+link carries, and a bigger bucket would only move the queue into the pupil's modem: it stays
+``BURST_S`` there (docs/adaptation.md, "Pacing")."""
+RUN_S = BURST_S
+"""A frame is cut into runs of this much of the rate, one at a time: the room camera's frames
+go between a document keyframe's runs (a bigger bucket does not make bigger runs)."""
 MIN_BURST = 4_000
 """Bytes: three full packets, so that a small frame is never split."""
 MIN_RATE_BPS = 64_000
@@ -47,6 +59,7 @@ class Pacer:
         self._queue: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._byte_rate = max(rate_bps, MIN_RATE_BPS) / 8
+        self._burst_s = BURST_S
         self._tokens = self.burst
         self._at = clock()
         self._probe_bps = 0
@@ -61,11 +74,13 @@ class Pacer:
 
     @property
     def burst(self) -> float:
-        return max(self._byte_rate * BURST_S, MIN_BURST)
+        return max(self._byte_rate * self._burst_s, MIN_BURST)
 
-    def set_rate(self, rate_bps: int, probe_bps: int = 0) -> None:
-        """Pace at ``rate_bps``; with ``probe_bps``, padding fills up to that rate."""
+    def set_rate(self, rate_bps: int, probe_bps: int = 0, headroom: bool = False) -> None:
+        """Pace at ``rate_bps``; with ``probe_bps``, padding fills up to that rate; with
+        ``headroom`` (the link carries more than the estimate says), the bigger bucket."""
         self._refill()
+        self._burst_s = HEADROOM_BURST_S if headroom else BURST_S
         self._byte_rate = max(rate_bps, probe_bps, MIN_RATE_BPS) / 8
         self._tokens = min(self._tokens, self.burst)
         if probe_bps and not self._probe_bps:
@@ -79,9 +94,9 @@ class Pacer:
         self._at = now
 
     def chunks(self, sizes: list[int]) -> list[slice]:
-        """Cut a frame's datagrams (their sizes) into runs of at most a bucket each."""
+        """Cut a frame's datagrams (their sizes) into runs of at most ``RUN_S`` of the rate."""
         out: list[slice] = []
-        start, total, limit = 0, 0, self.burst
+        start, total, limit = 0, 0, max(self._byte_rate * RUN_S, MIN_BURST)
         for i, size in enumerate(sizes):
             if total and total + size > limit:
                 out.append(slice(start, i))

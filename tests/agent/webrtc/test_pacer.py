@@ -29,6 +29,28 @@ async def test_video_within_the_bucket_leaves_at_once_beyond_it_waits_its_time()
     assert clock.slept == [0.1]
 
 
+async def test_with_headroom_most_of_a_keyframe_leaves_at_once_in_the_same_runs() -> None:
+    """A home pupil on the top level with room to spare (control decides): a 100 kB room
+    camera keyframe at 6.5 Mbit/s leaves 65 kB at once and waits 43 ms for the rest, not
+    123 ms; the runs stay 20 ms of the rate, so the room camera still cuts into a document
+    keyframe's."""
+    clock = Clock()
+    pacer = Pacer(6_500_000, clock, clock.sleep)
+    small = pacer.chunks([1200] * 40)
+    pacer.set_rate(6_500_000, headroom=True)
+    clock.now += 1.0  # the bucket fills up to its new size
+    await pacer.acquire(100_000)
+    assert len(clock.slept) == 1
+    assert abs(clock.slept[0] - (100_000 - 65_000) / (6_500_000 / 8)) < 1e-9
+    assert (
+        pacer.chunks([1200] * 40)
+        == small
+        == [slice(0, 13), slice(13, 26), slice(26, 39), slice(39, 40)]
+    )
+    pacer.set_rate(6_500_000)  # no room any more: the small bucket at once
+    assert pacer.burst == 6_500_000 / 8 * 0.02
+
+
 async def test_sound_never_waits_and_the_video_behind_it_waits_for_its_bytes() -> None:
     clock = Clock()
     pacer = Pacer(800_000, clock, clock.sleep)
