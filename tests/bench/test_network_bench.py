@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiortc.jitterbuffer import JitterBuffer
@@ -15,7 +16,16 @@ from aiortc.rtp import RtpPacket
 
 from bench import netns
 from bench.network import measure
-from bench.network_report import HEADING, Measured, Row, checks, put_section, section_of, table
+from bench.network_report import (
+    FOUR_UNSHAPED,
+    HEADING,
+    Measured,
+    Row,
+    checks,
+    put_section,
+    section_of,
+    table,
+)
 from bench.thin_receiver import CompleteFramesOnly, audio_loss_percent, is_keyframe, longest_gap
 
 IDR = b"\x00\x00\x00\x01\x67sps\x00\x00\x00\x01\x68pps\x00\x00\x00\x01\x65slice"
@@ -94,6 +104,24 @@ def test_the_table_and_checks_say_fail_when_nothing_arrives() -> None:
     results = [Measured(Row("800 kbit/s", (800,)), [nothing])]
     assert "failed to join" in table(results)[2]
     assert checks(results)[2].endswith("| FAIL |")
+
+
+def test_the_mixed_class_is_judged_against_the_same_four_without_the_thin_pupil() -> None:
+    """Its four unshaped pupils against the four-unshaped row, not against one pupil alone."""
+
+    def pupil(p95_ms: int) -> dict[str, Any]:
+        return {"camera": {"fps": 30.0}, "document": {"fps": 15.0}, "delays_ms": [p95_ms] * 20}
+
+    alone = Measured(Row("unshaped", (None,)), [pupil(40)])
+    four = Measured(Row(FOUR_UNSHAPED, (None,) * 4), [pupil(50), pupil(52), pupil(55), pupil(51)])
+    mixed_row = Row("mixed class: 4 unshaped + 1 at 800 kbit/s", (None, None, None, None, 800))
+    fine = Measured(mixed_row, [pupil(60), pupil(58), pupil(50), pupil(52), pupil(150)])
+    assert checks([alone, four, fine])[-1].endswith(
+        "glass-to-glass p95 60.0 ms vs 55.0 ms for the four without the thin pupil | PASS |"
+    )
+    hurt = Measured(mixed_row, [pupil(67), pupil(58), pupil(50), pupil(52), pupil(150)])
+    assert checks([alone, four, hurt])[-1].endswith("| FAIL |")
+    assert not any("mixed class" in row for row in checks([alone, fine]))
 
 
 @pytest.mark.slow
