@@ -22,7 +22,6 @@ from ..clock import MediaClock
 from ..config import MicrophoneConfig
 from .base import (
     AUDIO_BLOCK_SAMPLES,
-    AUDIO_SAMPLE_RATE,
     DEFAULT_RETRY_INTERVAL,
     AudioSink,
     AudioSource,
@@ -31,16 +30,17 @@ from .base import (
     SourceStatus,
 )
 from .portaudio import (
+    BLOCK_SECONDS,
     Schedule,
     close_stream,
     join_thread,
+    keep_running,
     open_errors,
     open_stream,
 )
 
 log = logging.getLogger("agent.sources")
 
-BLOCK_SECONDS = AUDIO_BLOCK_SAMPLES / AUDIO_SAMPLE_RATE
 FULL_SCALE = 32768.0
 SILENCE_DBFS = -100.0
 MAX_SILENCE_LAG = 0.2
@@ -124,20 +124,15 @@ class SoundDeviceMicrophone(AudioSource):
 
     def _run(self, sink: AudioSink, clock: MediaClock) -> None:
         schedule = Schedule(BLOCK_SECONDS, MAX_SILENCE_LAG, self._stop)
-        while not self._stop.is_set():
-            try:
-                self._session(sink, clock)
-            except Exception:  # the device thread never dies: log, report, keep going
-                log.exception("microphone: unexpected error")
-                self._set_state(SourceState.ERROR, UNEXPECTED)
-            if self._stop.is_set():
-                break
-            try:
-                self._send_silence(sink, clock, schedule)
-            except Exception:
-                log.exception("microphone: unexpected error while sending silence")
-                self._stop.wait(self._retry_interval)
-        self._set_state(SourceState.STOPPED, "")
+        keep_running(
+            "microphone",
+            self._stop,
+            lambda: self._session(sink, clock),
+            lambda: self._send_silence(sink, clock, schedule),
+            self._set_state,
+            UNEXPECTED,
+            self._retry_interval,
+        )
 
     def _session(self, sink: AudioSink, clock: MediaClock) -> None:
         """Open the device and deliver its blocks until it fails or stop is requested."""

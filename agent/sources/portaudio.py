@@ -35,6 +35,8 @@ rescans only when no other stream is open (else the microphone and the speaker w
 other's stream in turn); a device replugged meanwhile is found once both are closed."""
 
 SetState = Callable[[SourceState, str], None]
+BLOCK_SECONDS = AUDIO_BLOCK_SAMPLES / AUDIO_SAMPLE_RATE
+"""One block of sound (20 ms): what a device thread reads or writes at a time."""
 
 
 def open_errors(cannot: str) -> dict[int, tuple[SourceState, str]]:
@@ -150,6 +152,34 @@ def join_thread(thread: threading.Thread, what: str) -> None:
     while thread.is_alive():
         log.warning("%s: still waiting for the device to let go", what)
         thread.join(STOP_WARN_AFTER)
+
+
+def keep_running(
+    what: str,
+    stop: threading.Event,
+    session: Callable[[], None],
+    without_device: Callable[[], None],
+    set_state: SetState,
+    unexpected: str,
+    retry_interval: float,
+) -> None:
+    """A device thread's loop until ``stop``: a ``session`` with the device until it fails,
+    then ``without_device`` (the thread keeps time for up to the retry interval), again. The
+    thread never dies: an unexpected error is logged and reported as ``unexpected``."""
+    while not stop.is_set():
+        try:
+            session()
+        except Exception:  # the device thread never dies: log, report, keep going
+            log.exception("%s: unexpected error", what)
+            set_state(SourceState.ERROR, unexpected)
+        if stop.is_set():
+            break
+        try:
+            without_device()
+        except Exception:
+            log.exception("%s: unexpected error while keeping time without a device", what)
+            stop.wait(retry_interval)
+    set_state(SourceState.STOPPED, "")
 
 
 class Schedule:

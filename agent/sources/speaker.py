@@ -32,16 +32,17 @@ import numpy as np
 from .base import AUDIO_BLOCK_SAMPLES, AUDIO_SAMPLE_RATE, DEFAULT_RETRY_INTERVAL, SourceState
 from .microphone import MAX_SILENCE_LAG
 from .portaudio import (
+    BLOCK_SECONDS,
     Schedule,
     close_stream,
     join_thread,
+    keep_running,
     open_errors,
     open_stream,
 )
 
 log = logging.getLogger("agent.sources")
 
-BLOCK_SECONDS = AUDIO_BLOCK_SAMPLES / AUDIO_SAMPLE_RATE
 NULL_DEVICE = "null"
 NULL_LATE_S = 0.005
 """A write this late after the previous block has ended is an underflow of the null device."""
@@ -194,20 +195,15 @@ class Speaker:
 
     def _run(self) -> None:
         schedule = Schedule(BLOCK_SECONDS, MAX_SILENCE_LAG, self._stop)
-        while not self._stop.is_set():
-            try:
-                self._session()
-            except Exception:  # the device thread never dies: log, report, keep going
-                log.exception("speaker: unexpected error")
-                self._set_state(SourceState.ERROR, UNEXPECTED)
-            if self._stop.is_set():
-                break
-            try:
-                self._tick_without_device(schedule)
-            except Exception:
-                log.exception("speaker: unexpected error while ticking without a device")
-                self._stop.wait(self._retry_interval)
-        self._set_state(SourceState.STOPPED, "")
+        keep_running(
+            "speaker",
+            self._stop,
+            self._session,
+            lambda: self._tick_without_device(schedule),
+            self._set_state,
+            UNEXPECTED,
+            self._retry_interval,
+        )
 
     def _session(self) -> None:
         """Open the output and play until it fails or stop is requested."""
