@@ -209,6 +209,24 @@ def _portaudio_available() -> bool:
     return True
 
 
+def play(home: Path, device: str, blocks: int) -> dict[str, Any]:
+    """Run ``PLAY`` in a child process whose ALSA configuration is ``home``/.asoundrc: what it
+    printed (the speaker's status and the blocks it ticked)."""
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env.pop("ALSA_CONFIG_PATH", None)
+    done = subprocess.run(
+        [sys.executable, "-c", PLAY, json.dumps({"device": device, "blocks": blocks})],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
 @pytest.mark.skipif(not _portaudio_available(), reason="no libportaudio2")
 def test_tone_reaches_an_alsa_file_device(tmp_path: Path) -> None:
     """sounddevice → PortAudio → ALSA: the ``file`` plugin writes what the device plays to a
@@ -217,18 +235,7 @@ def test_tone_reaches_an_alsa_file_device(tmp_path: Path) -> None:
     (tmp_path / ".asoundrc").write_text(
         f'pcm.{PCM_NAME} {{\n  type file\n  slave.pcm "null"\n  file "{out}"\n  format "raw"\n}}\n'
     )
-    env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    env.pop("ALSA_CONFIG_PATH", None)
-    done = subprocess.run(
-        [sys.executable, "-c", PLAY, json.dumps({"device": PCM_NAME, "blocks": 100})],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout)
+    result = play(tmp_path, PCM_NAME, 100)
     assert result["status"]["state"] == "ok", result
     samples = np.fromfile(out, dtype="<i2")
     assert samples.size >= 48_000  # 50 blocks at least reached the device
@@ -242,18 +249,7 @@ def test_tone_reaches_an_alsa_file_device(tmp_path: Path) -> None:
 def test_default_without_any_sound_card_is_missing(tmp_path: Path) -> None:
     """This machine has no sound card: PortAudio lists no output, ``default`` is missing."""
     (tmp_path / ".asoundrc").write_text("# no devices\n")
-    env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    env.pop("ALSA_CONFIG_PATH", None)
-    done = subprocess.run(
-        [sys.executable, "-c", PLAY, json.dumps({"device": "default", "blocks": 30})],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout)
+    result = play(tmp_path, "default", 30)
     if result["status"]["state"] == "ok":
         pytest.skip("this machine has a sound card")
     assert result["status"]["state"] == "missing" and result["ticks"] >= 30
