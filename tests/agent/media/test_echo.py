@@ -47,6 +47,7 @@ from bench.echo import (
     row,
     scene,
 )
+from tests.portaudio import NEEDS_PORTAUDIO
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -261,15 +262,7 @@ print("ok" if ok else "timeout")
 """
 
 
-def _portaudio_available() -> bool:
-    try:
-        import sounddevice  # noqa: F401
-    except (OSError, ImportError):
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _portaudio_available(), reason="no libportaudio2")
+@NEEDS_PORTAUDIO
 def test_through_the_microphone_source_and_alsa_file_plugin(tmp_path: Path) -> None:
     """The scene's microphone signal is the ``infile`` of an ALSA ``file`` PCM read by
     :class:`SoundDeviceMicrophone` in a child process (HOME points at the test's

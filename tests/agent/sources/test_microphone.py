@@ -26,6 +26,7 @@ from agent.config import MicrophoneConfig
 from agent.sources.base import RawAudioBlock, SourceState
 from agent.sources.microphone import SoundDeviceMicrophone, rms_dbfs
 from agent.sources.portaudio import device_spec
+from tests.portaudio import NEEDS_PORTAUDIO
 
 ROOT = Path(__file__).resolve().parents[3]
 PCM_NAME = "classroom_tone"
@@ -172,18 +173,7 @@ def check_tone(blocks: list[dict[str, Any]]) -> None:
     assert all(abs(b["level"] - (-15.0)) < 1.0 for b in blocks)
 
 
-def _portaudio_available() -> bool:
-    try:
-        import sounddevice  # noqa: F401
-    except (OSError, ImportError):
-        return False
-    return True
-
-
-needs_portaudio = pytest.mark.skipif(not _portaudio_available(), reason="no libportaudio2")
-
-
-@needs_portaudio
+@NEEDS_PORTAUDIO
 def test_tone_from_alsa_file_plugin(tmp_path: Path) -> None:
     (tmp_path / ".asoundrc").write_text(asoundrc(write_tone(tmp_path)))
     result = capture(tmp_path, {"device": PCM_NAME, "retry": 0.2})
@@ -193,7 +183,7 @@ def test_tone_from_alsa_file_plugin(tmp_path: Path) -> None:
     assert abs(result["level"] - (-15.0)) < 2.0
 
 
-@needs_portaudio
+@NEEDS_PORTAUDIO
 def test_missing_microphone_sends_silence_at_50_per_second(tmp_path: Path) -> None:
     (tmp_path / ".asoundrc").write_text(asoundrc(write_tone(tmp_path)))
     plan = {"device": "no_such_microphone", "silent_blocks": 60, "retry": 0.2}
@@ -207,7 +197,7 @@ def test_missing_microphone_sends_silence_at_50_per_second(tmp_path: Path) -> No
     assert result["level"] == -100.0
 
 
-@needs_portaudio
+@NEEDS_PORTAUDIO
 def test_microphone_plugged_in_later_is_found(tmp_path: Path) -> None:
     rc = tmp_path / ".asoundrc"
     rc.write_text("# no capture device yet\n")
@@ -221,7 +211,7 @@ def test_microphone_plugged_in_later_is_found(tmp_path: Path) -> None:
     assert back <= 3.0
 
 
-@needs_portaudio
+@NEEDS_PORTAUDIO
 def test_microphone_unplugged_mid_class_gives_silence_then_sound_again(tmp_path: Path) -> None:
     rc = tmp_path / ".asoundrc"
     text = asoundrc(write_tone(tmp_path))

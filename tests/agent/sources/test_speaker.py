@@ -20,6 +20,7 @@ import pytest
 
 from agent.sources.portaudio import NOT_FOUND
 from agent.sources.speaker import NOT_PLAYING, Speaker
+from tests.portaudio import NEEDS_PORTAUDIO
 
 ROOT = Path(__file__).resolve().parents[3]
 PCM_NAME = "classroom_speaker"
@@ -201,14 +202,6 @@ print(json.dumps({"status": status, "ticks": n[0]}))
 """
 
 
-def _portaudio_available() -> bool:
-    try:
-        import sounddevice  # noqa: F401
-    except (OSError, ImportError):
-        return False
-    return True
-
-
 def play(home: Path, device: str, blocks: int) -> dict[str, Any]:
     """Run ``PLAY`` in a child process whose ALSA configuration is ``home``/.asoundrc: what it
     printed (the speaker's status and the blocks it ticked)."""
@@ -227,7 +220,7 @@ def play(home: Path, device: str, blocks: int) -> dict[str, Any]:
     return result
 
 
-@pytest.mark.skipif(not _portaudio_available(), reason="no libportaudio2")
+@NEEDS_PORTAUDIO
 def test_tone_reaches_an_alsa_file_device(tmp_path: Path) -> None:
     """sounddevice → PortAudio → ALSA: the ``file`` plugin writes what the device plays to a
     raw file (over the ``null`` PCM, which is not paced: this checks content, not timing)."""
@@ -245,7 +238,7 @@ def test_tone_reaches_an_alsa_file_device(tmp_path: Path) -> None:
     assert abs(20 * np.log10(peak / 32767) - (-12)) < 0.5
 
 
-@pytest.mark.skipif(not _portaudio_available(), reason="no libportaudio2")
+@NEEDS_PORTAUDIO
 def test_default_without_any_sound_card_is_missing(tmp_path: Path) -> None:
     """This machine has no sound card: PortAudio lists no output, ``default`` is missing."""
     (tmp_path / ".asoundrc").write_text("# no devices\n")
