@@ -358,16 +358,18 @@ def lines(result: MixedClass) -> list[str]:
     if window.harness:
         harness = ", ".join(f"{name} {cpu} %" for name, cpu in window.harness.items())
         out.append(f"- mixed class, the pupils' own processes (same machine): {harness}")
-    each = "; ".join(
-        f"{w.slowest()[1]:.1f} / {w.slowest()[0]:.1f} fps, agent {w.cpu.cpu_percent} %, "
-        f"{w.switches} switches"
-        for w in result.windows
-    )
+    each = "; ".join(_in_brief(w) for w in result.windows)
     out.append(
         f"- mixed class, each {MEASURE_S:.0f} s window in turn (slowest pupil room / document): "
         f"{each}; judged on the median one"
     )
     return out
+
+
+def _in_brief(window: Window) -> str:
+    doc, cam = window.slowest()
+    cpu = window.cpu.cpu_percent
+    return f"{cam:.1f} / {doc:.1f} fps, agent {cpu} %, {window.switches} switches"
 
 
 def check_rows(result: MixedClass) -> list[tuple[str, str, bool]]:
