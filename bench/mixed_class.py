@@ -27,11 +27,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 from . import vp8 as encoders_alone
+from .cgroups import CpuGroups, cpu_groups
 from .processes import (
     AgentProcess,
     CpuSample,
@@ -47,15 +49,21 @@ WARMUP_S = 14.0
 """Pupils connect (~1 s, 30 at once), climb from the safe start to the top layers (~5 s on
 loopback, docs/adaptation.md) and Firefox starts (~5 s), with margin."""
 MEASURE_S = 12.0
+GROUPS = {"kit": 2, "pupils": 1}
+"""The agent in one CPU group (bench/cgroups.py) and all the pupils' processes in another, the
+kit with twice the weight: under contention it is sure of 1.33 of the two cores (it needs up
+to ~1.1 while pupils join), the pupils of 0.67 (they take ~0.8 on average, less than that
+between the agent's bursts). Measured on 2026-11-30, each in a row of runs with Firefox: with
+equal weights all 3 runs failed (every aiortc pupil stayed on the document's low layer from the
+start, the agent at 107–109 % with the lower layers' encoders running); with 2 : 1, 14 runs of
+15 passed; niced instead (below), 4 runs in 19 failed on 2026-11-29."""
 RECEIVERS_NICE = 10
 FIREFOX_NICE = 5
-"""The pupils' processes run at a lower priority than the agent: in a class they are on
-devices of their own, and here, on the agent's two cores, they starved it (with a process
-burning one core beside them, 30 H.264 pupils never climbed from the middle level). Measured
-at a quiet moment: not niced, the aiortc pupils' probes failed and they stayed on the room
-camera's top layer and the document's low one (document 5.9 fps; the agent 114 % of a core,
-the lower layers still running); niced, all 30 on the top layers (document ≥ 14.9 fps, the
-agent 94 %)."""
+"""Where CPU groups cannot be made, the pupils' processes run at a lower priority than the
+agent instead: with a process burning one core beside them, 30 H.264 pupils never climbed from
+the middle level. Niced, every burst of the agent's encoder threads can starve them for a
+moment, and now and then that steps some pupils down for the rest of a run
+(docs/PERFORMANCE.md)."""
 WINDOWS = 3
 """The class is measured in this many consecutive windows of ``MEASURE_S`` and judged on the
 median one (by its slowest pupil). The pupils share the agent's two cores: a moment's
@@ -90,6 +98,10 @@ class Window:
     fell behind from a pupil's process that did (the pupils share the agent's two cores)."""
     switches: int = 0
     """Layer switches of all pupils during the window (a pupil that was starved backs off)."""
+    dropped: int = 0
+    """Datagrams the kernel dropped during the window because a receiver's socket buffer was
+    full (``RcvbufErrors``, the whole machine): a pupil's process that fell behind, which its
+    reports then show as loss."""
 
     def slowest(self) -> tuple[float, float]:
         """The lowest document and room camera rates any pupil got (Firefox's included)."""
@@ -107,6 +119,10 @@ class MixedClass:
     codecs: list[str] = field(default_factory=list)
     """Per frame, each encoder alone on the cards (bench/vp8.py)."""
     firefox_codec: str = ""
+    isolation: str = ""
+    """How the pupils' processes were kept from starving beside the agent."""
+    warmup_dropped: int = 0
+    """``Window.dropped`` over the warm-up (30 pupils joining and climbing, Firefox starting)."""
 
     @property
     def median(self) -> Window:
@@ -186,6 +202,13 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def receive_drops(snmp: Path = Path("/proc/net/snmp")) -> int:
+    """Datagrams dropped so far on this machine because a socket's receive buffer was full."""
+    lines = [line.split() for line in snmp.read_text().splitlines() if line.startswith("Udp:")]
+    names, values = lines[0], lines[1]
+    return int(values[names.index("RcvbufErrors")])
+
+
 async def _fresh(pupil: Any, timeout: float = 3.0) -> tuple[float, dict[str, int]]:
     """When Firefox's next figures arrive (they come every 0.5 s) and its decoded frames then:
     timed on arrival, not on the last ones, which may be half a second old."""
@@ -205,7 +228,10 @@ async def measure(firefox: bool = True) -> MixedClass:
     use_firefox = firefox and firefox_available()
     result = MixedClass([], codecs=await asyncio.to_thread(encoders_alone.lines))
     aiortc_vp8 = VP8_PUPILS - (1 if use_firefox else 0)
-    with AgentProcess() as agent:
+    with cpu_groups(GROUPS) as groups, AgentProcess() as agent:
+        result.isolation = groups.describe() if groups else "no CPU groups here: pupils niced"
+        if groups is not None:
+            groups.join(agent.pid, "kit")
         whep = await agent.start_class()
         status = await agent.status()
         join_url = str(status["session"]["join_url"])
@@ -215,25 +241,26 @@ async def measure(firefox: bool = True) -> MixedClass:
             if use_firefox:
                 from tests.firefox import firefox_pupil
 
-                nice = ("nice", "-n", str(FIREFOX_NICE))
+                prefix = groups.prefix("pupils") if groups else ("nice", "-n", str(FIREFOX_NICE))
                 pupil = await stack.enter_async_context(
-                    firefox_pupil(join_url, prefix=nice, interval=0.5)
+                    firefox_pupil(join_url, prefix=prefix, interval=0.5)
                 )
                 firefox_id = await _first_viewer(agent)
             h264 = start_receivers(whep, H264_PUPILS, WARMUP_S, MEASURE_S, windows=WINDOWS)
             vp8_group = start_vp8_receivers(whep, aiortc_vp8, WARMUP_S, MEASURE_S, WINDOWS)
-            launched = time.monotonic()
+            launched, dropped = time.monotonic(), receive_drops()
             for process in [*h264, vp8_group]:
-                with contextlib.suppress(psutil.Error):
-                    psutil.Process(process.pid).nice(RECEIVERS_NICE)
-            groups = {
+                _hold_back(process.pid, groups)
+            processes = {
                 "aiortc receivers": [proc.pid for proc in [*h264, vp8_group]],
                 "Firefox": [pupil.process.pid] if pupil is not None else [],
             }
             for index in range(WINDOWS):
                 start = launched + WARMUP_S + 1.5 + index * MEASURE_S
                 await asyncio.sleep(max(0.0, start - time.monotonic()))
-                window, status = await _observe(agent, groups, pupil, firefox_id)
+                if index == 0:
+                    result.warmup_dropped = receive_drops() - dropped
+                window, status = await _observe(agent, processes, pupil, firefox_id)
                 result.windows.append(window)
                 if firefox_id is not None:
                     viewers = {viewer["id"]: viewer for viewer in status["viewers"]}
@@ -249,21 +276,30 @@ async def measure(firefox: bool = True) -> MixedClass:
     return result
 
 
+def _hold_back(pid: int, groups: CpuGroups | None) -> None:
+    """A pupils' process into the pupils' CPU group, or niced where there is none."""
+    with contextlib.suppress(psutil.Error, OSError):
+        if groups is not None:
+            groups.join(pid, "pupils")
+        else:
+            psutil.Process(pid).nice(RECEIVERS_NICE)
+
+
 async def _observe(
-    agent: AgentProcess, groups: dict[str, list[int]], pupil: Any, firefox_id: str | None
+    agent: AgentProcess, processes: dict[str, list[int]], pupil: Any, firefox_id: str | None
 ) -> tuple[Window, dict[str, Any]]:
     """The kit's side of one window (its CPU, encoders, what it sent) and Firefox's; the
     aiortc pupils count theirs in their own processes. Returns the status at its end too."""
-    before, began = await agent.status(), time.monotonic()
-    harness = {name: _cpu_seconds(pids) for name, pids in groups.items()}
+    before, began, dropped = await agent.status(), time.monotonic(), receive_drops()
+    harness = {name: _cpu_seconds(pids) for name, pids in processes.items()}
     firefox_before = await _fresh(pupil)
     cpu = await asyncio.to_thread(sample_cpu, agent.pid, MEASURE_S - 2.0)
     after = await agent.status()
     seconds = time.monotonic() - began
-    window = Window(cpu)
+    window = Window(cpu, dropped=receive_drops() - dropped)
     window.harness = {
         name: round((_cpu_seconds(pids) - harness[name]) / seconds * 100, 1)
-        for name, pids in groups.items()
+        for name, pids in processes.items()
         if pids
     }
     firefox_after = await _fresh(pupil)
@@ -357,11 +393,15 @@ def lines(result: MixedClass) -> list[str]:
         )
     if window.harness:
         harness = ", ".join(f"{name} {cpu} %" for name, cpu in window.harness.items())
-        out.append(f"- mixed class, the pupils' own processes (same machine): {harness}")
+        out.append(
+            f"- mixed class, the pupils' own processes (same machine; {result.isolation}): "
+            f"{harness}"
+        )
     each = "; ".join(_in_brief(w) for w in result.windows)
     out.append(
         f"- mixed class, each {MEASURE_S:.0f} s window in turn (slowest pupil room / document): "
-        f"{each}; judged on the median one"
+        f"{each}; judged on the median one. Datagrams dropped by a pupil's full receive "
+        f"buffer during the warm-up: {result.warmup_dropped}"
     )
     return out
 
@@ -369,7 +409,10 @@ def lines(result: MixedClass) -> list[str]:
 def _in_brief(window: Window) -> str:
     doc, cam = window.slowest()
     cpu = window.cpu.cpu_percent
-    return f"{cam:.1f} / {doc:.1f} fps, agent {cpu} %, {window.switches} switches"
+    return (
+        f"{cam:.1f} / {doc:.1f} fps, agent {cpu} %, {window.switches} switches, "
+        f"{window.dropped} datagrams dropped"
+    )
 
 
 def check_rows(result: MixedClass) -> list[tuple[str, str, bool]]:
