@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 from bench import mixed_class
 from bench.mixed_class import H264_PUPILS, VP8_PUPILS, MixedClass, Window
@@ -104,3 +105,28 @@ async def test_its_vp8_pupils_offer_vp8_only_and_get_it(agent: LiveAgent) -> Non
     assert [len(viewers) for viewers in windows] == [2, 2]
     for viewers in windows:
         assert all(v["camera"]["fps"] > 0 and v["document"]["fps"] > 0 for v in viewers), windows
+
+
+def test_receive_drops_read_from_the_udp_counters(tmp_path: Path) -> None:
+    snmp = tmp_path / "snmp"
+    snmp.write_text(
+        "Ip: Forwarding DefaultTTL\nIp: 1 64\n"
+        "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n"
+        "Udp: 38789353 36062 5210 17330540 5208 29520\n"
+        "UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n"
+        "UdpLite: 0 0 0 0 0 0\n"
+    )
+    assert mixed_class.receive_drops(snmp) == 5208
+    assert mixed_class.receive_drops() >= 0  # this machine's own
+
+
+def test_each_window_line_says_how_the_pupils_were_held_back() -> None:
+    result = a_class(95.0)
+    result.isolation = "cgroup v1 groups, cpu.shares kit 2048, pupils 1024"
+    result.windows[0].dropped, result.warmup_dropped = 3, 7
+    text = "\n".join(mixed_class.lines(result))
+    assert "3 datagrams dropped" in text and "during the warm-up: 7" in text
+    result.windows[0].harness = {"aiortc receivers": 40.0}
+    assert "cpu.shares kit 2048, pupils 1024): aiortc receivers 40.0 %" in "\n".join(
+        mixed_class.lines(result)
+    )
