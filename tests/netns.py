@@ -83,6 +83,18 @@ class PupilLink:
     namespace: str
     kit_address: str
     pupil_address: str
+    kit_side: str
+    """The veth's end in the test's namespace: what the kit sends to the pupil leaves by it."""
+
+    def shape(self, rate: str | None) -> None:
+        """Shape what the kit sends to the pupil (pictures, retransmissions) to ``rate``
+        (``"800kbit"``) with ``tc tbf``, or take the shaping away (None); at any time."""
+        run("tc", "qdisc", "del", "dev", self.kit_side, "root")
+        if rate is not None:
+            must(
+                "tc", "qdisc", "add", "dev", self.kit_side, "root",
+                "tbf", "rate", rate, "burst", "32kbit", "latency", "100ms",
+            )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -132,9 +144,7 @@ def pupil_link(rate: str | None) -> Iterator[PupilLink]:
     """A pupil on a link of ``rate`` (``"800kbit"``; None: unshaped): ``tc tbf`` on the kit's
     side of the veth shapes what the kit sends to the pupil (pictures, retransmissions)."""
     with _pupil_beside_the_kit("bw-", "tc") as veth:
+        link = PupilLink(veth.pupil.namespace, veth.kit_address, veth.pupil.address, veth.kit_side)
         if rate is not None:
-            must(
-                "tc", "qdisc", "add", "dev", veth.kit_side, "root",
-                "tbf", "rate", rate, "burst", "32kbit", "latency", "100ms",
-            )  # fmt: skip
-        yield PupilLink(veth.pupil.namespace, veth.kit_address, veth.pupil.address)
+            link.shape(rate)
+        yield link

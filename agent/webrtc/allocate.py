@@ -37,8 +37,16 @@ has failed; a failed probe waits ``FIRST_FAILED_PROBE_WAIT_S``, a second failure
 overshoot costs the pupil some loss. A probe ends at once, failed, when the pupil NACKs more
 than 1 % of what was sent during it, a step loses ≥ 2 % or the receiver's REMB falls
 (``control``). Going down counts as a failed probe: the link just proved its limit, the next
-probe waits ``FAILED_PROBE_WAIT_S`` and grows by a fifth. No probe past the uplink share, while
-the last step lost packets, or on the top level.
+probe waits ``FAILED_PROBE_WAIT_S`` and grows by a fifth — unless the pupil had held the top
+level for ``RECOVERY_HELD_S`` (the link carried everything: a moment's trouble, such as the
+pupil's own device busy, or the link changed): then *recovery probes*, aimed back at the top
+level (each at most twice the estimate, doubling while they work), start ``RECOVERY_WAIT_S``
+after the last step down, at most once per ``RECOVERY_EVERY_S`` (libwebrtc probes again after a
+large drop, at 85 % of the estimate before it). A recovery probe that fails counts as a first
+failure (the next probe in ``FIRST_FAILED_PROBE_WAIT_S``, a fifth more), then the usual waits
+follow. Below the top level the estimate is what the link carries, and a thin link is probed
+no more often than before. No probe past the uplink share, while the last step lost packets,
+or on the top level.
 """
 
 from __future__ import annotations
@@ -65,6 +73,14 @@ FIRST_FAILED_PROBE_WAIT_S = 4.0
 """The wait after a first failed probe (a busy moment: five pupils joining at once)."""
 FAILED_PROBE_WAIT_S = 30.0
 """The wait after a second failure in a row, then doubled after each (up to the maximum)."""
+RECOVERY_HELD_S = 10.0
+"""The top level held this long before going down had been carried by the link (an up-switch
+undone sooner doubles the hold instead: ``FAILED_UP_S``)."""
+RECOVERY_WAIT_S = 4.0
+"""How long after going down the recovery probe comes (the trouble may still be there)."""
+RECOVERY_EVERY_S = 60.0
+"""At most one recovery probe this often: a link that keeps changing pays one overshoot a
+minute, not one per drop."""
 FAST_PROBE = 2.0
 SLOW_PROBE = 1.2
 LOW_LOSS = 0.02
@@ -144,6 +160,12 @@ class LayerChoice:
         self.index = start_index(self.levels)
         self._up_since: float | None = None
         self._up_at: float | None = None
+        self._level_at = now
+        """When the level last changed."""
+        self._recover_bps = 0
+        """What recovery probes aim at: the top level's need (0: none due)."""
+        self._recovered_at: float | None = None
+        """When the last recovery began."""
         self._hold = UP_HOLD_S
         self._calm_since = now
         self._probe_until: float | None = None
@@ -171,17 +193,17 @@ class LayerChoice:
     def update(self, now: float, estimate: int, cap: int = 0) -> Level:
         """The level for this estimate (bit/s) and the pupil's uplink share ``cap`` (0: none)."""
         down_at = min(estimate * DOWN_FRACTION, cap) if cap > 0 else estimate * DOWN_FRACTION
-        went_down = False
+        went_down, left = False, self.index
         while self.index > 0 and self.level.bps > down_at:
             self.index -= 1
             went_down = True
         if went_down:
             self.downs += 1
             self._up_since = None
-            self._held_back(now)
+            self._held_back(now, left)
             if self._up_at is not None and now - self._up_at < FAILED_UP_S:
                 self._hold = min(self._hold * 2, MAX_HOLD_S)  # that up-switch did not hold
-            self._calm_since = now
+            self._calm_since = self._level_at = now
             return self.level
         if now - self._calm_since >= CALM_S:
             self._hold = UP_HOLD_S
@@ -192,7 +214,9 @@ class LayerChoice:
                 while not self.top and self.levels[self.index + 1].bps <= up_at:
                     self.index += 1  # as far as the estimate allows, at once
                 self.ups += 1
-                self._up_at = now
+                self._up_at = self._level_at = now
+                if self.top:
+                    self._recover_bps = 0  # recovered
                 self._up_since = None
         else:
             self._up_since = None
@@ -226,11 +250,15 @@ class LayerChoice:
             return 0
         fitting = [level for level in self.levels if cap <= 0 or level.bps <= cap]
         if not fitting or fitting[-1] == self.level:
+            self._recover_bps = 0
             return 0  # the school's uplink has no room for more
         need = int(fitting[-1].bps / UP_FRACTION)  # the best level the uplink share allows
         if estimate >= need:
             return 0  # it goes up on its own
-        self._probe_bps = min(int(need * 1.05), int(estimate * self._growth))
+        grown = int(estimate * self._growth)
+        if self._recover_bps:  # doubling while they work; a link that did change is overshot
+            grown = max(grown, min(self._recover_bps, int(estimate * FAST_PROBE)))  # twice at most
+        self._probe_bps = min(int(need * 1.05), grown)
         self._probe_from = estimate
         self._probe_started = now
         self._probe_until = now + PROBE_S
@@ -244,6 +272,7 @@ class LayerChoice:
             self._next_probe = now
         else:
             self.failed_from = self._probe_from
+            self._recover_bps = 0
             self._growth = SLOW_PROBE
             self._failures += 1
             if self._failures == 1:
@@ -253,15 +282,31 @@ class LayerChoice:
                 self._probe_wait = min(wait, MAX_PROBE_WAIT_S)
             self._next_probe = now + self._probe_wait
 
-    def _held_back(self, now: float) -> None:
-        """The link just proved it carries less than the level: no probe for a while, and
-        then gently (a first probe at twice the estimate into an 800 kbit/s line overshot it
-        by ~75 % and froze a Chromium pupil for 2 s)."""
+    def _held_back(self, now: float, left: int) -> None:
+        """The link just proved it carries less than the level ``left``: no probe for a while,
+        and then gently (a first probe at twice the estimate into an 800 kbit/s line overshot
+        it by ~75 % and froze a Chromium pupil for 2 s) — or recovery probes soon, if ``left``
+        is the top level and the pupil had held it long enough."""
+        probing, self._probe_until = self._probe_until is not None, None
+        if probing:
+            self._recover_bps = 0  # the probe took the pupil down: the link did change
+        held = now - self._level_at >= RECOVERY_HELD_S
+        recovered = self._recovered_at
+        if (
+            left == len(self.levels) - 1
+            and held
+            and not probing
+            and (recovered is None or now - recovered >= RECOVERY_EVERY_S)
+        ):
+            self._recover_bps = int(self.levels[left].bps / UP_FRACTION * 1.05)
+            self._recovered_at = now
         self._growth = SLOW_PROBE
-        self._failures = max(self._failures, 1)
-        if self._probe_until is not None:
-            self._probe_until = None
-        self._next_probe = max(self._next_probe, now + FAILED_PROBE_WAIT_S)
+        if self._recover_bps:  # RECOVERY_WAIT_S after the last step down of the trouble
+            self._failures = 0  # a recovery probe that fails is a first failure: 4 s, once
+            self._next_probe = now + RECOVERY_WAIT_S
+        else:
+            self._failures = max(self._failures, 1)
+            self._next_probe = max(self._next_probe, now + FAILED_PROBE_WAIT_S)
 
     @property
     def probing(self) -> bool:

@@ -16,11 +16,13 @@ import itertools
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.webrtc import allocate
 from agent.webrtc.resend import FRACTION, WINDOW_S
 from tests.agentproc import ROOT, AgentProcess, lan_kit_config
 from tests.netns import PupilLink, pupil_link
@@ -29,11 +31,13 @@ PUPIL_SECONDS = 24.0
 SETTLE_S = 15.0
 
 
-async def start_pupil(link: PupilLink, whep_url: str) -> asyncio.subprocess.Process:
+async def start_pupil(
+    link: PupilLink, whep_url: str, seconds: float = PUPIL_SECONDS
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         "ip", "netns", "exec", link.namespace,
         sys.executable, "-P", "-m", "tests.agent.webrtc.shaped_pupil",
-        "--whep", whep_url, "--address", link.pupil_address, "--seconds", str(PUPIL_SECONDS),
+        "--whep", whep_url, "--address", link.pupil_address, "--seconds", str(seconds),
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=asyncio.subprocess.PIPE,
@@ -114,3 +118,65 @@ async def test_a_shaped_pupils_estimate_converges_and_an_unshaped_one_stays_high
         assert resent <= FRACTION * estimate / 8 * (t1 - t0 + WINDOW_S), (t0, t1, resent)
     unshaped = [other["link"]["estimate_kbps"] for at, _, other in samples if at >= SETTLE_S]
     assert min(unshaped) >= 1500, unshaped
+
+
+TOP = {"camera": "high", "document": "high"}
+RECOVERED_S = allocate.FAILED_PROBE_WAIT_S - 6
+"""Back on the top level within this long after the link opened (measured 7–15 s: the
+recovery probes start RECOVERY_WAIT_S after the last step down, then climb as they carry).
+Without them the first probe comes FAILED_PROBE_WAIT_S after that step down, ≥ 27 s after
+the link opened."""
+
+
+async def layers_when(
+    kit: AgentProcess, pupil_id: str, wanted: Callable[[dict[str, str]], bool], timeout: float
+) -> float:
+    """When the pupil's layers (``/api/status``, every 0.25 s) first satisfy ``wanted``."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        viewers = {v["id"]: v for v in (await kit.api("GET", "/api/status"))["viewers"]}
+        link = viewers[pupil_id]["link"] if pupil_id in viewers else None
+        if link is not None and wanted(link["layers"]):
+            return time.monotonic()
+        if link is not None:
+            seen.append(f"{link['layers']} {link['estimate_kbps']} kbit/s {link['probing']}")
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"the pupil's layers never got there: {seen[-12:]}\n{kit.log()[-2000:]}")
+
+
+@pytest.mark.slow
+async def test_a_pupil_knocked_down_by_a_moment_of_trouble_is_back_on_top_soon(
+    tmp_path: Path,
+) -> None:
+    """A pupil holds the top level on an open link; for 3 s the link carries only 300 kbit/s
+    (a moment's trouble) and the kit steps them down; once it is open again, the recovery
+    probe takes them back to the top level within seconds, not after the 30 s a pupil who
+    had not held their level waits."""
+    with pupil_link(None) as link:
+        config, port = lan_kit_config(tmp_path, link.kit_address)
+        kit = AgentProcess(config, tmp_path / "agent.log", f"http://127.0.0.1:{port}")
+        await kit.start()
+        pupil = None
+        try:
+            status = await kit.api("POST", "/api/session/start")
+            path = "/whep/" + status["session"]["whep_url"].rsplit("/", 1)[1]
+            url = f"http://{link.kit_address}:{port}{path}"
+            pupil = await start_pupil(link, url, seconds=60.0)
+            pupil_id = await new_viewer(kit, set())
+            on_top = await layers_when(kit, pupil_id, lambda layers: layers == TOP, 20.0)
+            await asyncio.sleep(allocate.RECOVERY_HELD_S + 1.0 - (time.monotonic() - on_top))
+            link.shape("300kbit")
+            try:
+                await layers_when(kit, pupil_id, lambda layers: layers != TOP, 10.0)
+                await asyncio.sleep(3.0)
+            finally:
+                link.shape(None)
+            opened = time.monotonic()
+            back = await layers_when(kit, pupil_id, lambda layers: layers == TOP, RECOVERED_S)
+        finally:
+            if pupil is not None and pupil.returncode is None:
+                pupil.kill()
+                await pupil.wait()
+            await kit.close()
+    print(f"back on the top level {back - opened:.1f} s after the link opened")

@@ -156,3 +156,114 @@ def test_going_down_counts_as_a_failed_probe() -> None:
     assert choice.probe(1.0, 600_000, 0.0) == 0
     later = 0.1 + allocate.FAILED_PROBE_WAIT_S
     assert choice.probe(later, 600_000, 0.0) == int(600_000 * allocate.SLOW_PROBE)
+
+
+def on_top_until(when: float) -> LayerChoice:
+    """A pupil that climbed to the top level at 5 s and held it until ``when``."""
+    choice = LayerChoice(LEVELS, 0.0)
+    choice.update(4.5, 50_000_000)
+    choice.update(5.0, 50_000_000)
+    assert choice.top
+    choice.update(when - 0.1, 50_000_000)
+    return choice
+
+
+def test_a_level_held_long_gets_one_recovery_probe_back_to_it_soon() -> None:
+    """A moment's trouble (the pupil's own device busy) knocks down a pupil who held the top
+    level for 15 s: one probe aimed back at it after RECOVERY_WAIT_S, not the 30 s wait."""
+    choice = on_top_until(20.0)
+    assert choice.update(20.0, 3_500_000).document != "high"  # down
+    wait = allocate.RECOVERY_WAIT_S
+    assert choice.probe(20.0 + wait - 0.1, 3_500_000, 0.0) == 0
+    back = int(LEVELS[-1].bps / allocate.UP_FRACTION * 1.05)
+    assert back > 3_500_000 * allocate.SLOW_PROBE  # aimed at the level left, not a fifth more
+    assert choice.probe(20.0 + wait, 3_500_000, 0.0) == pytest.approx(back, abs=2)
+    assert choice.probe(20.0 + wait + 1.0, back, 0.0) == 0 and not choice.probing  # carried
+    choice.update(20.0 + wait + 1.0, back)
+    assert choice.update(20.0 + wait + 1.5, back).document == "high" and choice.top
+
+
+def test_a_failed_recovery_probe_and_a_second_drop_wait_as_usual() -> None:
+    """The link did change: the recovery probe fails and the usual waits follow; a second drop
+    within RECOVERY_EVERY_S gets no second recovery probe."""
+    choice = on_top_until(20.0)
+    choice.update(20.0, 3_000_000)
+    start = 20.0 + allocate.RECOVERY_WAIT_S
+    assert choice.probe(start, 3_000_000, 0.0) > 0
+    assert choice.probe(start + 0.2, 3_000_000, 0.05) == 0  # lost 5 %: failed at once
+    first = start + 0.2 + allocate.FIRST_FAILED_PROBE_WAIT_S  # a first failure's wait
+    assert choice.probe(first - 0.1, 3_000_000, 0.0) == 0
+    assert choice.probe(first, 3_000_000, 0.0) == int(3_000_000 * 1.2)  # a fifth more
+    assert choice.probe(first + 0.2, 3_000_000, 0.05) == 0  # failed again
+    wait = allocate.FAILED_PROBE_WAIT_S
+    assert choice.probe(first + 0.2 + wait - 0.1, 3_000_000, 0.0) == 0
+    assert choice.probe(first + 0.2 + wait, 3_000_000, 0.0) == int(3_000_000 * 1.2)
+    again = on_top_until(20.0)
+    again.update(20.0, 3_000_000)
+    assert again.probe(20.0 + allocate.RECOVERY_WAIT_S, 3_000_000, 0.0) > 0
+    assert again.probe(25.0, 6_100_000, 0.0) == 0 and not again.probing  # carried
+    again.update(27.0, 50_000_000)
+    again.update(27.5, 50_000_000)  # back on top at 27.5, held until 40
+    assert again.top
+    again.update(40.0, 3_000_000)  # down again 20 s after the first: no second recovery
+    assert again.probe(40.0 + allocate.RECOVERY_WAIT_S, 3_000_000, 0.0) == 0
+    assert again.probe(40.0 + wait, 3_000_000, 0.0) > 0
+
+
+def test_a_recovery_probe_overshoots_a_link_that_did_change_at_most_twice() -> None:
+    choice = on_top_until(20.0)
+    choice.update(20.0, 1_000_000)  # down to what a 1 Mbit/s link carries
+    start = 20.0 + allocate.RECOVERY_WAIT_S
+    assert choice.probe(start, 1_000_000, 0.0) == 2_000_000
+    assert choice.probe(start + 1.0, 1_900_000, 0.0) == 3_800_000  # it carried: doubling on
+    top_need = int(LEVELS[-1].bps / allocate.UP_FRACTION * 1.05)
+    assert choice.probe(start + 2.0, 3_700_000, 0.0) == pytest.approx(top_need, abs=2)
+
+
+def test_a_pupil_a_probe_took_down_gets_no_recovery_probe() -> None:
+    """The probe itself proved the link carries less (it changed): the usual wait."""
+    choice = on_top_until(20.0)
+    choice.update(20.0, 3_500_000)
+    assert choice.probe(20.0 + allocate.RECOVERY_WAIT_S, 3_500_000, 0.0) > 0
+    choice.update(25.0, 1_000_000)  # the recovery probe's overshoot: down further
+    assert choice.probe(25.0 + allocate.RECOVERY_WAIT_S, 1_000_000, 0.0) == 0
+    assert choice.probe(25.0 + allocate.FAILED_PROBE_WAIT_S, 1_000_000, 0.0) == 1_200_000
+
+
+def test_a_level_held_briefly_gets_no_recovery_probe() -> None:
+    choice = on_top_until(5.0 + allocate.RECOVERY_HELD_S - 1.0)
+    choice.update(5.0 + allocate.RECOVERY_HELD_S - 1.0, 3_000_000)
+    assert choice.probe(20.0, 3_000_000, 0.0) == 0
+
+
+def test_a_recovery_probe_comes_after_the_last_step_down_of_the_trouble() -> None:
+    """A pupil knocked down level by level over a few seconds: still one recovery probe, back
+    to the level held before it all, RECOVERY_WAIT_S after the last step."""
+    choice = on_top_until(20.0)
+    choice.update(20.0, 3_500_000)
+    choice.update(21.0, 1_000_000)
+    choice.update(22.0, 600_000)  # each step down found the level just entered
+    assert choice.probe(20.0 + allocate.RECOVERY_WAIT_S, 600_000, 0.0) == 0
+    assert choice.probe(22.0 + allocate.RECOVERY_WAIT_S, 600_000, 0.0) == 1_200_000
+
+
+def test_below_the_top_level_a_drop_waits_as_before() -> None:
+    """Below the top level the estimate is what the link carries (a thin link): a pupil
+    knocked down from the safe start it held for 15 s gets the usual wait, no recovery."""
+    choice = LayerChoice(LEVELS, 0.0)
+    assert not choice.top
+    choice.update(15.0, 500_000)  # down, after holding the safe start for 15 s
+    assert choice.probe(15.0 + allocate.RECOVERY_WAIT_S, 500_000, 0.0) == 0
+    assert choice.probe(15.0 + allocate.FAILED_PROBE_WAIT_S, 500_000, 0.0) == 600_000
+
+
+def test_no_recovery_is_kept_waiting_behind_a_full_uplink() -> None:
+    """Knocked down from the top by the school's uplink share (more pupils joined): no room
+    to probe into, and the recovery is dropped, not kept for a later step down."""
+    choice = on_top_until(20.0)
+    cap = LEVELS[-2].bps
+    choice.update(20.0, 50_000_000, cap)
+    assert not choice.top
+    assert choice.probe(20.0 + allocate.RECOVERY_WAIT_S, 50_000_000, 0.0, cap) == 0
+    choice.update(40.0, 1_000_000, cap)  # later, a real drop: the usual wait
+    assert choice.probe(40.0 + allocate.RECOVERY_WAIT_S, 1_000_000, 0.0, cap) == 0
