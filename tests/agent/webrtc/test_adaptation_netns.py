@@ -151,8 +151,8 @@ async def test_a_pupil_knocked_down_by_a_moment_of_trouble_is_back_on_top_soon(
 ) -> None:
     """A pupil holds the top level on an open link; for 3 s the link carries only 300 kbit/s
     (a moment's trouble) and the kit steps them down; once it is open again, the recovery
-    probe takes them back to the top level within seconds, not after the 30 s a pupil who
-    had not held their level waits."""
+    probes take them back to the top level within ``RECOVERED_S``, where before the first
+    probe came ``FAILED_PROBE_WAIT_S`` after the last step down."""
     with pupil_link(None) as link:
         config, port = lan_kit_config(tmp_path, link.kit_address)
         kit = AgentProcess(config, tmp_path / "agent.log", f"http://127.0.0.1:{port}")
