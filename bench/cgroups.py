@@ -27,8 +27,8 @@ PROC = Path("/proc/self")
 
 @dataclass(frozen=True)
 class Hierarchy:
-    """Where the ``cpu`` controller is: the group this process is in, and how weights are
-    written there."""
+    """Where the benchmark's groups go in the ``cpu`` controller's hierarchy (``parent``), and
+    how weights are written there."""
 
     parent: Path
     version: int
@@ -44,7 +44,7 @@ class Hierarchy:
 
 @dataclass(frozen=True)
 class CpuGroups:
-    """Named control groups of given CPU weights under this process's own group."""
+    """Named control groups of given CPU weights, under ``root`` (one per benchmark run)."""
 
     root: Path
     hierarchy: Hierarchy
@@ -101,26 +101,35 @@ def cpu_groups(weights: Mapping[str, int], tag: str = "bench") -> Iterator[CpuGr
     any process left in them goes to the groups' parent and they are removed); None if they
     cannot be made here."""
     try:
-        hierarchy = find_hierarchy()
-        if hierarchy.version == 2:
-            (hierarchy.parent / "cgroup.subtree_control").write_text("+cpu\n")
-        _remove_stale(hierarchy.parent, tag)
-        root = hierarchy.parent / f"{tag}-{os.getpid()}"
-        root.mkdir()
+        groups = _make(weights, tag)
     except (OSError, ValueError) as error:
         log.warning("no CPU groups for the benchmark (%s): falling back to nice", error)
-        yield None
-        return
-    groups = CpuGroups(root, hierarchy, dict(weights))
+        groups = None
+    try:
+        yield groups
+    finally:
+        if groups is not None:
+            _remove(groups.root, groups.hierarchy.parent)
+
+
+def _make(weights: Mapping[str, int], tag: str) -> CpuGroups:
+    """The groups, made; if one step fails, what was made is removed before the error goes on."""
+    hierarchy = find_hierarchy()
+    if hierarchy.version == 2:
+        (hierarchy.parent / "cgroup.subtree_control").write_text("+cpu\n")
+    _remove_stale(hierarchy.parent, tag)
+    root = hierarchy.parent / f"{tag}-{os.getpid()}"
+    root.mkdir()
     try:
         if hierarchy.version == 2:
             (root / "cgroup.subtree_control").write_text("+cpu\n")
         for name, times in weights.items():
             root.joinpath(name).mkdir()
             root.joinpath(name, hierarchy.weight_file).write_text(hierarchy.weight(times))
-        yield groups
-    finally:
+    except OSError:
         _remove(root, hierarchy.parent)
+        raise
+    return CpuGroups(root, hierarchy, dict(weights))
 
 
 def _remove_stale(parent: Path, tag: str) -> None:

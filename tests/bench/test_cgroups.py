@@ -120,3 +120,17 @@ def test_groups_of_a_killed_run_are_removed_by_the_next(tmp_path: Path) -> None:
     (tmp_path / "bench-test-1").mkdir()
     cgroups._remove_stale(tmp_path, "bench")
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted([alive.name, "bench-test-1"])
+
+
+def test_groups_half_made_are_removed_and_the_bench_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hierarchy whose weight files cannot be written (here: plain directories, no weight
+    file to open in a missing group): nothing is left behind, and the caller gets None."""
+    parent = tmp_path / "cpu"
+    parent.mkdir()
+    monkeypatch.setattr(cgroups, "find_hierarchy", lambda: Hierarchy(parent, 1))
+    monkeypatch.setattr(Hierarchy, "weight_file", property(lambda self: "missing/cpu.shares"))
+    with cpu_groups({"kit": 2, "pupils": 1}) as groups:
+        assert groups is None
+    assert list(parent.iterdir()) == []
