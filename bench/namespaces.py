@@ -65,14 +65,19 @@ def check_usable(*tools: str) -> None:
         raise NamespaceError(f"network namespaces need {needs}")
 
 
-def shape(node: Node, device: str, rate: str | None, burst: str, latency: str) -> None:
-    """``tc tbf`` on ``device`` of ``node`` (egress) at ``rate`` like ``"2mbit"``; None: none.
-    (No netem on these kernels: loss is made with nftables, tests/netns.py.)"""
+def shape(node: Node | None, device: str, rate: str | None, burst: str, latency: str) -> None:
+    """``tc tbf`` on ``device`` of ``node`` (None: this process's namespace; egress) at ``rate``
+    like ``"2mbit"``; None: none, at any time. (No netem on these kernels: loss is made with
+    nftables, tests/netns.py.)"""
+
+    def command(*argv: str) -> list[str]:
+        return node.command(*argv) if node is not None else list(argv)
+
     if rate is None:
-        run(*node.command("tc", "qdisc", "del", "dev", device, "root"))
+        run(*command("tc", "qdisc", "del", "dev", device, "root"))
         return
     must(
-        *node.command("tc", "qdisc", "replace", "dev", device, "root", "tbf", "rate", rate),
+        *command("tc", "qdisc", "replace", "dev", device, "root", "tbf", "rate", rate),
         "burst", burst, "latency", latency,
     )  # fmt: skip
 

@@ -27,6 +27,7 @@ from bench.namespaces import (
     must,
     remove_stale,
     run,
+    shape,
 )
 
 PREFIX = "lossy-"
@@ -89,12 +90,7 @@ class PupilLink:
     def shape(self, rate: str | None) -> None:
         """Shape what the kit sends to the pupil (pictures, retransmissions) to ``rate``
         (``"800kbit"``) with ``tc tbf``, or take the shaping away (None); at any time."""
-        run("tc", "qdisc", "del", "dev", self.kit_side, "root")
-        if rate is not None:
-            must(
-                "tc", "qdisc", "add", "dev", self.kit_side, "root",
-                "tbf", "rate", rate, "burst", "32kbit", "latency", "100ms",
-            )  # fmt: skip
+        shape(None, self.kit_side, rate, burst="32kbit", latency="100ms")
 
 
 @dataclass(frozen=True)
